@@ -1,0 +1,1 @@
+"""Stage 3: scores, metrics, scale recommendation, baseline comparison, pytest plugin."""

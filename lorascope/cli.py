@@ -1,0 +1,31 @@
+"""The `lorascope` command: composes each stage's commands into one typer app.
+
+Each stage module registers its own commands and keeps torch/diffusers/open_clip imports
+inside the command bodies, so `lorascope --help` and `lorascope registry ...` start fast.
+Exit codes: 0 ok, 1 a check failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from evals import cli as evals_cli
+from harness import cli as harness_cli
+from registry import cli as registry_cli
+from reports import cli as reports_cli
+
+app = typer.Typer(
+    name="lorascope",
+    help="Which LoRA, at which scale? Did my provider change? Fixed-seed grids for Z-Image Turbo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(registry_cli.app, name="registry", help="The LoRA catalogue (loras.yaml).")
+harness_cli.register(app)
+evals_cli.register(app)
+reports_cli.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Stage 4: HTML reports and the offline demo."""
