@@ -1,0 +1,10 @@
+"""Not built yet."""
+
+from __future__ import annotations
+
+import typer
+
+
+def run() -> None:
+    typer.echo("not built yet", err=True)
+    raise typer.Exit(2)
