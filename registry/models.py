@@ -35,6 +35,12 @@ def _refuse_pickle(name: str) -> str:
     return name
 
 
+def _check_sha256(v: str) -> str:
+    if not SHA256.match(v):
+        raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex digits)")
+    return v
+
+
 class HubSource(_Strict):
     """A file in a Hugging Face repo, optionally pinned to a revision (commit sha or tag)."""
 
@@ -42,6 +48,7 @@ class HubSource(_Strict):
     repo: str
     file: str
     revision: str | None = None
+    sha256: str | None = None  # optional pin of the file's content, verified after download
 
     @field_validator("repo")
     @classmethod
@@ -62,6 +69,11 @@ class HubSource(_Strict):
             raise ValueError(f"{v!r} is not a git revision (commit sha, branch or tag)")
         return v
 
+    @field_validator("sha256")
+    @classmethod
+    def _hub_sha(cls, v: str | None) -> str | None:
+        return None if v is None else _check_sha256(v)
+
 
 class UrlSource(_Strict):
     """A file at an https URL, pinned by its sha256."""
@@ -81,9 +93,7 @@ class UrlSource(_Strict):
     @field_validator("sha256")
     @classmethod
     def _sha(cls, v: str) -> str:
-        if not SHA256.match(v):
-            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex digits)")
-        return v
+        return _check_sha256(v)
 
 
 class PathSource(_Strict):
@@ -91,6 +101,12 @@ class PathSource(_Strict):
 
     type: Literal["path"] = "path"
     path: Path
+    sha256: str | None = None  # optional pin, verified when the entry is resolved
+
+    @field_validator("sha256")
+    @classmethod
+    def _path_sha(cls, v: str | None) -> str | None:
+        return None if v is None else _check_sha256(v)
 
     @field_validator("path")
     @classmethod
