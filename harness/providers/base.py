@@ -49,6 +49,9 @@ class Provider(ABC):
     asynchronous: ClassVar[bool] = False
     #: Request option names this provider understands (anything else is a validation problem).
     known_options: ClassVar[frozenset[str]] = frozenset()
+    #: True when LoRAs must be local files (`LoraSpec.path`): the harness resolves/downloads
+    #: catalogue entries before sending (the local diffusers pipeline).
+    needs_local_files: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig | dict[str, Any] | None = None) -> None:
         if config is None or isinstance(config, dict):
