@@ -1,0 +1,245 @@
+"""What every hosted provider shares: key and root from config or environment, the lazy
+HTTP client, checks common to all of them, image downloads, deadlines and best-effort
+cancellation. Each provider module then only speaks its own protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from harness import secrets
+from harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
+from harness.models import GeneratedImage, GenerationRequest
+from harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
+from harness.providers._images import decode_base64_image, to_image
+from harness.providers.base import HostedConfig, Provider, env_or
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds one best-effort cancel may take before we give up on it.
+CANCEL_TIMEOUT_S = 10.0
+
+
+class HostedProvider(Provider):
+    config_model = HostedConfig
+    env_key_var: ClassVar[str]
+    env_url_var: ClassVar[str]
+    default_root: ClassVar[str]
+    auth_scheme: ClassVar[str] = "Bearer"
+    #: Planning figure for `estimate` (seconds per request, queue excluded); see docs/providers.md.
+    typical_seconds: ClassVar[float] = 5.0
+
+    config: HostedConfig
+
+    def __init__(
+        self,
+        config: HostedConfig | dict[str, Any] | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: Callable[[], float] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._sleep = sleep or asyncio.sleep
+        self._clock = clock or time.monotonic
+        self._rng = rng
+        self._transport = transport
+        self._http: ProviderHttp | None = None
+        key = self._key()
+        if key:
+            secrets.register(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={self.root!r})"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        return (env_or(self.config.base_url, self.env_url_var, self.default_root) or "").rstrip("/")
+
+    def _key(self) -> str | None:
+        if self.config.api_key is not None and self.config.api_key.get_secret_value():
+            return self.config.api_key.get_secret_value()
+        return env_or(None, self.env_key_var)
+
+    def require_key(self) -> str:
+        key = self._key()
+        if not key:
+            raise AuthError(self.name, self.env_key_var, "no API key configured")
+        return key
+
+    @property
+    def http(self) -> ProviderHttp:
+        if self._http is None:
+            key = self.require_key()
+            cfg = self.config
+            self._http = ProviderHttp(
+                self.name,
+                env_var=self.env_key_var,
+                auth_header=("Authorization", f"{self.auth_scheme} {key}"),
+                connect_timeout_s=cfg.connect_timeout_s,
+                read_timeout_s=cfg.read_timeout_s,
+                policy=RetryPolicy(max_retries=cfg.max_retries, budget_s=cfg.retry_budget_s),
+                max_connections=max(cfg.concurrency * 2, 4),
+                sleep=self._sleep,
+                clock=self._clock,
+                rng=self._rng,
+                transport=self._transport,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- validation ------------------------------------------------------------------------
+
+    def validate(self, request: GenerationRequest) -> list[str]:
+        problems: list[str] = []
+        if not self._key():
+            problems.append(f"no API key: set {self.env_key_var} (or the suite's providers.{self.name}.api_key)")
+        if not request.prompt.strip():
+            problems.append("prompt is empty")
+        unknown = sorted(set(request.options) - self.known_options)
+        if unknown:
+            known = ", ".join(sorted(self.known_options)) or "none"
+            problems.append(f"unknown option(s) {', '.join(unknown)} for {self.name} (known: {known})")
+        if request.width <= 0 or request.height <= 0:
+            problems.append(f"size {request.width}x{request.height} must be positive")
+        self._validate(request, problems)
+        return problems
+
+    def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
+        """Provider-specific checks; append to `problems`."""
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise before anything is sent: the missing key first (it names the variable),
+        then every other problem at once."""
+        self.require_key()
+        problems = self.validate(request)
+        if problems:
+            raise InvalidRequest(self.name, problems)
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def deadline(self) -> float:
+        return self._clock() + self.config.deadline_s
+
+    def poll_intervals(self) -> "PollSchedule":
+        return PollSchedule(self.config.poll_interval_s, self.config.poll_max_interval_s)
+
+    async def wait_or_timeout(self, delay: float, deadline: float, task_id: str) -> None:
+        """Sleep for the next poll, or cancel the task and raise once the deadline passes."""
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            await self.cancel_quietly(task_id)
+            raise ProviderTimeout(
+                self.name,
+                f"task {task_id} did not finish within deadline_s={self.config.deadline_s:g}; cancel requested",
+                request_id=task_id,
+            )
+        await self._sleep(min(delay, remaining))
+
+    async def cancel_quietly(self, task_id: str) -> None:
+        """Best-effort cancel: never raises, bounded in time (used on deadline and Ctrl-C)."""
+        try:
+            await asyncio.wait_for(self.cancel(task_id), CANCEL_TIMEOUT_S)
+        except (ProviderError, asyncio.TimeoutError, httpx.HTTPError, NotImplementedError) as exc:
+            log.warning("%s: cancel of %s failed: %s", self.name, task_id, secrets.redact_text(str(exc)))
+
+    async def guard_cancel(self, task_id: str, work: Awaitable[T]) -> T:
+        """Run `work`; if the caller is cancelled (Ctrl-C) ask the provider to cancel too."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            await self.cancel_quietly(task_id)
+            raise
+
+    async def download(self, url: str, nsfw: bool | None = None) -> tuple[GeneratedImage, float]:
+        """Fetch one image (no auth header: storage hosts must never see the key)."""
+        started = self._clock()
+        if url.startswith("data:"):
+            data, content_type = decode_base64_image(self.name, url)
+        else:
+            try:
+                response = await self.http.request("GET", url, auth=False)
+            except ProviderError as exc:
+                if exc.status in (401, 403, 404, 410):
+                    raise ExpiredImage(
+                        self.name,
+                        f"image URL {_safe_url(url)} answered HTTP {exc.status}: expired or no longer served",
+                        status=exc.status,
+                    ) from None
+                raise
+            data, content_type = response.content, response.headers.get("content-type")
+        if not data:
+            raise BadResponse(self.name, f"empty image from {_safe_url(url)}")
+        return to_image(self.name, data, content_type, nsfw), self._clock() - started
+
+
+class PollSchedule:
+    """Poll delays growing by half each time from `first` up to `cap` seconds."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._next = first
+        self._cap = max(cap, first)
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, self._next * 1.5)
+        return delay
+
+
+def as_float(value: Any) -> float | None:
+    """Numbers that some providers send as strings."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_int(value: Any) -> int | None:
+    number = as_float(value)
+    return None if number is None else int(number)
+
+
+def lora_url(spec: Any) -> str | None:
+    """An https URL for a LoRA file: the spec's own, or the Hugging Face resolve URL of its
+    pinned repo file (the form hosted providers download from)."""
+    if spec.url:
+        return spec.url
+    if spec.repo and spec.file:
+        return f"https://huggingface.co/{spec.repo}/resolve/{spec.revision or 'main'}/{spec.file}"
+    return None
+
+
+def check_range(problems: list[str], label: str, value: float | None, lo: float, hi: float) -> None:
+    if value is not None and not lo <= value <= hi:
+        problems.append(f"{label} {value:g} is outside [{lo:g}, {hi:g}]")
+
+
+def check_bool_options(problems: list[str], options: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        if name in options and not isinstance(options[name], bool):
+            problems.append(f"option {name} must be true or false, got {options[name]!r}")
+
+
+def check_enum_option(problems: list[str], options: dict[str, Any], name: str, allowed: tuple[str, ...]) -> None:
+    if name in options and options[name] not in allowed:
+        problems.append(f"option {name}={options[name]!r} is not one of {', '.join(allowed)}")
+
+
+class ExpiredImage(BadResponse):
+    """An image URL answered 401/403/404/410: signed URLs past their TTL look like this."""

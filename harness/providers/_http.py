@@ -1,0 +1,299 @@
+"""Shared HTTP plumbing for the hosted providers: one pooled `httpx.AsyncClient` per provider,
+explicit timeouts, bounded retries, and the mapping of HTTP answers onto `harness.errors`.
+
+Why the retry rules look the way they do:
+- 429, 408 and 5xx answers and transport failures are transient: retry with exponential
+  backoff and *full jitter* (AWS architecture blog, "Exponential Backoff And Jitter"), so a
+  grid of concurrent requests does not retry in lock-step. A `Retry-After` header (seconds or
+  an HTTP date, RFC 9110 §10.2.3) wins over our own backoff.
+- Retries stop at `max_retries` attempts or when the next wait would cross `retry_budget_s`,
+  whichever comes first; the last error is raised.
+- A 4xx other than 408/429 says the request is wrong (or the key is): never retried.
+- A paid submission is not idempotent. If it fails *after* the bytes may have reached the
+  provider (read timeout, connection dropped mid-answer), resending could pay twice, so a
+  non-idempotent call is only retried when the provider answered with a retryable status
+  (the task was not accepted) or the connection never opened.
+
+The key is added per request, never as a client default, so image downloads from a CDN
+never carry it. `sleep`, `clock` and `rng` are injectable so tests run retries instantly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from harness import secrets
+from harness.errors import (
+    AuthError,
+    BadResponse,
+    ContentFiltered,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    RejectedRequest,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+#: Transport errors where the request certainly never reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+_CONTENT_POLICY_WORDS = ("content_policy", "content policy", "nsfw", "unsafe content", "safety")
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to retry one call."""
+
+    max_retries: int = 5
+    budget_s: float = 120.0
+    base_s: float = 0.5
+    cap_s: float = 30.0
+
+    def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        return rng() * min(self.cap_s, self.base_s * (2**attempt))
+
+
+@dataclass
+class CallLog:
+    """What one logical call did (attempts and waits), for metadata and tests."""
+
+    attempts: int = 0
+    waits: list[float] = field(default_factory=list)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def provider_message(response: httpx.Response) -> str:
+    """The provider's own words from an error body, whichever field it uses."""
+    text = response.text
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
+        body = None
+    message: str | None = None
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if isinstance(detail, list):  # fal / pydantic-style 422: [{loc, msg, type}]
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                    parts.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg", item)))
+                else:
+                    parts.append(str(item))
+            message = "; ".join(parts)
+        elif detail:
+            message = str(detail)
+        for key in ("message", "reason", "error", "msg"):
+            if message:
+                break
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or json.dumps(value)
+            if value:
+                message = str(value)
+    if not message:
+        message = text.strip()[:500] or response.reason_phrase or "no message"
+    return secrets.redact_text(f"HTTP {response.status_code}: {message}")
+
+
+def _error_type(response: httpx.Response) -> str:
+    kind = response.headers.get("x-fal-error-type", "")
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("error_type"):
+            kind = kind or str(body["error_type"])
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
+        pass
+    return kind
+
+
+def looks_like_content_policy(*texts: str | None) -> bool:
+    joined = " ".join(t for t in texts if t).lower()
+    return any(word in joined for word in _CONTENT_POLICY_WORDS)
+
+
+def error_for(
+    provider: str, env_var: str, response: httpx.Response, *, now: float | None = None
+) -> ProviderError:
+    """Map a non-2xx answer onto the taxonomy, with the provider's own (redacted) message."""
+    status = response.status_code
+    message = provider_message(response)
+    request_id = response.headers.get("x-fal-request-id") or response.headers.get("x-request-id")
+    if status in (401, 403):
+        return AuthError(provider, env_var, f"the provider refused the key: {message}", status=status)
+    if status == 429:
+        return RateLimited(
+            provider,
+            message,
+            retry_after=parse_retry_after(response.headers.get("retry-after"), now=now),
+            status=status,
+            request_id=request_id,
+        )
+    if status == 408 or status >= 500:
+        return ProviderUnavailable(provider, message, status=status, request_id=request_id)
+    if looks_like_content_policy(_error_type(response), message):
+        return ContentFiltered(provider, message, status=status, request_id=request_id)
+    return RejectedRequest(provider, message, status=status, request_id=request_id)
+
+
+class ProviderHttp:
+    """One provider's HTTP client: auth per request, retries, error mapping."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        env_var: str,
+        auth_header: tuple[str, str] | None,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 120.0,
+        policy: RetryPolicy | None = None,
+        max_connections: int = 20,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        wall_clock: Clock | None = None,
+        rng: Callable[[], float] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.env_var = env_var
+        self._auth_header = auth_header
+        if auth_header:
+            secrets.register(auth_header[1].split(" ", 1)[-1])
+        self.policy = policy or RetryPolicy()
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self.clock: Clock = clock or time.monotonic
+        self.wall_clock: Clock = wall_clock or time.time
+        self.rng = rng or random.random
+        self.timeout = httpx.Timeout(
+            connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=connect_timeout_s
+        )
+        self.client = httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": "lorascope/0.1 (+httpx)"},
+        )
+        self.calls: list[CallLog] = []
+
+    def __repr__(self) -> str:  # never show the auth header
+        return f"ProviderHttp({self.provider!r})"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        idempotent: bool | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise a `ProviderError`."""
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        headers: dict[str, str] = {}
+        if auth and self._auth_header:
+            headers[self._auth_header[0]] = self._auth_header[1]
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+        log = CallLog()
+        self.calls.append(log)
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            log.attempts = attempt
+            error: ProviderError
+            retry_after: float | None = None
+            try:
+                response = await self.client.request(
+                    method, url, json=json_body, params=params, headers=headers
+                )
+            except httpx.TransportError as exc:
+                reason = secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                if not idempotent and not isinstance(exc, _NOT_SENT):
+                    raise ProviderUnavailable(
+                        self.provider,
+                        f"{reason} while sending {method} {_safe_url(url)}; the provider may have "
+                        "accepted it, so it is not resent automatically",
+                    ) from None
+                error = ProviderUnavailable(self.provider, f"{reason} ({method} {_safe_url(url)})")
+            else:
+                if response.is_success:
+                    return response
+                error = error_for(self.provider, self.env_var, response, now=self.wall_clock())
+                if response.status_code not in _RETRY_STATUSES:
+                    raise error
+                if isinstance(error, RateLimited):
+                    retry_after = error.retry_after
+            if not retry or attempt > self.policy.max_retries:
+                raise error
+            wait = retry_after if retry_after is not None else self.policy.backoff(attempt - 1, self.rng)
+            if self.clock() - started + wait > self.policy.budget_s:
+                raise error
+            log.waits.append(wait)
+            await self.sleep(wait)
+
+    async def get_json(self, url: str, **kw: Any) -> tuple[Any, httpx.Response]:
+        response = await self.request("GET", url, **kw)
+        return self.decode_json(response), response
+
+    async def post_json(self, url: str, body: Any, **kw: Any) -> tuple[Any, httpx.Response]:
+        response = await self.request("POST", url, json_body=body, **kw)
+        return self.decode_json(response), response
+
+    def decode_json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
+            snippet = secrets.redact_text(response.text[:200])
+            raise BadResponse(
+                self.provider,
+                f"malformed JSON from {response.request.method} {_safe_url(str(response.request.url))} "
+                f"(HTTP {response.status_code}): {snippet!r}",
+                status=response.status_code,
+            ) from None
+
+
+def _safe_url(url: str) -> str:
+    """URL without its query string (signed URLs carry tokens)."""
+    return secrets.redact_text(url.split("?", 1)[0])

@@ -1,0 +1,231 @@
+"""fal's queue protocol for Z-Image Turbo (provider-docs 004, fal's queue documentation).
+
+  POST {root}/fal-ai/z-image/turbo/lora   (or /fal-ai/z-image/turbo without LoRAs)
+       Authorization: Key $FAL_KEY
+       -> {request_id, status_url, response_url, cancel_url}
+  GET  status_url?logs=0   -> 202 {status: IN_QUEUE, queue_position} | IN_PROGRESS
+                           -> 200 {status: COMPLETED, metrics: {inference_time}, error?, error_type?}
+  GET  response_url        -> {images: [{url, width, height, content_type}], timings, seed,
+                               has_nsfw_concepts, prompt}
+  PUT  cancel_url          -> 202 {status: CANCELLATION_REQUESTED} | 400 ALREADY_COMPLETED
+
+fal's returned URLs live under the app id (`fal-ai/z-image/requests/{id}/...`, without the
+`/turbo/lora` subpath). URLs are used as returned when they point at the configured root's
+origin; otherwise their path is rebased onto the configured root. That keeps a proxy or a
+loopback root working, and it means the key is only ever sent to the origin the user
+configured. After a crash the same URLs are rebuilt from the request id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+
+from harness.errors import BadResponse, ContentFiltered, RejectedRequest, TaskFailed
+from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
+from harness.providers._http import looks_like_content_policy
+from harness.providers._hosted import (
+    HostedProvider,
+    as_float,
+    as_int,
+    check_bool_options,
+    check_enum_option,
+    check_range,
+    lora_url,
+)
+from harness.providers._images import slim
+from harness.providers.base import OnSubmitted
+from harness.secrets import redact
+
+APP_ID = "fal-ai/z-image"
+LORA_ENDPOINT = "fal-ai/z-image/turbo/lora"
+BASE_ENDPOINT = "fal-ai/z-image/turbo"
+PRICE_URL = "https://fal.ai/models/fal-ai/z-image/turbo/lora"
+USD_PER_MP_LORA = 0.0085
+USD_PER_MP_BASE = 0.005
+USD_PROMPT_EXPANSION = 0.0025
+ACCELERATION = ("none", "regular", "high")
+
+
+class FalProvider(HostedProvider):
+    name = "fal"
+    asynchronous = True
+    env_key_var = "FAL_KEY"
+    env_url_var = "LORASCOPE_FAL_URL"
+    default_root = "https://queue.fal.run"
+    auth_scheme = "Key"
+    typical_seconds = 3.0
+    known_options = frozenset(
+        {"acceleration", "enable_prompt_expansion", "enable_safety_checker", "sync_mode", "endpoint"}
+    )
+    steps_range: ClassVar[tuple[int, int]] = (1, 8)
+    num_images_range: ClassVar[tuple[int, int]] = (1, 4)
+    scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._urls: dict[str, dict[str, str]] = {}
+
+    # -- request mapping --------------------------------------------------------------------
+
+    def uses_lora_endpoint(self, request: GenerationRequest) -> bool:
+        choice = request.options.get("endpoint", "auto")
+        return choice == "lora" or (choice == "auto" and bool(request.loras))
+
+    def endpoint(self, request: GenerationRequest) -> str:
+        return LORA_ENDPOINT if self.uses_lora_endpoint(request) else BASE_ENDPOINT
+
+    def body(self, request: GenerationRequest) -> dict[str, Any]:
+        options = request.options
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "image_size": {"width": request.width, "height": request.height},
+            "num_inference_steps": request.steps,
+            "num_images": request.num_images,
+            "output_format": request.output_format,
+            # explicit: the image must follow the prompt as written, on every provider
+            "enable_prompt_expansion": bool(options.get("enable_prompt_expansion", False)),
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        for name in ("acceleration", "enable_safety_checker", "sync_mode"):
+            if name in options:
+                body[name] = options[name]
+        if self.uses_lora_endpoint(request):
+            body["loras"] = [{"path": lora_url(spec), "scale": spec.scale} for spec in request.loras]
+        return body
+
+    def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
+        check_range(problems, "steps", request.steps, *self.steps_range)
+        check_range(problems, "num_images", request.num_images, *self.num_images_range)
+        check_enum_option(problems, request.options, "acceleration", ACCELERATION)
+        check_enum_option(problems, request.options, "endpoint", ("auto", "lora", "base"))
+        check_bool_options(problems, request.options, ("enable_prompt_expansion", "enable_safety_checker", "sync_mode"))
+        if request.options.get("endpoint") == "base" and request.loras:
+            problems.append("option endpoint=base cannot take LoRAs (fal-ai/z-image/turbo has no loras field)")
+        for i, spec in enumerate(request.loras):
+            label = f"lora {i + 1} ({spec.label})"
+            check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
+            url = lora_url(spec)
+            if not url or not url.startswith(("https://", "http://")):
+                problems.append(f"{label}: fal needs a URL to the .safetensors file, got {url or spec.path or spec.repo!r}")
+
+    def estimate(self, request: GenerationRequest) -> Estimate:
+        return Estimate(
+            cost=self.price(request, request.megapixels * request.num_images), seconds=self.typical_seconds
+        )
+
+    def price(self, request: GenerationRequest, megapixels: float) -> Cost:
+        lora = self.uses_lora_endpoint(request)
+        rate = USD_PER_MP_LORA if lora else USD_PER_MP_BASE
+        usd = rate * megapixels
+        basis = f"${rate}/MP x {megapixels:.4f} MP ({'LoRA' if lora else 'base'} endpoint), {PRICE_URL}"
+        if request.options.get("enable_prompt_expansion"):
+            usd += USD_PROMPT_EXPANSION
+            basis += f" + ${USD_PROMPT_EXPANSION} prompt expansion"
+        return Cost(usd=round(usd, 8), source="estimated", basis=basis)
+
+    # -- URLs --------------------------------------------------------------------------------
+
+    def rebase(self, url: str) -> str:
+        """The returned URL if it is on the configured root's origin, else its path on the root."""
+        target, root = httpx.URL(url), httpx.URL(self.root)
+        if (target.scheme, target.host, target.port) == (root.scheme, root.host, root.port):
+            return url
+        rebased = self.root + target.raw_path.decode("ascii")
+        return rebased
+
+    def urls_for(self, request_id: str) -> dict[str, str]:
+        """Status/response/cancel URLs: as returned at submit, else rebuilt from the id."""
+        known = self._urls.get(request_id)
+        if known:
+            return known
+        base = f"{self.root}/{APP_ID}/requests/{request_id}"
+        return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest, on_submitted: OnSubmitted | None = None) -> GenerationResult:
+        self.check(request)
+        started = self._clock()
+        submitted, _ = await self.http.post_json(f"{self.root}/{self.endpoint(request)}", self.body(request))
+        if not isinstance(submitted, dict) or not submitted.get("request_id"):
+            raise BadResponse(self.name, f"submit answered without a request_id: {slim(redact(submitted))!r}")
+        request_id = str(submitted["request_id"])
+        urls = self.urls_for(request_id)
+        for key in ("status_url", "response_url", "cancel_url"):
+            if isinstance(submitted.get(key), str) and submitted[key]:
+                urls[key] = self.rebase(submitted[key])
+        self._urls[request_id] = urls
+        if on_submitted is not None:
+            await on_submitted(request_id)
+        return await self.guard_cancel(request_id, self._finish(request_id, request, started))
+
+    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
+        self.require_key()
+        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
+
+    async def cancel(self, task_id: str) -> None:
+        try:
+            await self.http.request("PUT", self.urls_for(task_id)["cancel_url"])
+        except RejectedRequest:
+            pass  # 400 ALREADY_COMPLETED / 404: nothing left to cancel
+
+    async def _poll(self, request_id: str, started: float) -> tuple[dict[str, Any], float | None]:
+        """Poll until COMPLETED; returns the final status and the queue wait we observed."""
+        deadline = self._clock() + self.config.deadline_s
+        schedule = self.poll_intervals()
+        queue_s: float | None = None
+        while True:
+            status, _ = await self.http.get_json(self.urls_for(request_id)["status_url"], params={"logs": 0})
+            if not isinstance(status, dict):
+                raise BadResponse(self.name, f"status of {request_id} is not an object", request_id=request_id)
+            state = status.get("status")
+            if state in ("IN_PROGRESS", "COMPLETED") and queue_s is None:
+                queue_s = self._clock() - started
+            if state == "COMPLETED":
+                error = status.get("error")
+                if error:
+                    kind = str(status.get("error_type") or "")
+                    cls = ContentFiltered if looks_like_content_policy(kind, str(error)) else TaskFailed
+                    detail = f" ({kind})" if kind else ""
+                    raise cls(self.name, f"request {request_id} failed{detail}: {error}", request_id=request_id)
+                return status, queue_s
+            if state not in ("IN_QUEUE", "IN_PROGRESS"):
+                raise BadResponse(self.name, f"request {request_id} has unknown status {state!r}", request_id=request_id)
+            await self.wait_or_timeout(schedule.next(), deadline, request_id)
+
+    async def _finish(self, request_id: str, request: GenerationRequest, started: float) -> GenerationResult:
+        status, queue_s = await self._poll(request_id, started)
+        output, _ = await self.http.get_json(self.urls_for(request_id)["response_url"])
+        if not isinstance(output, dict) or not isinstance(output.get("images"), list) or not output["images"]:
+            raise BadResponse(self.name, f"response of {request_id} has no images", request_id=request_id)
+        nsfw_flags = output.get("has_nsfw_concepts") or []
+        images: list[GeneratedImage] = []
+        download_s = 0.0
+        for i, entry in enumerate(output["images"]):
+            if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+                raise BadResponse(self.name, f"image {i} of {request_id} has no url", request_id=request_id)
+            nsfw = bool(nsfw_flags[i]) if i < len(nsfw_flags) and nsfw_flags[i] is not None else None
+            image, seconds = await self.download(entry["url"], nsfw=nsfw)
+            images.append(image)
+            download_s += seconds
+        metrics = status.get("metrics") if isinstance(status.get("metrics"), dict) else {}
+        timings = output.get("timings") if isinstance(output.get("timings"), dict) else {}
+        inference_s = as_float(metrics.get("inference_time"))
+        if inference_s is None:
+            inference_s = as_float(timings.get("inference"))
+        megapixels = sum(img.width * img.height for img in images) / 1_000_000
+        self._urls.pop(request_id, None)
+        return GenerationResult(
+            provider=self.name,
+            images=images,
+            seed=as_int(output.get("seed")) if output.get("seed") is not None else request.seed,
+            request_id=request_id,
+            timings=Timings(
+                total_s=self._clock() - started, queue_s=queue_s, inference_s=inference_s, download_s=download_s
+            ),
+            cost=self.price(request, megapixels),
+            metadata={"endpoint": self.endpoint(request), "status": slim(redact(status)), "response": slim(redact(output))},
+        )

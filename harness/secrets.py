@@ -1,0 +1,109 @@
+"""Keep API keys out of everything lorascope writes or shows: logs, exceptions, the store,
+reports. Providers register the keys they load; every text, mapping or header set that leaves
+a provider passes through `redact` first.
+
+Two layers, because either alone leaks: the registered key values themselves (whatever text
+they turn up in, e.g. a provider echoing the header back in an error body), and the shapes a
+credential takes on the wire (`Authorization: Bearer ...`, `Key ...`, `api_key=...`) for keys
+we never saw (a proxy's own token).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "***"
+
+#: Header names whose values are credentials, whatever they hold.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-fal-key", "cookie", "set-cookie"}
+)
+#: Mapping keys whose values are credentials (compared lower-case, '-' and '_' alike).
+SECRET_FIELDS = frozenset(
+    {"api_key", "apikey", "key", "token", "access_token", "secret", "password", "authorization",
+     "fal_key", "novita_api_key", "highway_api_key", "aimlapi_key"}
+)
+
+_CREDENTIAL_SHAPES = [
+    re.compile(r"(?i)\b(bearer|key|token|basic)(\s+)([A-Za-z0-9._~+/=:-]{8,})"),
+    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret)(\s*[=:]\s*[\"']?)([^\s\"'&,;}]{4,})"),
+]
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def register(secret: str | None) -> None:
+    """Remember a key so that any text containing it is masked from now on."""
+    if secret and len(secret) >= 4:
+        with _lock:
+            _known.add(secret)
+
+
+def _known_sorted() -> list[str]:
+    with _lock:
+        return sorted(_known, key=len, reverse=True)
+
+
+def redact_text(text: str) -> str:
+    """Mask registered keys and credential-shaped substrings."""
+    if not text:
+        return text
+    for secret in _known_sorted():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for shape in _CREDENTIAL_SHAPES:
+        text = shape.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return text
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def redact_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
+    """Header mapping (dict or httpx.Headers) with credential values masked."""
+    items = headers.items() if hasattr(headers, "items") else headers
+    return {
+        str(k): (MASK if str(k).lower() in SECRET_HEADERS else redact_text(str(v))) for k, v in items
+    }
+
+
+def redact(value: Any) -> Any:
+    """Deep copy of `value` (str, mapping, list/tuple, scalars) with secrets masked."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            if isinstance(k, str) and _normal(k) in SECRET_FIELDS and isinstance(v, str) and v:
+                out[k] = MASK
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in the final message (install on handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_filter(logger: logging.Logger | None = None) -> None:
+    """Attach `RedactingFilter` to every handler of `logger` (root by default)."""
+    logger = logger or logging.getLogger()
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
