@@ -1,0 +1,350 @@
+"""Build the run report's view model from a `RunData` (rows + eval outputs).
+
+All choices a reader relies on are made here, in testable Python: which rows and columns a
+grid has, which scale is marked as recommended, which cells are listed as problems, how
+numbers are rounded. The template only displays the result.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from registry.models import LoraEntry
+from reports import fmt
+from reports.figures import ThumbIndex, image_file, make_figure, row_ok, row_nsfw, sha_of
+from reports.howto import random_weight_banner, uses_random_weights
+from reports.inputs import RunData, ScaleAggregate
+from reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
+from reports.viewmodels import (
+    GridColumn,
+    GridRow,
+    KeyValue,
+    LoraSection,
+    PlotView,
+    ProblemRow,
+    ProviderStatsRow,
+    RecommendationView,
+    RunReportView,
+)
+
+_ANCHOR = re.compile(r"[^a-z0-9-]+")
+
+
+def _anchor(lora: str) -> str:
+    return "lora-" + (_ANCHOR.sub("-", lora.lower()).strip("-") or "x")
+
+
+def _scale_key(value: Any) -> float | None:
+    if fmt.is_missing(value):
+        return None
+    return round(float(value), 6)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns the report reads, with defaults, plus `variant`: the provider, and its
+    options when a suite sweeps an option axis (e.g. fal acceleration)."""
+    df = frame.copy()
+    for column, default in (
+        ("lora", ""), ("provider", "?"), ("prompt_id", ""), ("prompt", ""), ("status", ""),
+        ("error", None), ("image_path", None), ("options", ""), ("scales", ""),
+    ):
+        if column not in df.columns:
+            df[column] = default
+    for column in ("scale", "seed", "latency_s", "cost_usd", "width", "height"):
+        if column not in df.columns:
+            df[column] = math.nan
+    df["lora"] = df["lora"].fillna("").astype(str)
+    df["provider"] = df["provider"].fillna("?").astype(str)
+    df["prompt_id"] = df["prompt_id"].fillna("").astype(str)
+    opts = df["options"].map(fmt.options_text)
+    df["variant"] = [p if not o else f"{p} [{o}]" for p, o in zip(df["provider"], opts)]
+    df["scale_key"] = df["scale"].map(_scale_key)
+    df["seed_key"] = df["seed"].map(fmt.seed)
+    return df
+
+
+def _ordered_unique(values) -> list:
+    seen: dict = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def _pick(rows: pd.DataFrame) -> dict[str, Any] | None:
+    """One row for a grid position: the successful one if any (a retry may have failed
+    first), else the last attempt."""
+    if rows.empty:
+        return None
+    ok = [r for _, r in rows.iterrows() if row_ok(r)]
+    return (ok[-1] if ok else rows.iloc[-1]).to_dict()
+
+
+def _lookup(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
+    table: dict[tuple, dict[str, Any]] = {}
+    for key, rows in df.groupby(["lora", "column_key", "variant", "prompt_id", "seed_key"], sort=False, dropna=False):
+        picked = _pick(rows)
+        if picked is not None:
+            table[key] = picked
+    return table
+
+
+def _column_key(row: pd.Series) -> str:
+    if row["lora"] == "":
+        return "baseline"
+    if "+" in row["lora"] and row.get("scales"):
+        return str(row["scales"])
+    return fmt.scale(row["scale_key"])
+
+
+def _aggregate_index(aggregates: list[ScaleAggregate]) -> dict[tuple, ScaleAggregate]:
+    return {(a.lora, a.provider, _scale_key(a.scale), a.metric): a for a in aggregates}
+
+
+def _curves(
+    lora: str, metric: str, variants: list[str], aggs: list[ScaleAggregate],
+    recs: dict[tuple[str, str], float | None], with_baseline: bool,
+) -> list[Curve]:
+    curves = []
+    for index, variant in enumerate(variants):
+        points = [
+            CurvePoint(x=float(a.scale), mean=a.mean, lo=a.ci_low, hi=a.ci_high, n=a.n)
+            for a in aggs
+            if a.lora == lora and a.provider == variant and a.metric == metric and a.scale is not None
+        ]
+        baseline = None
+        if with_baseline:
+            base = [a for a in aggs if a.lora == "" and a.provider == variant and a.metric == metric]
+            baseline = base[0].mean if base else None
+        if points:
+            curves.append(Curve(label=variant, color=color_for(index), points=points,
+                                recommended_x=recs.get((lora, variant)), baseline_y=baseline))
+    return curves
+
+
+def _plots(lora: str, entry: LoraEntry | None, variants: list[str], data: RunData,
+           recs: dict[tuple[str, str], float | None]) -> list[PlotView]:
+    catalogue_x = entry.scale.recommended if entry else None
+    specs = [
+        PlotSpec(title="Style shift vs scale (mean, 95% CI)", y_label="style shift",
+                 curves=_curves(lora, "style_shift", variants, data.aggregates, recs, with_baseline=False),
+                 catalogue_x=catalogue_x, value_format="{:+.3f}"),
+        PlotSpec(title="CLIPScore vs scale (mean, 95% CI)", y_label="CLIPScore",
+                 curves=_curves(lora, "clip_score", variants, data.aggregates, recs, with_baseline=True),
+                 catalogue_x=catalogue_x),
+    ]
+    return [build_plot(spec) for spec in specs]
+
+
+def _section(
+    lora: str, df: pd.DataFrame, lookup: dict[tuple, dict[str, Any]], variants: list[str],
+    data: RunData, recs: dict[tuple[str, str], float | None], thumbs: ThumbIndex,
+    prompt_order: list[str],
+) -> LoraSection:
+    entry = data.loras.get(lora)
+    mine = df[df["lora"] == lora]
+    scale_cols = sorted(
+        _ordered_unique(zip(mine["column_key"], mine["scale_key"])),
+        key=lambda kv: (kv[1] if kv[1] is not None else math.inf, kv[0]),
+    )
+    catalogue_scale = entry.scale.recommended if entry else None
+    columns = [GridColumn(label="no LoRA (baseline)", scale=None)]
+    for key, scale_value in scale_cols:
+        columns.append(GridColumn(
+            label=f"scale {key}",
+            scale=scale_value,
+            catalogue_recommended=catalogue_scale is not None and scale_value is not None
+            and math.isclose(scale_value, catalogue_scale),
+            run_recommended_by=[v for v in variants if recs.get((lora, v)) is not None
+                                and scale_value is not None and math.isclose(recs[(lora, v)], scale_value)],
+        ))
+    keys = [("baseline", "baseline")] + [(k, k) for k, _ in scale_cols]
+    pairs = _ordered_unique(zip(mine["prompt_id"], mine["seed_key"]))
+    order = {pid: i for i, pid in enumerate(prompt_order)}
+    pairs.sort(key=lambda ps: (order.get(ps[0], len(order)), _seed_sort(ps[1])))
+    prompts = dict(zip(df["prompt_id"], df["prompt"].fillna("").astype(str)))
+
+    rows = []
+    for prompt_id, seed in pairs:
+        cells = []
+        for (column_key, _), column in zip(keys, columns):
+            figures = []
+            for variant in variants:
+                source_lora = "" if column.scale is None and column_key == "baseline" else lora
+                row = lookup.get((source_lora, column_key, variant, prompt_id, seed))
+                label = f"{column.label}, {prompt_id}, seed {seed}"
+                figures.append(make_figure(
+                    row, provider=variant, run_dir=data.run_dir, thumbs=thumbs, label=label,
+                    baseline=column.scale is None, recommended=variant in column.run_recommended_by,
+                ))
+            cells.append(figures)
+        rows.append(GridRow(prompt_id=prompt_id, prompt=prompts.get(prompt_id, ""), seed=seed, cells=cells))
+
+    recommendations = []
+    for variant in variants:
+        if (lora, variant) not in recs:
+            continue
+        rec = recs[(lora, variant)]
+        reason = next((r.reason for r in data.recommendations if r.lora == lora and r.provider == variant), "")
+        recommendations.append(RecommendationView(
+            provider=variant,
+            scale=fmt.scale(rec) if rec is not None else "none",
+            catalogue_scale=fmt.scale(catalogue_scale),
+            agrees=rec is not None and catalogue_scale is not None and math.isclose(rec, catalogue_scale),
+            reason=reason,
+        ))
+    return LoraSection(
+        id=lora,
+        anchor=_anchor(lora),
+        name=entry.name if entry else lora,
+        kind=entry.kind if entry else ("stack" if "+" in lora else ""),
+        is_stack="+" in lora,
+        triggers=list(entry.triggers) if entry else [],
+        style_prompt=(entry.style_prompt or "") if entry else "",
+        notes=(entry.notes or "") if entry else "",
+        license=(entry.license or "") if entry else "",
+        catalogue_scale=(f"{entry.scale.recommended:g} (range {entry.scale.range[0]:g}–{entry.scale.range[1]:g})"
+                         if entry else ""),
+        providers=variants,
+        columns=columns,
+        rows=rows,
+        recommendations=recommendations,
+        plots=_plots(lora, entry, variants, data, recs) if data.scored else [],
+    )
+
+
+def _seed_sort(seed: str) -> tuple[int, int | str]:
+    try:
+        return (0, int(seed))
+    except ValueError:
+        return (1, seed)
+
+
+def _provider_table(data: RunData, df: pd.DataFrame) -> list[ProviderStatsRow]:
+    endpoints = _per_variant(df, "endpoint")
+    versions = _per_variant(df, "model_version")
+    rows = []
+    for stats in data.provider_stats:
+        rows.append(ProviderStatsRow(
+            provider=stats.provider,
+            endpoint=endpoints.get(stats.provider, ""),
+            model_version=versions.get(stats.provider, ""),
+            images=str(stats.images),
+            failed=str(stats.failed),
+            failure_rate=fmt.percent(stats.failure_rate),
+            latency_min=fmt.seconds(stats.latency_min),
+            latency_median=fmt.seconds(stats.latency_median),
+            latency_p95=fmt.seconds(stats.latency_p95),
+            cost_total=fmt.usd(stats.cost_total),
+            cost_per_image=fmt.usd(stats.cost_per_image),
+            cost_per_mp=fmt.usd(stats.cost_per_mp),
+            cost_source=stats.cost_source,
+        ))
+    return rows
+
+
+def _per_variant(df: pd.DataFrame, column: str) -> dict[str, str]:
+    if column not in df.columns:
+        return {}
+    out = {}
+    for variant, values in df.groupby("variant", sort=False)[column]:
+        found = [str(v) for v in _ordered_unique(values.dropna()) if str(v)]
+        out[variant] = ", ".join(found)
+    for provider, values in df.groupby("provider", sort=False)[column]:
+        found = [str(v) for v in _ordered_unique(values.dropna()) if str(v)]
+        out.setdefault(provider, ", ".join(found))
+    return out
+
+
+def _problems(df: pd.DataFrame) -> list[ProblemRow]:
+    problems = []
+    for _, row in df.iterrows():
+        failed, nsfw = not row_ok(row), row_nsfw(row)
+        if not (failed or nsfw):
+            continue
+        lora = row["lora"] or "no LoRA"
+        scale = "" if row["lora"] == "" else (str(row["scales"]) if "+" in row["lora"] and row["scales"]
+                                               else fmt.scale(row["scale_key"]))
+        reason = ""
+        if failed:
+            error = row.get("error")
+            reason = str(error) if not fmt.is_missing(error) and error else f"status: {row['status']}"
+        else:
+            reason = "flagged NSFW by the provider"
+        problems.append(ProblemRow(
+            kind="failed" if failed else "nsfw",
+            provider=row["variant"], lora=lora, scale=scale, prompt_id=row["prompt_id"],
+            seed=row["seed_key"], reason=reason,
+        ))
+    return problems
+
+
+def _summary(data: RunData, df: pd.DataFrame, variants: list[str]) -> list[KeyValue]:
+    ok = df.apply(row_ok, axis=1) if len(df) else pd.Series(dtype=bool)
+    nsfw = int(df.apply(row_nsfw, axis=1).sum()) if len(df) else 0
+    versions = _per_variant(df, "model_version")
+    cost = pd.to_numeric(df["cost_usd"], errors="coerce")
+    latency = pd.to_numeric(df["latency_s"], errors="coerce")
+    sources = ""
+    if "cost_source" in df.columns:
+        counts = df.loc[cost.notna(), "cost_source"].fillna("unknown").value_counts()
+        sources = ", ".join(f"{n} {src}" for src, n in counts.items())
+    items = [
+        KeyValue(key="Suite", value=data.suite_name or "(unnamed)"),
+        KeyValue(key="Run folder", value=str(data.run_dir)),
+        KeyValue(key="Providers", value=", ".join(variants) or "none"),
+        KeyValue(key="Model versions", value="; ".join(
+            f"{v}: {versions.get(v) or 'not reported'}" for v in variants) or "–"),
+        KeyValue(key="LoRAs", value=str(len([x for x in _ordered_unique(df["lora"]) if x]))),
+        KeyValue(key="Generations", value=f"{len(df)} ({int(ok.sum())} ok, {len(df) - int(ok.sum())} failed)"),
+        KeyValue(key="NSFW-flagged", value=str(nsfw)),
+        KeyValue(key="Total cost", value=fmt.usd(cost.sum()) + (f" ({sources})" if sources else "")),
+        KeyValue(key="Generation time (sum)", value=fmt.seconds(latency.sum() if latency.notna().any() else None)),
+    ]
+    if data.wall_time_s is not None:
+        items.append(KeyValue(key="Wall time", value=fmt.seconds(data.wall_time_s)))
+    items.append(KeyValue(key="Scored", value=f"yes ({data.score_model})" if data.scored and data.score_model
+                          else ("yes" if data.scored else "not yet")))
+    return items
+
+
+def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportView:
+    report_dir = report_dir or data.run_dir
+    df = normalise(data.results)
+    df["column_key"] = df.apply(_column_key, axis=1) if len(df) else pd.Series(dtype=str)
+    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
+    for _, row in df.iterrows():
+        if row_ok(row):
+            thumbs.want(image_file(data.run_dir, row), sha_of(row))
+    thumbs.make()
+
+    variants = _ordered_unique(df["variant"])
+    suite_prompts = [p.get("id") for p in data.suite.get("prompts", []) if isinstance(p, dict)]
+    prompt_order = _ordered_unique([*suite_prompts, *df["prompt_id"]])
+    lora_order = _ordered_unique([*[k for k in data.loras if k in set(df["lora"])], *df["lora"]])
+    lookup = _lookup(df)
+    recs = {(r.lora, r.provider): r.scale for r in data.recommendations}
+    sections = [
+        _section(lora, df, lookup, variants, data, recs, thumbs, prompt_order)
+        for lora in lora_order if lora
+    ]
+    banners = [random_weight_banner(data)] if uses_random_weights(df) else []
+    return RunReportView(
+        title=f"lorascope report: {data.suite_name or data.run_dir.name}",
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        banners=banners,
+        summary=_summary(data, df, variants),
+        scored=data.scored,
+        score_note="" if data.scored else (
+            "This run is not scored yet: the grids show images, latency and cost only. "
+            "Run `lorascope score RUN` (and `lorascope recommend RUN`), then `lorascope report RUN` again."),
+        providers=variants,
+        sections=sections,
+        provider_stats=_provider_table(data, df),
+        problems=_problems(df),
+    )

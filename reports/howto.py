@@ -1,0 +1,91 @@
+"""The banner a report shows when its images come from random-weight models (the offline
+demo, CI), with how to run the same suite for real: on fal, Novita, HighwayAPI, AI/ML API
+or a GPU. The snippet is built from the run's own suite, so it is the suite the reader
+just looked at with only the providers changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from reports.viewmodels import Banner, CodeSnippet
+
+RANDOM_MARKERS = ("tiny-random",)
+
+#: provider name -> (environment variable holding its key, where to get one)
+HOSTED_KEYS = {
+    "fal": ("FAL_KEY", "https://fal.ai/dashboard/keys"),
+    "novita": ("NOVITA_API_KEY", "https://novita.ai/settings/key-management"),
+    "highway": ("HIGHWAY_API_KEY", "https://highwayapi.ai"),
+    "aimlapi": ("AIMLAPI_KEY", "https://aimlapi.com/app/keys"),
+}
+
+
+def uses_random_weights(frame: pd.DataFrame) -> bool:
+    for column in ("model_version", "endpoint", "options"):
+        if column in frame.columns:
+            values = frame[column].dropna().astype(str)
+            if any(marker in v for v in values for marker in RANDOM_MARKERS):
+                return True
+    return False
+
+
+def _real_suite(suite: dict[str, Any], suite_name: str) -> str:
+    """The run's suite with the hosted providers and the real local model instead of
+    tiny-random; hosted providers fetch LoRAs by hub repo or URL, so the catalogue line
+    points at the project's catalogue."""
+    out: dict[str, Any] = {"name": f"{suite.get('name') or suite_name or 'my-suite'}-real"}
+    out["catalogue"] = "loras.yaml"
+    out["providers"] = [
+        "fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi",
+        {"diffusers": {"model": "Tongyi-MAI/Z-Image-Turbo"}},
+    ]
+    for key in ("loras", "stacks", "scales", "prompts", "seeds"):
+        if suite.get(key):
+            out[key] = suite[key]
+    out.setdefault("loras", ["classic-painting", "coloring-book"])
+    out.setdefault("scales", [0.5, 0.8, 1.0, 1.5])
+    out.setdefault("seeds", [42, 1234])
+    out["size"] = "1024x1024"
+    out["steps"] = 8
+    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, default_flow_style=None)
+
+
+def random_weight_banner(data: Any) -> Banner:
+    suite = getattr(data, "suite", {}) or {}
+    env_lines = "\n".join(
+        f"export {var}=...   # {name}: {where}" for name, (var, where) in HOSTED_KEYS.items()
+    )
+    return Banner(
+        level="warning",
+        title="These images come from random-weight models",
+        paragraphs=[
+            "This run used the tiny random-weight Z-Image pipeline and a tiny random-weight CLIP, "
+            "built in code so the whole product runs offline in under a minute. The pictures are "
+            "noise and the scores, recommendations and plots carry no meaning about any real LoRA: "
+            "they show what a report looks like and that every stage works end to end.",
+            "To run the same grid for real, point the suite at hosted providers (their keys in the "
+            "environment) or at the real Z-Image Turbo weights on a GPU, and use a catalogue whose "
+            "LoRAs are on the Hugging Face Hub or at an https URL (hosted providers fetch the file "
+            "themselves; a local path only works with the diffusers provider). Leave out the "
+            "providers you have no key for.",
+        ],
+        snippets=[
+            CodeSnippet(title="suite.yaml", language="yaml", code=_real_suite(suite, getattr(data, "suite_name", ""))),
+            CodeSnippet(
+                title="shell",
+                language="sh",
+                code=(
+                    f"{env_lines}\n"
+                    "lorascope run suite.yaml --dry-run        # counts and estimated cost, sends nothing\n"
+                    "lorascope run suite.yaml --max-cost 5 --out runs/real\n"
+                    "lorascope score runs/real                 # real CLIP weights (ViT-B-32 by default)\n"
+                    "lorascope recommend runs/real\n"
+                    "lorascope report runs/real"
+                ),
+            ),
+        ],
+    )

@@ -1,0 +1,87 @@
+"""What the renderer reads: a run's rows plus the numbers the evals stage computed.
+
+`reports.sources` fills these from a run folder (the harness store, the evals outputs);
+tests build them directly. Keeping this boundary explicit means the renderer never
+reaches into the store's tables or re-derives an eval metric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry.models import LoraEntry
+
+#: Statuses the harness gives a generation that produced its image.
+OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "complete"})
+
+#: Per-image score columns the evals stage adds to results.parquet.
+SCORE_COLUMNS = ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement")
+
+
+class ScaleAggregate(BaseModel):
+    """Mean of one metric over prompts and seeds for (lora, provider, scale), with its 95% CI.
+    `lora == ""` is the no-LoRA baseline (scale None)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lora: str
+    provider: str
+    scale: float | None
+    metric: str
+    mean: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+
+
+class Recommendation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lora: str
+    provider: str
+    scale: float | None  # None: no scale met the rule
+    reason: str = ""
+
+
+class ProviderStats(BaseModel):
+    """Latency and cost per provider (seconds, USD); None where nothing was measured."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    images: int
+    failed: int
+    failure_rate: float | None = None
+    latency_min: float | None = None
+    latency_median: float | None = None
+    latency_p95: float | None = None
+    cost_total: float | None = None
+    cost_per_image: float | None = None
+    cost_per_mp: float | None = None
+    cost_source: str = ""
+
+
+class RunData(BaseModel):
+    """Everything one run report shows."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_dir: Path
+    results: Any  # pandas.DataFrame, one row per generation (results.parquet's columns)
+    suite_name: str = ""
+    suite: dict[str, Any] = Field(default_factory=dict)  # the suite as loaded (for how-to snippets)
+    loras: dict[str, LoraEntry] = Field(default_factory=dict)
+    scored: bool = False
+    score_model: str = ""
+    aggregates: list[ScaleAggregate] = Field(default_factory=list)
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    provider_stats: list[ProviderStats] = Field(default_factory=list)
+    wall_time_s: float | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.results

@@ -1,0 +1,221 @@
+"""What the templates display, already computed and formatted.
+
+The renderer turns a run's store and eval outputs into these models; templates only loop
+over them and print strings. No template computes a metric, picks a recommendation or
+formats a number, so what a report shows is testable in Python without a browser.
+Every string here may hold untrusted text (prompts, catalogue notes, provider messages):
+templates print it through Jinja2 autoescaping, never with `|safe`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Figure(_View):
+    """One provider's image in one grid cell (or its absence, with the reason)."""
+
+    provider: str
+    status: Literal["ok", "failed", "missing", "absent"]
+    thumb: str | None = None  # URL relative to the report file
+    full: str | None = None  # URL of the full-size image, relative to the report file
+    thumb_width: int | None = None
+    thumb_height: int | None = None
+    alt: str = ""
+    caption: list[str] = Field(default_factory=list)  # formatted numbers, e.g. "CLIP 0.71"
+    reason: str | None = None  # why it failed / is missing
+    nsfw: bool = False
+    recommended: bool = False  # this column is this provider's recommended scale
+    title: str = ""
+
+
+class GridColumn(_View):
+    label: str
+    scale: float | None  # None: the no-LoRA baseline
+    catalogue_recommended: bool = False
+    run_recommended_by: list[str] = Field(default_factory=list)  # providers
+
+
+class GridRow(_View):
+    prompt_id: str
+    prompt: str
+    seed: str
+    cells: list[list[Figure]]  # one list per column, one Figure per provider
+
+
+class Tick(_View):
+    pos: float
+    label: str
+
+
+class PlotPoint(_View):
+    x: float
+    y: float
+    title: str
+
+
+class PlotSeries(_View):
+    label: str
+    color: str
+    line: str  # SVG path data
+    band: str  # SVG path data of the 95% CI band ("" when there is none)
+    points: list[PlotPoint]
+
+
+class PlotMarker(_View):
+    """A vertical (recommended scale) or horizontal (baseline level) reference line."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    color: str
+    dash: str
+    label: str
+    label_x: float
+    label_y: float
+    anchor: Literal["start", "end"] = "start"
+
+
+class PlotView(_View):
+    title: str
+    y_label: str
+    x_label: str = "LoRA scale"
+    width: int
+    height: int
+    plot_left: float
+    plot_top: float
+    plot_right: float
+    plot_bottom: float
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    series: list[PlotSeries]
+    markers: list[PlotMarker]
+    empty_reason: str | None = None
+
+
+class RecommendationView(_View):
+    provider: str
+    scale: str
+    catalogue_scale: str
+    agrees: bool
+    reason: str
+
+
+class LoraSection(_View):
+    id: str
+    anchor: str
+    name: str
+    kind: str = ""
+    is_stack: bool = False
+    triggers: list[str] = Field(default_factory=list)
+    style_prompt: str = ""
+    notes: str = ""
+    license: str = ""
+    catalogue_scale: str = ""  # "0.7 (range 0.5-0.8)"
+    providers: list[str]
+    columns: list[GridColumn]
+    rows: list[GridRow]
+    recommendations: list[RecommendationView] = Field(default_factory=list)
+    plots: list[PlotView] = Field(default_factory=list)
+
+
+class KeyValue(_View):
+    key: str
+    value: str
+
+
+class ProviderStatsRow(_View):
+    provider: str
+    endpoint: str
+    model_version: str
+    images: str
+    failed: str
+    failure_rate: str
+    latency_min: str
+    latency_median: str
+    latency_p95: str
+    cost_total: str
+    cost_per_image: str
+    cost_per_mp: str
+    cost_source: str
+
+
+class ProblemRow(_View):
+    """A failed or NSFW-flagged cell."""
+
+    kind: Literal["failed", "nsfw"]
+    provider: str
+    lora: str
+    scale: str
+    prompt_id: str
+    seed: str
+    reason: str
+
+
+class CodeSnippet(_View):
+    title: str
+    language: str
+    code: str
+
+
+class Banner(_View):
+    """A plain statement the reader must see first (e.g. random-weight demo models)."""
+
+    level: Literal["info", "warning"]
+    title: str
+    paragraphs: list[str]
+    snippets: list[CodeSnippet] = Field(default_factory=list)
+
+
+class RunReportView(_View):
+    title: str
+    generated_at: str
+    banners: list[Banner] = Field(default_factory=list)
+    summary: list[KeyValue]
+    scored: bool
+    score_note: str = ""
+    providers: list[str]
+    sections: list[LoraSection]
+    provider_stats: list[ProviderStatsRow]
+    problems: list[ProblemRow]
+
+
+class CompareMetric(_View):
+    name: str
+    baseline: str
+    current: str
+    delta: str
+
+
+class CompareCell(_View):
+    verdict: str  # as evals wrote it: "drift", "regressed", "same", ...
+    drifted: bool
+    provider: str
+    lora: str
+    scale: str
+    prompt_id: str
+    prompt: str
+    seed: str
+    reasons: list[str]
+    baseline: Figure
+    current: Figure
+    metrics: list[CompareMetric]
+
+
+class CompareReportView(_View):
+    title: str
+    generated_at: str
+    baseline_dir: str
+    current_dir: str
+    overall: str
+    regressed: bool
+    summary: list[KeyValue]
+    cells: list[CompareCell]
+    banners: list[Banner] = Field(default_factory=list)
