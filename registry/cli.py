@@ -1,7 +1,297 @@
-"""`lorascope registry ...` commands."""
+"""`lorascope registry list|show|validate|inspect|add`.
+
+Imports stay inside the commands and never reach torch/diffusers/open_clip/pandas, so these
+commands start fast. Exit codes: 0 ok, 1 a check failed (invalid catalogue, incompatible
+LoRA, failed download), 2 usage error (unknown id, missing file, bad argument).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+if TYPE_CHECKING:
+    from registry.catalogue import Catalogue
+    from registry.inspect import LoraInspection
+    from registry.models import LoraEntry
+
+app = typer.Typer(no_args_is_help=True, help="The LoRA catalogue (loras.yaml).", add_completion=False)
+
+CatalogueOpt = Annotated[
+    Optional[Path],
+    typer.Option("--catalogue", "-c", help="Catalogue file (default: $LORASCOPE_CATALOGUE, ./loras.yaml, the project's)."),
+]
+UNCONFIRMED = "?"
+
+
+def _err(message: str, code: int) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {_escape(message)}")
+    return typer.Exit(code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _load(path: Path | None) -> "Catalogue":
+    from registry.catalogue import default_catalogue_path, load_catalogue
+    from registry.problems import CatalogueError
+
+    target = path or default_catalogue_path()
+    if not target.is_file():
+        raise _err(f"catalogue {target} not found", 2)
+    try:
+        catalogue = load_catalogue(target)
+    except CatalogueError as exc:
+        raise _err(str(exc), 1) from None
+    err = _console_err()
+    for warning in catalogue.warnings:
+        err.print(f"[yellow]{_escape(str(warning))}[/]")
+    return catalogue
+
+
+def _console_err():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _mark(entry: "LoraEntry", fact: str, text: str) -> str:
+    return text if entry.is_confirmed(fact) else f"{text}{UNCONFIRMED}"
+
+
+def _source_label(entry: "LoraEntry", short: bool = False) -> str:
+    src = entry.source
+    if src.type == "hub" and short:
+        return src.repo + (f"@{src.revision[:8]}" if src.revision else "")
+    if src.type == "hub":
+        return f"{src.repo}:{src.file}" + (f"@{src.revision[:12]}" if src.revision else "")
+    if src.type == "url":
+        return src.url
+    return str(src.path)
+
+
+@app.command("list")
+def list_(
+    catalogue: CatalogueOpt = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind: style, character, concept, utility.")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Only entries with this tag.")] = None,
+) -> None:
+    """A table of the catalogue's LoRAs; `?` marks a fact not confirmed by the LoRA's own card or file."""
+    from rich.table import Table
+
+    kinds = ("style", "character", "concept", "utility")
+    if kind is not None and kind not in kinds:
+        raise _err(f"--kind must be one of {', '.join(kinds)} (got {kind!r})", 2)
+    cat = _load(catalogue)
+    entries = [e for e in cat.entries if (kind is None or e.kind == kind) and (tag is None or tag in e.tags)]
+    table = Table(title=f"{len(entries)} of {len(cat.entries)} LoRAs in {cat.path}", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for col in ("kind", "source", "triggers", "scale", "tags"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        triggers = ", ".join(e.triggers) if e.triggers else "—"
+        scale = f"{e.scale.recommended:g} [{e.scale.range[0]:g}–{e.scale.range[1]:g}]"
+        table.add_row(
+            e.id,
+            _mark(e, "kind", e.kind),
+            _escape(_mark(e, "source", _source_label(e, short=True))),
+            _escape(_mark(e, "triggers", triggers)),
+            _mark(e, "scale", scale),
+            _escape(", ".join(e.tags)),
+        )
+    out = _console()
+    out.print(table)
+    out.print(f"{UNCONFIRMED} = unconfirmed: not checked against the LoRA's own card or file")
+
+
+@app.command()
+def show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id.")],
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Everything the catalogue knows about one LoRA, with where each fact came from."""
+    from registry.references import references
+
+    cat = _load(catalogue)
+    try:
+        e = cat.get(entry_id)
+    except KeyError as exc:
+        raise _err(str(exc), 2) from None
+    refs = references(e, cat.dir)
+    out = _console()
+    line = cat.lines.get(e.id)
+    out.print(f"[bold]{_escape(e.name)}[/] ({e.id}) — {cat.path}{f':{line}' if line else ''}")
+    rows: list[tuple[str, str, str]] = [
+        ("kind", e.kind, "kind"),
+        ("source", _source_label(e), "source"),
+        ("triggers", ", ".join(e.triggers) or "(none)", "triggers"),
+        ("trigger position", e.trigger_position, ""),
+        ("scale", f"recommended {e.scale.recommended:g}, range [{e.scale.range[0]:g}, {e.scale.range[1]:g}]", "scale"),
+        ("style prompt", e.style_prompt or "(none)", "style_prompt"),
+        ("license", e.license or "(unknown)", "license"),
+        ("tags", ", ".join(e.tags) or "(none)", ""),
+        ("notes", e.notes or "", ""),
+        ("url", refs.url or "", ""),
+        ("repo id", refs.repo or "", ""),
+        ("local path", str(refs.path) if refs.path else "", ""),
+        ("sha256", refs.sha256 or "", ""),
+    ]
+    for label, value, fact in rows:
+        if not value:
+            continue
+        flag = ""
+        if fact and not value.startswith("("):
+            p = e.provenance.get(fact)
+            if p is None:
+                flag = f"  [yellow]{UNCONFIRMED} no provenance[/]"
+            else:
+                state = "[green]confirmed[/]" if p.confirmed else f"[yellow]{UNCONFIRMED} unconfirmed[/]"
+                note = f"; {p.note}" if p.note else ""
+                flag = f"  {state} — {_escape(p.source + note)}"
+        out.print(f"  {label:<17} {_escape(value)}{flag}")
+
+
+@app.command()
+def validate(
+    path: Annotated[Optional[Path], typer.Argument(help="Catalogue to check (default: the one lorascope uses).")] = None,
+) -> None:
+    """Check a catalogue and print every problem with its file, line, entry and field."""
+    from registry.catalogue import check_catalogue, default_catalogue_path
+
+    target = path or default_catalogue_path()
+    if not target.is_file():
+        raise _err(f"catalogue {target} not found", 2)
+    entries, problems, _ = check_catalogue(target)
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    out = _console()
+    for p in problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        out.print(f"[{colour}]{_escape(str(p))}[/]")
+    summary = f"{target}: {len(entries)} valid entries, {len(errors)} error(s), {len(warnings)} warning(s)"
+    out.print(("[bold red]FAIL[/] " if errors else "[bold green]OK[/] ") + _escape(summary))
+    if errors:
+        raise typer.Exit(1)
+
+
+def _print_inspection(ins: "LoraInspection") -> None:
+    out = _console()
+    colour = {"compatible": "green", "incompatible": "red", "unknown": "yellow"}[ins.compatibility.verdict]
+    out.print(f"[bold]{_escape(ins.source)}[/]")
+    rows = [
+        ("format", ins.key_format),
+        ("ranks", ", ".join(map(str, ins.ranks)) or "?"),
+        ("alphas", ", ".join(f"{a:g}" for a in ins.alphas) or "(none stored: alpha = rank)"),
+        ("targets", ", ".join(ins.targets) or "(none)"),
+        ("blocks", ", ".join(f"{g} x{n}" for g, n in ins.blocks.items()) or "(none)"),
+        ("dtypes", ", ".join(ins.dtypes)),
+        ("parameters", f"{ins.parameter_count:,} in {ins.tensor_count} tensors"),
+        ("size", f"{ins.file_size:,} bytes" if ins.file_size is not None else "(remote: not downloaded)"),
+        ("sha256", ins.sha256 or "(remote: not downloaded)"),
+    ]
+    if ins.foreign_model:
+        rows.append(("made for", ins.foreign_model))
+    for label, value in rows:
+        out.print(f"  {label:<11} {_escape(value)}")
+    for key, value in sorted(ins.metadata.items()):
+        shown = value if len(value) <= 100 else value[:97] + "..."
+        out.print(f"  [dim]meta[/] {_escape(key)} = {_escape(shown)}")
+    out.print(f"  [bold {colour}]{ins.compatibility.verdict}[/]: {_escape(ins.compatibility.reason)}")
+
+
+@app.command()
+def inspect(
+    target: Annotated[str, typer.Argument(metavar="FILE|ID|OWNER/REPO:FILE", help="A local file, a catalogue id, or a Hub file.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the inspection as JSON.")] = False,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Read a LoRA's safetensors header (never its tensors; Hub files are not downloaded) and judge whether it fits Z-Image Turbo; exit 1 when it does not."""
+    from registry.inspect import inspect_file, inspect_remote
+    from registry.safetensors_header import NotSafetensorsError
+
+    try:
+        local = Path(target)
+        if local.is_file():
+            if local.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"):
+                raise _err(f"{target} is a pickle weight file; refused (pickle executes code when loaded)", 1)
+            ins = inspect_file(local)
+        elif ":" in target and "/" in target.split(":", 1)[0]:
+            repo, _, file = target.partition(":")
+            ins = inspect_remote(repo, file)
+        else:
+            cat = _load(catalogue)
+            try:
+                entry = cat.get(target)
+            except KeyError as exc:
+                if "/" in target or target.endswith(".safetensors"):
+                    raise _err(f"{target}: no such file, and no catalogue entry of that id", 2) from None
+                raise _err(str(exc), 2) from None
+            ins = _inspect_entry(entry, cat.dir)
+    except NotSafetensorsError as exc:
+        raise _err(f"{target}: {exc}", 1) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # network / hub errors: one line, no traceback
+        raise _err(f"{target}: {type(exc).__name__}: {exc}", 1) from None
+    if json_:
+        typer.echo(ins.model_dump_json(indent=2))
+    else:
+        _print_inspection(ins)
+    if ins.compatibility.verdict == "incompatible":
+        raise typer.Exit(1)
+
+
+def _inspect_entry(entry: "LoraEntry", catalogue_dir: Path) -> "LoraInspection":
+    from registry.inspect import inspect_file, inspect_remote
+    from registry.resolve import resolve
+
+    src = entry.source
+    if src.type == "hub":
+        return inspect_remote(src.repo, src.file, src.revision)
+    resolved = resolve(entry, catalogue_dir)  # url: downloaded once, sha256-verified; path: as is
+    return inspect_file(resolved.path)
+
+
+@app.command()
+def add(
+    target: Annotated[str, typer.Argument(metavar="OWNER/REPO[:FILE]", help="A Hugging Face repo, optionally one file in it.")],
+    catalogue: CatalogueOpt = None,
+    entry_id: Annotated[Optional[str], typer.Option("--id", help="The new entry's id (default: from the repo name).")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="Branch, tag or commit to read (pinned as the commit seen).")] = None,
+) -> None:
+    """Inspect a Hub LoRA remotely and append an entry for it, keeping the file's comments and order."""
+    from registry.add import AddError, add_entry, parse_target
+    from registry.catalogue import default_catalogue_path
+    from registry.models import SLUG
+    from registry.problems import CatalogueError
+
+    try:
+        parse_target(target)
+    except ValueError as exc:
+        raise _err(str(exc), 2) from None
+    if entry_id is not None and not SLUG.match(entry_id):
+        raise _err(f"--id {entry_id!r} is not a slug (lowercase letters, digits and '-')", 2)
+    path = catalogue or default_catalogue_path()
+    try:
+        entry, ins = add_entry(path, target, entry_id=entry_id, revision=revision)
+    except (AddError, CatalogueError) as exc:
+        raise _err(str(exc), 1) from None
+    except Exception as exc:  # hub errors: one line
+        raise _err(f"{target}: {type(exc).__name__}: {exc}", 1) from None
+    out = _console()
+    out.print(f"added [bold]{entry['id']}[/] to {_escape(str(path))}: {ins.key_format}, "
+              f"{ins.compatibility.verdict} ({_escape(ins.compatibility.reason)})")
+    out.print("facts lorascope assumed are marked confirmed: false; review kind, triggers, scale and add a style_prompt")

@@ -1,0 +1,200 @@
+"""`lorascope registry add`: read a Hub LoRA's header remotely and append an entry for it.
+
+The catalogue is rewritten with ruamel.yaml's round-trip mode, so comments, key order and
+flow style survive. What the Hub or the file itself says is marked confirmed; everything
+lorascope had to assume (kind, scale, a missing trigger) is marked unconfirmed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from registry.catalogue import check_catalogue
+from registry.inspect import LoraInspection, hf_api, inspect_remote
+from registry.models import PICKLE_SUFFIXES, REPO_ID
+from registry.problems import CatalogueError
+
+TRIGGER_METADATA_KEYS = ("trigger_word", "trigger_words", "trigger", "instance_prompt", "activation_text")
+DEFAULT_SCALE = {"recommended": 0.8, "range": [0.6, 1.0]}
+
+
+class AddError(Exception):
+    """`add` could not build an entry; the message says why (exit 1)."""
+
+
+def parse_target(target: str) -> tuple[str, str | None]:
+    """`owner/repo[:file]` -> (repo, file or None)."""
+    repo, _, file = target.partition(":")
+    if not REPO_ID.match(repo):
+        raise ValueError(f"{repo!r} is not a Hugging Face repo id of the form owner/name")
+    return repo, (file or None)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug or "lora"
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def _flow(mapping: dict) -> Any:
+    from ruamel.yaml.comments import CommentedMap
+
+    node = CommentedMap(mapping)
+    node.fa.set_flow_style()
+    return node
+
+
+def _seq_flow(items: list) -> Any:
+    from ruamel.yaml.comments import CommentedSeq
+
+    node = CommentedSeq(items)
+    node.fa.set_flow_style()
+    return node
+
+
+def pick_file(repo: str, file: str | None, revision: str | None) -> tuple[str, str | None, str | None, int | None, Any]:
+    """(file, commit sha, file sha256, size, model info) — from the Hub's repo listing."""
+    info = hf_api().model_info(repo, revision=revision, files_metadata=True)
+    siblings = {s.rfilename: s for s in (info.siblings or [])}
+    if file is None:
+        candidates = sorted(n for n in siblings if n.endswith(".safetensors"))
+        if not candidates:
+            pickles = sorted(n for n in siblings if n.lower().endswith(PICKLE_SUFFIXES))
+            extra = f" (only pickle files, refused: {', '.join(pickles)})" if pickles else ""
+            raise AddError(f"{repo} has no .safetensors file{extra}")
+        if len(candidates) > 1:
+            raise AddError(f"{repo} has several .safetensors files; pick one with {repo}:FILE — " + ", ".join(candidates))
+        file = candidates[0]
+    if file.lower().endswith(PICKLE_SUFFIXES):
+        raise AddError(f"{file!r} is a pickle weight file; refused (pickle executes code when loaded)")
+    if not file.endswith(".safetensors"):
+        raise AddError(f"{file!r} is not a .safetensors file")
+    sibling = siblings.get(file)
+    if siblings and sibling is None:
+        raise AddError(f"{repo} has no file {file!r}; it has: {', '.join(sorted(siblings))}")
+    sha = sibling.lfs.sha256 if sibling is not None and sibling.lfs is not None else None
+    size = sibling.size if sibling is not None else None
+    return file, info.sha, sha, size, info
+
+
+def build_entry(
+    entry_id: str, repo: str, file: str, commit: str | None, file_sha: str | None,
+    inspection: LoraInspection, card_license: str | None,
+) -> dict[str, Any]:
+    """The new entry as plain data, with provenance for every fact."""
+    from ruamel.yaml.comments import CommentedMap
+
+    today = dt.date.today().isoformat()
+    hub = f"Hugging Face {repo}" + (f"@{commit[:12]}" if commit else "")
+    triggers: list[str] = []
+    trigger_key = next((k for k in TRIGGER_METADATA_KEYS if inspection.metadata.get(k, "").strip()), None)
+    if trigger_key:
+        triggers = [t.strip() for t in inspection.metadata[trigger_key].split(",") if t.strip()]
+    verdict = inspection.compatibility
+    source: dict[str, Any] = {"repo": repo, "file": file}
+    if commit:
+        source["revision"] = commit
+    if file_sha:
+        source["sha256"] = file_sha
+    entry = CommentedMap()
+    entry["id"] = entry_id
+    entry["name"] = repo.split("/", 1)[1].replace("-", " ").replace("_", " ")
+    entry["source"] = CommentedMap(source)
+    entry["kind"] = "style"
+    entry["triggers"] = _seq_flow(triggers)
+    entry["scale"] = _flow({"recommended": DEFAULT_SCALE["recommended"], "range": _seq_flow(DEFAULT_SCALE["range"])})
+    if card_license:
+        entry["license"] = card_license
+    entry["tags"] = _seq_flow(["added"])
+    ranks = ", ".join(str(r) for r in inspection.ranks) or "?"
+    entry["notes"] = (
+        f"Added by `lorascope registry add` on {today}: {inspection.key_format} format, rank {ranks}; "
+        f"{verdict.verdict}: {verdict.reason}. Write a style_prompt describing the look."
+    )
+    prov = CommentedMap()
+    prov["name"] = _flow({"source": "lorascope (from the repo name)", "confirmed": False})
+    prov["source"] = _flow({"source": hub + " (repo listing)", "confirmed": True,
+                            "note": "revision pinned to the commit seen" if commit else "revision not pinned"})
+    prov["kind"] = _flow({"source": "lorascope default", "confirmed": False, "note": "not stated in the file"})
+    prov["triggers"] = (
+        _flow({"source": f"the file's own header (__metadata__.{trigger_key})", "confirmed": True})
+        if trigger_key
+        else _flow({"source": "the file's own header", "confirmed": False,
+                    "note": "no trigger in the header; check the model card"})
+    )
+    prov["scale"] = _flow({"source": "AI/ML API docs (scales typically 0.6-1.0)", "confirmed": False})
+    if card_license:
+        prov["license"] = _flow({"source": hub + " (model card metadata)", "confirmed": True})
+    entry["provenance"] = prov
+    return entry
+
+
+def add_entry(
+    catalogue_path: Path,
+    target: str,
+    *,
+    entry_id: str | None = None,
+    revision: str | None = None,
+) -> tuple[dict[str, Any], LoraInspection]:
+    """Append an entry for `owner/repo[:file]`; the file is only written if it still validates."""
+    repo, file = parse_target(target)
+    y = _yaml()
+    text = catalogue_path.read_text(encoding="utf-8") if catalogue_path.exists() else ""
+    data = y.load(text) if text.strip() else None
+    if data is None:
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+        data = CommentedMap(version=1, loras=CommentedSeq())
+    if data.get("loras") is None:
+        from ruamel.yaml.comments import CommentedSeq
+
+        data["loras"] = CommentedSeq()
+    existing = {e.get("id") for e in data["loras"] if isinstance(e, dict)}
+    entry_id = entry_id or slugify(repo.split("/", 1)[1])
+    if entry_id in existing:
+        raise AddError(f"{catalogue_path} already has an entry {entry_id!r}; choose another with --id")
+    existing_sources = {
+        (e.get("source") or {}).get("repo") for e in data["loras"] if isinstance(e, dict) and isinstance(e.get("source"), dict)
+    }
+
+    file, commit, file_sha, _size, info = pick_file(repo, file, revision)
+    inspection = inspect_remote(repo, file, revision=commit or revision)
+    card = getattr(info, "card_data", None)
+    card_license = getattr(card, "license", None) if card is not None else None
+    entry = build_entry(entry_id, repo, file, commit, file_sha, inspection,
+                        card_license if isinstance(card_license, str) else None)
+    if repo in existing_sources:
+        entry["notes"] += f" Another entry already uses {repo}."
+    data["loras"].append(entry)
+
+    buf = io.StringIO()
+    y.dump(data, buf)
+    new_text = buf.getvalue()
+    fd, tmp = tempfile.mkstemp(prefix=".loras.", suffix=".yaml", dir=catalogue_path.resolve().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new_text)
+        _, problems, _ = check_catalogue(Path(tmp))
+        errors = [replace(p, file=catalogue_path) for p in problems if p.severity == "error"]
+        if errors:
+            raise CatalogueError(errors)
+        os.replace(tmp, catalogue_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return entry, inspection
