@@ -1,0 +1,47 @@
+"""The fingerprint of a generation: sha256 of its canonical request.
+
+Two requests with the same fingerprint would make the same paid call, so the store and the
+shared cache key on it. Canonical means: sorted keys, no whitespace, floats as Python's
+shortest repr, LoRAs by identity (content hash, else pinned revision, else URL) and scale
+in the order they are applied. Provider config (keys, URLs, timeouts, concurrency) is not
+part of it: it changes how we ask, not what we get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from harness.models import GenerationRequest
+
+#: Bump when the canonical form changes, so old cache entries stop matching.
+FINGERPRINT_VERSION = 1
+
+
+def canonical_request(provider: str, endpoint: str, model_version: str, request: GenerationRequest) -> dict[str, Any]:
+    return {
+        "v": FINGERPRINT_VERSION,
+        "provider": provider,
+        "endpoint": endpoint,
+        "model_version": model_version,
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "seed": request.seed,
+        "loras": [[lora.identity, float(lora.scale)] for lora in request.loras],
+        "format": request.output_format,
+        "options": request.options,
+        "num_images": request.num_images,
+    }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+
+
+def fingerprint(provider: str, endpoint: str, model_version: str, request: GenerationRequest) -> str:
+    """Hex sha256 of the canonical request."""
+    payload = canonical_json(canonical_request(provider, endpoint, model_version, request))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

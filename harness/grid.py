@@ -1,0 +1,285 @@
+"""Suite -> cells: one cell per generation the grid asks for.
+
+For every provider (and every combination of its option axes), prompt and seed there is a
+no-LoRA baseline, then each LoRA at each scale, then each stack. A `providers:` entry's keys
+that are fields of the provider's `config_model` configure the provider (concurrency, URL,
+timeouts); every other key is a request option, and an option given as a list is an axis of
+the grid. Triggers are added per LoRA with the registry's `apply_triggers`; the prompt as
+written is kept beside the final one, for scoring.
+
+Cells come out grouped by LoRA set (baseline first), then prompt, then seed, so a local GPU
+provider can keep one LoRA set loaded while it works through its cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from harness.models import GenerationRequest, LoraSpec
+from harness.suite import Suite, SuiteError
+
+ProviderLookup = Callable[[str], type]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One generation of the grid, with the labels results and reports group by."""
+
+    cell_id: str
+    provider: str
+    prompt_id: str
+    prompt: str  # as written in the suite: what scoring compares against
+    seed: int | None
+    loras: tuple[tuple[str, float], ...]  # (catalogue id, scale) in applied order; () = baseline
+    axes: tuple[tuple[str, Any], ...]  # option-axis values of this cell
+    request: GenerationRequest
+
+    @property
+    def lora(self) -> str:
+        """'' for the baseline, the id for one LoRA, '+'-joined ids for a stack."""
+        return "+".join(i for i, _ in self.loras)
+
+    @property
+    def scales(self) -> str:
+        """'' for the baseline, '0.8' for one LoRA, '0.6+0.4' for a stack."""
+        return "+".join(f"{s:g}" for _, s in self.loras)
+
+    @property
+    def scale(self) -> float | None:
+        """The (first) LoRA's scale; None for the baseline."""
+        return self.loras[0][1] if self.loras else None
+
+    @property
+    def lora_set(self) -> tuple[str, ...]:
+        return tuple(i for i, _ in self.loras)
+
+
+@dataclass
+class ProviderSetup:
+    """What the suite says about one provider, split into config and request options."""
+
+    name: str
+    cls: type
+    config: Any  # an instance of cls.config_model
+    options: dict[str, Any] = field(default_factory=dict)  # fixed request options
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # option name -> values
+
+    def option_combos(self) -> list[tuple[tuple[str, Any], ...]]:
+        names = sorted(self.axes)
+        return [tuple(zip(names, values)) for values in itertools.product(*(self.axes[n] for n in names))]
+
+
+@dataclass
+class Grid:
+    suite: Suite
+    cells: list[Cell]
+    providers: dict[str, ProviderSetup]
+    entries: dict[str, Any]  # catalogue id -> LoraEntry used by the grid
+    catalogue_path: Path | None
+
+
+def _lookup_default(name: str) -> type:
+    from harness.providers import provider_class
+
+    return provider_class(name)
+
+
+def setup_providers(
+    suite: Suite,
+    only: list[str] | None = None,
+    lookup: ProviderLookup | None = None,
+    concurrency: int | None = None,
+) -> tuple[dict[str, ProviderSetup], list[str]]:
+    """Resolve each `providers:` entry to its class, config and options; all problems."""
+    lookup = lookup or _lookup_default
+    problems: list[str] = []
+    setups: dict[str, ProviderSetup] = {}
+    names = [p.name for p in suite.providers]
+    if only:
+        for name in only:
+            if name not in names:
+                problems.append(f"--providers names {name!r}, which the suite does not list (it lists: {', '.join(names)})")
+    for index, spec in enumerate(suite.providers):
+        if only and spec.name not in only:
+            continue
+        loc = ("providers", index, spec.name)
+        try:
+            cls = lookup(spec.name)
+        except (KeyError, ImportError, AttributeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            problems.append(f"{suite.where('providers', index)}: providers[{index}]: {msg}")
+            continue
+        config_fields = set(cls.config_model.model_fields)
+        config = {k: v for k, v in spec.settings.items() if k in config_fields}
+        if concurrency is not None:
+            config["concurrency"] = concurrency
+        options = {k: v for k, v in spec.settings.items() if k not in config_fields}
+        try:
+            config_obj = cls.config_model(**config)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = err["loc"][0] if err["loc"] else ""
+                problems.append(
+                    f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: {err['msg'].removeprefix('Value error, ')}"
+                )
+            continue
+        known = getattr(cls, "known_options", frozenset())
+        if known:
+            for key in sorted(set(options) - set(known)):
+                problems.append(
+                    f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: unknown option or setting "
+                    f"(config: {', '.join(sorted(config_fields))}; options: {', '.join(sorted(known))})"
+                )
+        axes = {k: list(v) for k, v in options.items() if isinstance(v, list)}
+        for key, values in axes.items():
+            if not values:
+                problems.append(f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: an option axis needs at least one value")
+            elif len({repr(v) for v in values}) != len(values):
+                problems.append(f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: values listed twice: {values}")
+        fixed = {k: v for k, v in options.items() if k not in axes}
+        setups[spec.name] = ProviderSetup(spec.name, cls, config_obj, fixed, axes)
+    return setups, problems
+
+
+def _apply_triggers(prompt: str, entries: list[Any]) -> str:
+    from registry.prompts import apply_triggers
+
+    return apply_triggers(prompt, entries)
+
+
+def _spec_for_entry(entry: Any, scale: float, catalogue_dir: Path, local_file: bool) -> LoraSpec:
+    try:
+        from harness.lora_specs import spec_for_entry
+    except ImportError:  # the hosted-providers helper ships it; until then, the registry's references
+        from registry.references import references
+
+        refs = references(entry, catalogue_dir)
+        return LoraSpec(id=entry.id, scale=scale, url=refs.url, repo=refs.repo, file=refs.file,
+                        revision=refs.revision, path=str(refs.path) if refs.path else None, sha256=refs.sha256)
+    return spec_for_entry(entry, scale, catalogue_dir, local_file=local_file)
+
+
+def load_grid_catalogue(suite: Suite) -> tuple[Any, list[str]]:
+    """The suite's catalogue, or the problems loading it (one line each)."""
+    from registry.catalogue import load_catalogue
+    from registry.problems import CatalogueError
+
+    path = suite.catalogue_path()
+    try:
+        return load_catalogue(path), []
+    except CatalogueError as exc:
+        return None, [str(p) for p in getattr(exc, "problems", [exc])]
+    except OSError as exc:
+        return None, [f"{suite.where('catalogue')}: catalogue: cannot read {path}: {exc.strerror or exc}"]
+
+
+def expand(
+    suite: Suite,
+    *,
+    providers: list[str] | None = None,
+    lookup: ProviderLookup | None = None,
+    concurrency: int | None = None,
+    catalogue: Any = None,
+) -> Grid:
+    """Every cell of the suite's grid; raises SuiteError with all problems found."""
+    problems: list[str] = []
+    setups, provider_problems = setup_providers(suite, providers, lookup, concurrency)
+    problems += provider_problems
+    if catalogue is None and (suite.loras or suite.stacks):
+        catalogue, cat_problems = load_grid_catalogue(suite)
+        problems += cat_problems
+
+    entries: dict[str, Any] = {}
+    lora_ids: list[str] = []
+    if catalogue is not None:
+        for index, selector in enumerate(suite.loras):
+            try:
+                chosen = catalogue.select([selector])
+            except KeyError as exc:
+                problems.append(f"{suite.where('loras', index)}: loras[{index}]: {exc}")
+                continue
+            for entry in chosen:
+                entries[entry.id] = entry
+                if entry.id not in lora_ids:
+                    lora_ids.append(entry.id)
+        for s_index, stack in enumerate(suite.stacks):
+            for l_index, (lora_id, scale) in enumerate(stack.loras):
+                try:
+                    entries[lora_id] = catalogue.get(lora_id)
+                except KeyError as exc:
+                    problems.append(f"{suite.where('stacks', s_index, lora_id)}: stacks[{s_index}].{lora_id}: {exc}")
+                if not 0.0 <= scale <= 4.0:
+                    problems.append(f"{suite.where('stacks', s_index, lora_id)}: stacks[{s_index}].{lora_id}: scale {scale} outside [0, 4]")
+        if suite.loras and not lora_ids and not any("loras[" in p for p in problems):
+            problems.append(f"{suite.where('loras')}: loras: selects no catalogue entry")
+    if not suite.baseline and not suite.loras and not suite.stacks:
+        problems.append(f"{suite.where('baseline')}: baseline: false with no loras or stacks leaves an empty grid")
+    if problems:
+        raise SuiteError(problems)
+
+    combos: list[tuple[tuple[str, float], ...]] = []
+    if suite.baseline:
+        combos.append(())
+    for lora_id in lora_ids:
+        scales = suite.scales if suite.scales is not None else [entries[lora_id].scale.recommended]
+        combos += [((lora_id, float(s)),) for s in scales]
+    combos += [tuple((i, float(s)) for i, s in stack.loras) for stack in suite.stacks]
+
+    catalogue_dir = catalogue.dir if catalogue is not None else Path.cwd()
+    spec_cache: dict[tuple[str, float, bool], LoraSpec] = {}
+    prompt_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+    cells: list[Cell] = []
+    for setup in setups.values():
+        local_file = bool(getattr(setup.cls, "needs_local_files", False))
+        for axes in setup.option_combos():
+            options = {**setup.options, **dict(axes)}
+            for combo in combos:
+                specs = []
+                for lora_id, scale in combo:
+                    key = (lora_id, scale, local_file)
+                    if key not in spec_cache:
+                        spec_cache[key] = _spec_for_entry(entries[lora_id], scale, catalogue_dir, local_file)
+                    specs.append(spec_cache[key])
+                ids = tuple(i for i, _ in combo)
+                for prompt in suite.prompts:
+                    pkey = (prompt.text, ids)
+                    if pkey not in prompt_cache:
+                        prompt_cache[pkey] = _apply_triggers(prompt.text, [entries[i] for i in ids]) if ids else prompt.text
+                    for seed in suite.seeds:
+                        request = GenerationRequest(
+                            prompt=prompt_cache[pkey],
+                            width=suite.width,
+                            height=suite.height,
+                            seed=seed,
+                            steps=suite.steps,
+                            loras=tuple(specs),
+                            num_images=suite.num_images,
+                            output_format=suite.output_format,
+                            options=options,
+                        )
+                        cells.append(
+                            Cell(
+                                cell_id=_cell_id(setup.name, axes, prompt.id, seed, combo),
+                                provider=setup.name,
+                                prompt_id=prompt.id,
+                                prompt=prompt.text,
+                                seed=seed,
+                                loras=combo,
+                                axes=axes,
+                                request=request,
+                            )
+                        )
+    return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None))
+
+
+def _cell_id(provider: str, axes: tuple[tuple[str, Any], ...], prompt_id: str, seed: int | None,
+             combo: tuple[tuple[str, float], ...]) -> str:
+    """Readable and unique within a suite: provider[axes]/prompt/seed/lora@scale."""
+    axis = ",".join(f"{k}={v}" for k, v in axes)
+    lora = "+".join(f"{i}@{s:g}" for i, s in combo) or "baseline"
+    return f"{provider}{'[' + axis + ']' if axis else ''}/{prompt_id}/s{'random' if seed is None else seed}/{lora}"
