@@ -134,7 +134,8 @@ class DiffusersProvider(Provider):
         self._dtype_name: str | None = None
         # Only one thread touches the pipeline at a time; the asyncio lock keeps the event
         # loop from queueing work threads, the threading lock guards direct sync callers.
-        self._alock = asyncio.Lock()
+        self._alock: asyncio.Lock | None = None
+        self._alock_loop: asyncio.AbstractEventLoop | None = None
         self._tlock = threading.RLock()
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # sha256 -> adapter (LRU)
         self._sha_cache: dict[tuple[str, int, int], str] = {}
@@ -208,7 +209,7 @@ class DiffusersProvider(Provider):
         if problems:
             raise InvalidRequest(self.name, list(dict.fromkeys(problems)))
         started = time.perf_counter()
-        async with self._alock:
+        async with self._loop_lock():
             return await asyncio.to_thread(self._generate_sync, requests, started)
 
     @property
@@ -219,8 +220,16 @@ class DiffusersProvider(Provider):
         return self._resolve_device() == "cuda"
 
     async def aclose(self) -> None:
-        async with self._alock:
+        async with self._loop_lock():
             await asyncio.to_thread(self._release)
+
+    def _loop_lock(self) -> asyncio.Lock:
+        """One pipeline call at a time per instance; an asyncio.Lock belongs to one event
+        loop, so a provider reused from another loop (tests, notebooks) gets a fresh one."""
+        loop = asyncio.get_running_loop()
+        if self._alock is None or self._alock_loop is not loop:
+            self._alock, self._alock_loop = asyncio.Lock(), loop
+        return self._alock
 
     # ---- LoRA management (public so tools and tests can drive it) ----------------------
 
@@ -285,6 +294,10 @@ class DiffusersProvider(Provider):
         if header_problem:
             problems.append(f"LoRA {path}: {header_problem}")
             return problems
+        incompatible = self._header_incompatibility(path)
+        if incompatible:
+            problems.append(f"LoRA {path}: {incompatible}")
+            return problems
         sha = self._sha_of(path)
         if spec.sha256 and spec.sha256 != sha:
             problems.append(f"LoRA {path}: content sha256 {sha[:12]}… does not match the pinned {spec.sha256[:12]}…")
@@ -292,6 +305,36 @@ class DiffusersProvider(Provider):
             problems.append(f"LoRA {path}: the same file appears twice in one request")
         seen.add(sha)
         return problems
+
+    def _header_incompatibility(self, path: Path) -> str | None:
+        """Header-only verdict from `registry.inspect` (no tensors read, no torch): catches a
+        LoRA for another model family or size while the whole grid is validated, before
+        anything loads. Returns None when it fits, when the verdict is unknown, or when the
+        registry's inspector is not available (the loader's own error is translated then)."""
+        try:
+            from registry.inspect import check_compatibility, inspect_file
+        except ImportError:
+            return None
+        config = self._transformer_config()
+        inspection = inspect_file(path, config=config, with_sha256=False)
+        verdict = check_compatibility(inspection, config)
+        return verdict.reason if verdict.verdict == "incompatible" else None
+
+    def _transformer_config(self) -> dict[str, Any] | None:
+        """The transformer config LoRAs must fit, known without loading weights."""
+        if self._pipe is not None:
+            return dict(self._pipe.transformer.config)
+        if self.config.model == TINY_MODEL:
+            from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
+
+            return dict(TRANSFORMER_CONFIG)
+        config_file = Path(self.config.model).expanduser() / "transformer" / "config.json"
+        if config_file.is_file():
+            try:
+                return json.loads(config_file.read_text())
+            except ValueError:
+                return None
+        return None  # the hub repo: Z-Image Turbo's own config (the inspector's default)
 
     def _size_multiple(self) -> int:
         if self._pipe is not None:
@@ -393,7 +436,7 @@ class DiffusersProvider(Provider):
         folder = Path(model).expanduser()
         if folder.is_dir():
             try:
-                pipe = ZImagePipeline.from_pretrained(str(folder), torch_dtype=dtype)
+                pipe = ZImagePipeline.from_pretrained(str(folder), **_dtype_kwarg(dtype))
             except Exception as exc:  # diffusers raises OSError/ValueError/KeyError here
                 raise ProviderError(
                     self.name,
@@ -412,7 +455,7 @@ class DiffusersProvider(Provider):
             pipe = ZImagePipeline.from_pretrained(
                 model,
                 revision=self.config.revision,
-                torch_dtype=dtype,
+                **_dtype_kwarg(dtype),
                 local_files_only=self.config.local_files_only,
             )
         except Exception as exc:  # hub errors subclass OSError/HTTPError; keep one line
@@ -690,6 +733,15 @@ def _quiet_loader() -> Iterator[None]:
             yield
     finally:
         diffusers_logger.setLevel(previous)
+
+
+def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
+    """diffusers renamed `torch_dtype` to `dtype` (the old name warns); older releases only
+    know `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    name = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+    return {name: dtype}
 
 
 def _cached_commit(repo_id: str, revision: str | None) -> str | None:
