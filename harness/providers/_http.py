@@ -263,8 +263,8 @@ class ProviderHttp:
                 error = error_for(self.provider, self.env_var, response, now=self.wall_clock())
                 if response.status_code not in _RETRY_STATUSES:
                     raise error
-                if isinstance(error, RateLimited):
-                    retry_after = error.retry_after
+                # RFC 9110: Retry-After may come with 429 and 503 (and any retryable answer)
+                retry_after = parse_retry_after(response.headers.get("retry-after"), now=self.wall_clock())
             if not retry or attempt > self.policy.max_retries:
                 raise error
             wait = retry_after if retry_after is not None else self.policy.backoff(attempt - 1, self.rng)
