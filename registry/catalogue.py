@@ -18,7 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from registry.models import (
+    FACT_FIELDS,
     PICKLE_SUFFIXES,
+    SCALE_MAX,
+    SCALE_MIN,
     HubSource,
     LoraEntry,
     PathSource,
@@ -195,6 +198,15 @@ def _check_entry_raw(path: Path, raw: dict, label: str, line: int) -> list[Probl
                         Problem(path, _key_line(source, key, line), label, f"source.{key}",
                                 f"{value!r} is not a .safetensors file; only safetensors weights are accepted")
                     )
+    provenance = raw.get("provenance")
+    if isinstance(provenance, dict):
+        for fact in provenance:
+            if fact not in FACT_FIELDS:
+                problems.append(
+                    Problem(path, _key_line(provenance, fact, line), label, f"provenance.{fact}",
+                            "provenance for an unknown fact" + _unknown_key_msg(fact, FACT_FIELDS)[len(f"unknown key {fact!r}"):])
+                )
+    problems.extend(_check_scale_raw(path, raw.get("scale"), label, _key_line(raw, "scale", line) or line))
     prompt = raw.get("style_prompt")
     if isinstance(prompt, str):
         estimate = estimate_clip_tokens(prompt)
@@ -205,6 +217,38 @@ def _check_entry_raw(path: Path, raw: dict, label: str, line: int) -> list[Probl
                         "the text will be truncated when scored", severity="warning")
             )
     return problems
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_scale_raw(path: Path, scale: Any, label: str, line: int) -> list[Problem]:
+    """Every scale rule at once (pydantic stops at the first failing field); shapes and types are
+    left to pydantic, which reports them with the same field names."""
+    if not isinstance(scale, dict):
+        return []
+    rec = _number(scale.get("recommended"))
+    rng = scale.get("range")
+    bounds = [_number(b) for b in rng] if isinstance(rng, list) and len(rng) == 2 else None
+    rec_line = _key_line(scale, "recommended", line) or line
+    rng_line = _key_line(scale, "range", line) or line
+    lo_s, hi_s = f"{SCALE_MIN:g}", f"{SCALE_MAX:g}"
+    out: list[Problem] = []
+    if rec is not None and not SCALE_MIN <= rec <= SCALE_MAX:
+        out.append(Problem(path, rec_line, label, "scale.recommended", f"recommended {rec:g} is outside [{lo_s}, {hi_s}]"))
+    if bounds is None or None in bounds:
+        return out
+    lo, hi = bounds
+    for bound in (lo, hi):
+        if not SCALE_MIN <= bound <= SCALE_MAX:
+            out.append(Problem(path, rng_line, label, "scale.range", f"range bound {bound:g} is outside [{lo_s}, {hi_s}]"))
+    if lo > hi:
+        out.append(Problem(path, rng_line, label, "scale.range", f"range [{lo:g}, {hi:g}] is reversed"))
+    elif rec is not None and not lo <= rec <= hi:
+        out.append(Problem(path, rec_line, label, "scale.recommended",
+                           f"recommended {rec:g} is outside its range [{lo:g}, {hi:g}]"))
+    return out
 
 
 def _normalise_source(source: Any) -> tuple[Any, str | None]:
@@ -257,13 +301,12 @@ def _map_error(path: Path, raw: dict, label: str, line: int, err: dict) -> list[
         message = "required field is missing"
     elif kind in ("literal_error", "enum") and "input" in err:
         message = f"{message} (got {err['input']!r})"
-    if loc == ["scale"] and kind == "value_error":
-        # ScaleSpec checks its fields together; give each part its own field and line.
-        out = []
-        for part in message.split("; "):
-            sub = "recommended" if part.startswith("recommended") else "range"
-            out.append(Problem(path, _loc_line(raw, ["scale", sub], line), label, f"scale.{sub}", part))
-        return out
+    if (loc == ["scale"] and kind == "value_error") or (
+        loc == ["scale", "recommended"] and kind in ("greater_than_equal", "less_than_equal")
+    ):
+        return []  # the bounds are reported by _check_scale_raw, every one of them at once
+    if loc == ["provenance"] and kind == "value_error" and "unknown field" in message:
+        return []  # reported per fact, with its line, by _check_entry_raw
     return [Problem(path, _loc_line(raw, loc, line), label, _field_name(loc), message)]
 
 
