@@ -30,8 +30,8 @@ from evals.stats import mean_ci
 CLIPSCORE_WEIGHT = 2.5
 SCORE_COLUMNS = ("clip_score", "clip_cosine", "style_cosine", "style_shift", "lora_effect", "agreement")
 AGGREGATE_METRICS = ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement")
-OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})
-FAILED_STATUSES = frozenset({"failed", "error", "errored"})
+#: The store's generation statuses (harness.store.STATUSES): a row has an image when succeeded.
+FAILED_STATUSES = frozenset({"failed"})
 
 
 def clip_score_from_cosine(cos: float | np.ndarray) -> float | np.ndarray:
@@ -51,22 +51,19 @@ def hashable(value: Any) -> Any:
 
 
 def scale_key(row: Mapping[str, Any]) -> str:
-    """One label for the scale(s) of a row: '0.8' for one LoRA, '0.8+0.5' for a stack,
-    '' for the baseline."""
+    """One label for the scale(s) of a row: '0.8' for one LoRA, '0.8+0.5' for a stack
+    (the store's `scales` column), '' for the baseline."""
     if not row.get("lora"):
         return ""
     scales = row.get("scales")
     if isinstance(scales, str) and scales.strip():
+        parts = scales.split("+")
         try:
-            scales = json.loads(scales)
+            return "+".join(f"{float(p):g}" for p in parts)
         except ValueError:
             return scales
-    if isinstance(scales, (list, tuple, np.ndarray)) and len(scales) > 1:
-        return "+".join(f"{float(s):g}" for s in scales)
     scale = row.get("scale")
     if scale is None or (isinstance(scale, float) and math.isnan(scale)):
-        if isinstance(scales, (list, tuple, np.ndarray)) and len(scales) == 1:
-            return f"{float(scales[0]):g}"
         return ""
     return f"{float(scale):g}"
 

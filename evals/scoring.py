@@ -1,0 +1,114 @@
+"""`score_run`: embed a run's images and prompts, compute the per-image metrics, store them.
+
+Idempotent: the embeddings come from the cache when seen before (no forward pass), the
+metrics are recomputed from them every time (cheap, and always consistent with the current
+images), and the scores replace the previous ones of the same model in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evals.metrics import image_metrics, is_scorable, texts_needed
+from evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
+from evals.scorer import Embedder
+
+
+@dataclass
+class ScoreSummary:
+    run_dir: Path
+    clip_model: str
+    clip_label: str
+    images: int = 0  # stored images scored
+    embedded: int = 0  # images that needed a forward pass (cache misses)
+    forward_passes: int = 0
+    unscored: int = 0  # rows without an image (failed / pending)
+    problems: list[str] = field(default_factory=list)
+    results_path: Path | None = None
+
+
+def score_run(
+    run_dir: str | Path,
+    clip: str | None = None,
+    *,
+    embedder: Embedder | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ScoreSummary:
+    """Score every stored image of the run with `clip` (see evals.scorer for the names)."""
+    from harness.store import RunStore
+
+    run_dir = Path(run_dir)
+    own_embedder = embedder is None
+    embedder = embedder or Embedder.open(clip, batch_size=batch_size)
+    try:
+        with RunStore.open(run_dir) as store:
+            frame = store.results_frame()
+            entries = store.lora_entries()
+            conn = store.connect()
+        summary = ScoreSummary(run_dir, embedder.model_id, embedder.spec.label())
+        style_prompts = {i: e.style_prompt for i, e in entries.items()}
+
+        ok = is_scorable(frame)
+        summary.unscored = int((~ok).sum())
+        items: dict[str, Path] = {}
+        for sha, rel in frame.loc[ok, ["image_sha256", "image_path"]].itertuples(index=False):
+            path = run_dir / rel
+            if not path.is_file():
+                summary.problems.append(f"{path}: image file missing (row left unscored)")
+                continue
+            items.setdefault(sha, path)
+
+        image_vectors = _embed_with_progress(embedder, list(items.items()), progress)
+        summary.embedded = embedder.model.images_encoded if embedder.model else 0
+        text_vectors = embedder.texts(texts_needed(frame, style_prompts))
+        summary.forward_passes = embedder.forward_passes
+
+        metrics = image_metrics(frame, image_vectors, text_vectors, style_prompts)
+        rows = []
+        for idx in frame.index[ok]:
+            sha = frame.at[idx, "image_sha256"]
+            if sha not in image_vectors:
+                continue
+            values = [_real(metrics.at[idx, c]) for c in SCORE_VALUE_COLUMNS]
+            rows.append((frame.at[idx, "cell_id"], int(frame.at[idx, "image_index"]), sha, *values))
+        try:
+            summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
+        finally:
+            conn.close()
+        summary.results_path = export_scored_results(run_dir, embedder.model_id)
+        return summary
+    finally:
+        if own_embedder:
+            embedder.close()
+
+
+def _real(value: object) -> float | None:
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(f) else f
+
+
+def _embed_with_progress(embedder: Embedder, items: list[tuple[str, Path]], progress: bool) -> dict:
+    if not progress:
+        return embedder.images(items)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cached = embedder.cache.get_many(embedder.model_id, "image", [k for k, _ in items])
+    todo = len(items) - len(cached)
+    if todo == 0:
+        return embedder.images(items)
+    with Progress(
+        TextColumn(f"embedding images ({embedder.spec.label()})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("embed", total=todo)
+        return embedder.images(items, progress=lambda n: bar.advance(task, n))
