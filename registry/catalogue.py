@@ -182,6 +182,7 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
         if entry is not None and not any(p.severity == "error" for p in entry_problems):
             entries.append(entry)
             lines.setdefault(entry.id, line)
+    problems.sort(key=lambda p: p.line or 0)  # stable: file order, then the order rules ran
     return entries, problems, lines
 
 
@@ -245,7 +246,7 @@ def _check_scale_raw(path: Path, scale: Any, label: str, line: int) -> list[Prob
             out.append(Problem(path, rng_line, label, "scale.range", f"range bound {bound:g} is outside [{lo_s}, {hi_s}]"))
     if lo > hi:
         out.append(Problem(path, rng_line, label, "scale.range", f"range [{lo:g}, {hi:g}] is reversed"))
-    elif rec is not None and not lo <= rec <= hi:
+    elif rec is not None and SCALE_MIN <= rec <= SCALE_MAX and not lo <= rec <= hi:
         out.append(Problem(path, rec_line, label, "scale.recommended",
                            f"recommended {rec:g} is outside its range [{lo:g}, {hi:g}]"))
     return out

@@ -142,11 +142,11 @@ def _resolve_hub(src: HubSource, where: str) -> Path:
         raise ResolveError(f"{where}: repo {src.repo} not found (or private: set HF_TOKEN)") from None
     except RevisionNotFoundError:
         raise ResolveError(f"{where}: revision {src.revision!r} not found in {src.repo}") from None
-    except EntryNotFoundError:
-        raise ResolveError(f"{where}: file {src.file!r} not found in {src.repo}") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
         mode = "offline (HF_HUB_OFFLINE)" if hub_offline() else "the Hub could not be reached"
         raise ResolveError(f"{where}: {label} is not in the Hugging Face cache and {mode}") from None
+    except EntryNotFoundError:
+        raise ResolveError(f"{where}: file {src.file!r} not found in {src.repo}") from None
     except OSError as exc:
         raise ResolveError(f"{where}: downloading {label} failed: {exc}") from None
 
