@@ -62,7 +62,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     df["lora"] = df["lora"].fillna("").astype(str)
     df["provider"] = df["provider"].fillna("?").astype(str)
     df["prompt_id"] = df["prompt_id"].fillna("").astype(str)
-    opts = df["options"].map(fmt.options_text)
+    axes = df["axes"] if "axes" in df.columns else df["options"]
+    opts = axes.map(fmt.options_text)
     df["variant"] = [p if not o else f"{p} [{o}]" for p, o in zip(df["provider"], opts)]
     df["scale_key"] = df["scale"].map(_scale_key)
     df["seed_key"] = df["seed"].map(fmt.seed)
@@ -77,12 +78,12 @@ def _ordered_unique(values) -> list:
 
 
 def _pick(rows: pd.DataFrame) -> dict[str, Any] | None:
-    """One row for a grid position: the successful one if any (a retry may have failed
-    first), else the last attempt."""
+    """One row for a grid position: its first image when it has several (num_images > 1),
+    else the row that says why there is none."""
     if rows.empty:
         return None
     ok = [r for _, r in rows.iterrows() if row_ok(r)]
-    return (ok[-1] if ok else rows.iloc[-1]).to_dict()
+    return (ok[0] if ok else rows.iloc[-1]).to_dict()
 
 
 def _lookup(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
@@ -107,11 +108,11 @@ def _aggregate_index(aggregates: list[ScaleAggregate]) -> dict[tuple, ScaleAggre
 
 
 def _curves(
-    lora: str, metric: str, variants: list[str], aggs: list[ScaleAggregate],
+    lora: str, metric: str, providers: list[str], aggs: list[ScaleAggregate],
     recs: dict[tuple[str, str], float | None], with_baseline: bool,
 ) -> list[Curve]:
     curves = []
-    for index, variant in enumerate(variants):
+    for index, variant in enumerate(providers):
         points = [
             CurvePoint(x=float(a.scale), mean=a.mean, lo=a.ci_low, hi=a.ci_high, n=a.n)
             for a in aggs
@@ -127,15 +128,15 @@ def _curves(
     return curves
 
 
-def _plots(lora: str, entry: LoraEntry | None, variants: list[str], data: RunData,
+def _plots(lora: str, entry: LoraEntry | None, providers: list[str], data: RunData,
            recs: dict[tuple[str, str], float | None]) -> list[PlotView]:
     catalogue_x = entry.scale.recommended if entry else None
     specs = [
         PlotSpec(title="Style shift vs scale (mean, 95% CI)", y_label="style shift",
-                 curves=_curves(lora, "style_shift", variants, data.aggregates, recs, with_baseline=False),
+                 curves=_curves(lora, "style_shift", providers, data.aggregates, recs, with_baseline=False),
                  catalogue_x=catalogue_x, value_format="{:+.3f}"),
         PlotSpec(title="CLIPScore vs scale (mean, 95% CI)", y_label="CLIPScore",
-                 curves=_curves(lora, "clip_score", variants, data.aggregates, recs, with_baseline=True),
+                 curves=_curves(lora, "clip_score", providers, data.aggregates, recs, with_baseline=True),
                  catalogue_x=catalogue_x),
     ]
     return [build_plot(spec) for spec in specs]
@@ -148,6 +149,8 @@ def _section(
 ) -> LoraSection:
     entry = data.loras.get(lora)
     mine = df[df["lora"] == lora]
+    provider_of = dict(zip(df["variant"], df["provider"]))
+    providers = _ordered_unique(provider_of[v] for v in variants)
     scale_cols = sorted(
         _ordered_unique(zip(mine["column_key"], mine["scale_key"])),
         key=lambda kv: (kv[1] if kv[1] is not None else math.inf, kv[0]),
@@ -160,8 +163,8 @@ def _section(
             scale=scale_value,
             catalogue_recommended=catalogue_scale is not None and scale_value is not None
             and math.isclose(scale_value, catalogue_scale),
-            run_recommended_by=[v for v in variants if recs.get((lora, v)) is not None
-                                and scale_value is not None and math.isclose(recs[(lora, v)], scale_value)],
+            run_recommended_by=[p for p in providers if recs.get((lora, p)) is not None
+                                and scale_value is not None and math.isclose(recs[(lora, p)], scale_value)],
         ))
     keys = [("baseline", "baseline")] + [(k, k) for k, _ in scale_cols]
     pairs = _ordered_unique(zip(mine["prompt_id"], mine["seed_key"]))
@@ -180,19 +183,19 @@ def _section(
                 label = f"{column.label}, {prompt_id}, seed {seed}"
                 figures.append(make_figure(
                     row, provider=variant, run_dir=data.run_dir, thumbs=thumbs, label=label,
-                    baseline=column.scale is None, recommended=variant in column.run_recommended_by,
+                    baseline=column.scale is None, recommended=provider_of[variant] in column.run_recommended_by,
                 ))
             cells.append(figures)
         rows.append(GridRow(prompt_id=prompt_id, prompt=prompts.get(prompt_id, ""), seed=seed, cells=cells))
 
     recommendations = []
-    for variant in variants:
-        if (lora, variant) not in recs:
+    for provider in providers:
+        if (lora, provider) not in recs:
             continue
-        rec = recs[(lora, variant)]
-        reason = next((r.reason for r in data.recommendations if r.lora == lora and r.provider == variant), "")
+        rec = recs[(lora, provider)]
+        reason = next((r.reason for r in data.recommendations if r.lora == lora and r.provider == provider), "")
         recommendations.append(RecommendationView(
-            provider=variant,
+            provider=provider,
             scale=fmt.scale(rec) if rec is not None else "none",
             catalogue_scale=fmt.scale(catalogue_scale),
             agrees=rec is not None and catalogue_scale is not None and math.isclose(rec, catalogue_scale),
@@ -214,7 +217,7 @@ def _section(
         columns=columns,
         rows=rows,
         recommendations=recommendations,
-        plots=_plots(lora, entry, variants, data, recs) if data.scored else [],
+        plots=_plots(lora, entry, providers, data, recs) if data.scored else [],
     )
 
 
@@ -326,7 +329,10 @@ def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportVi
     variants = _ordered_unique(df["variant"])
     suite_prompts = [p.get("id") for p in data.suite.get("prompts", []) if isinstance(p, dict)]
     prompt_order = _ordered_unique([*suite_prompts, *df["prompt_id"]])
-    lora_order = _ordered_unique([*[k for k in data.loras if k in set(df["lora"])], *df["lora"]])
+    present = set(df["lora"])
+    suite_loras = [str(x) for x in data.suite.get("loras") or [] if isinstance(x, str)]
+    lora_order = _ordered_unique([*[k for k in suite_loras if k in present],
+                                  *[k for k in data.loras if k in present], *df["lora"]])
     lookup = _lookup(df)
     recs = {(r.lora, r.provider): r.scale for r in data.recommendations}
     sections = [

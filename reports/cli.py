@@ -1,9 +1,60 @@
-"""`lorascope` commands of the reports stage (registered by lorascope.cli)."""
+"""`lorascope report` and `lorascope demo` (registered by lorascope.cli).
+
+Command bodies import the renderer (pandas, Pillow, Jinja2) and the demo (torch,
+diffusers, open_clip) only when they run, so `lorascope --help` stays fast.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def report(
+    run: Path = typer.Argument(..., help="The run folder (holds run.db)."),
+    compare: Optional[Path] = typer.Option(
+        None, "--compare", metavar="BASELINE",
+        help="Render the comparison of RUN against this baseline run folder (from RUN/compare.json) instead.",
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Where to write the HTML (default: RUN/report.html, or RUN/compare.html)."
+    ),
+) -> None:
+    """Write RUN/report.html: grids, plots, latency/cost, failures (one offline file)."""
+    from reports.errors import ReportError
+    from reports.service import write_compare_report, write_run_report
+
+    try:
+        if compare is not None:
+            path = write_compare_report(compare, run, output)
+        else:
+            path = write_run_report(run, output)
+    except ReportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(f"report: {path}")
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's LoRAs, catalogue, suite and run."),
+) -> None:
+    """Run the whole product offline on random-weight models: write LoRAs and a catalogue,
+    run a suite on the tiny Z-Image pipeline, score with a tiny CLIP, recommend, report."""
+    from reports.demo import run_demo
+    from reports.errors import ReportError
+
+    try:
+        result = run_demo(out)
+    except ReportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(f"demo finished in {result.seconds:.1f} s")
+    typer.echo(f"report: {result.report}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+    app.command("report", help=report.__doc__)(report)
+    app.command("demo", help=demo.__doc__)(demo)

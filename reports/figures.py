@@ -29,7 +29,7 @@ def row_ok(row: pd.Series | dict[str, Any]) -> bool:
 
 def row_nsfw(row: pd.Series | dict[str, Any]) -> bool:
     value = row.get("nsfw")
-    return bool(value) and not fmt.is_missing(value)
+    return not fmt.is_missing(value) and bool(value)
 
 
 class ThumbIndex:

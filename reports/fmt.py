@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+
+import pandas as pd
 from typing import Any
 
 DASH = "–"
 
 
 def is_missing(value: Any) -> bool:
+    """None, NaN, pandas NA/NaT (nullable columns from the store)."""
     if value is None:
         return True
+    if isinstance(value, (str, bytes, list, tuple, dict)):
+        return False
     try:
-        return isinstance(value, float) and math.isnan(value)
-    except TypeError:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
         return False
 
 

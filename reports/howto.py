@@ -33,25 +33,38 @@ def uses_random_weights(frame: pd.DataFrame) -> bool:
     return False
 
 
-def _real_suite(suite: dict[str, Any], suite_name: str) -> str:
+EXAMPLE_LORAS = ["classic-painting", "coloring-book"]  # hub LoRAs in the project's loras.yaml
+
+
+def _fetchable(entries: dict[str, Any]) -> list[str]:
+    """Catalogue ids a hosted provider can fetch (hub repo or URL, not a local path)."""
+    return [i for i, e in entries.items() if getattr(getattr(e, "source", None), "type", "path") != "path"]
+
+
+def _real_suite(suite: dict[str, Any], suite_name: str, entries: dict[str, Any]) -> str:
     """The run's suite with the hosted providers and the real local model instead of
-    tiny-random; hosted providers fetch LoRAs by hub repo or URL, so the catalogue line
-    points at the project's catalogue."""
+    tiny-random. Hosted providers fetch LoRAs by hub repo or URL: LoRAs that are local
+    files (the demo's) are swapped for hub LoRAs of the project's catalogue."""
     out: dict[str, Any] = {"name": f"{suite.get('name') or suite_name or 'my-suite'}-real"}
     out["catalogue"] = "loras.yaml"
     out["providers"] = [
         "fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi",
         {"diffusers": {"model": "Tongyi-MAI/Z-Image-Turbo"}},
     ]
-    for key in ("loras", "stacks", "scales", "prompts", "seeds"):
+    wanted = [x for x in suite.get("loras") or [] if isinstance(x, str)]
+    fetchable = _fetchable(entries)
+    out["loras"] = [x for x in wanted if x in fetchable] or EXAMPLE_LORAS
+    for key in ("scales", "prompts", "seeds"):
         if suite.get(key):
             out[key] = suite[key]
-    out.setdefault("loras", ["classic-painting", "coloring-book"])
+    if isinstance(out.get("prompts"), list):
+        out["prompts"] = [{"id": p["id"], "text": p["text"]} if isinstance(p, dict) and {"id", "text"} <= set(p)
+                          else p for p in out["prompts"]]
     out.setdefault("scales", [0.5, 0.8, 1.0, 1.5])
     out.setdefault("seeds", [42, 1234])
     out["size"] = "1024x1024"
     out["steps"] = 8
-    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
 
 
 def random_weight_banner(data: Any) -> Banner:
@@ -74,7 +87,7 @@ def random_weight_banner(data: Any) -> Banner:
             "providers you have no key for.",
         ],
         snippets=[
-            CodeSnippet(title="suite.yaml", language="yaml", code=_real_suite(suite, getattr(data, "suite_name", ""))),
+            CodeSnippet(title="suite.yaml", language="yaml", code=_real_suite(suite, getattr(data, "suite_name", ""), getattr(data, "loras", {}) or {})),
             CodeSnippet(
                 title="shell",
                 language="sh",

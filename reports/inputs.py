@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from registry.models import LoraEntry
 
 #: Statuses the harness gives a generation that produced its image.
-OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "complete"})
+OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})
 
 #: Per-image score columns the evals stage adds to results.parquet.
 SCORE_COLUMNS = ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement")

@@ -1,0 +1,171 @@
+"""Reading a run folder into `RunData`: the harness store for rows, suite and catalogue
+entries; the evals stage for scores, aggregates, recommendations and provider statistics.
+
+This is the only module of the reports stage that knows where earlier stages keep things.
+Scores are attached to a row only when they were computed for the same image (cell id and
+image hash match), so a report never shows a stale score beside a regenerated image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports.errors import ReportError
+from reports.inputs import SCORE_COLUMNS, ProviderStats, Recommendation, RunData, ScaleAggregate
+
+RESULTS_NAME = "results.parquet"
+AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
+
+
+def _float(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def open_store(run_dir: Path):
+    from harness.store import DB_NAME, RunStore
+
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    if not (run_dir / DB_NAME).is_file():
+        raise ReportError(f"{run_dir}: not a run folder (no {DB_NAME}); run `lorascope run SUITE --out {run_dir}` first")
+    return RunStore.open(run_dir)
+
+
+def _attach_scores(frame: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """Score columns from the evals stage, matched on (cell_id, image_sha256)."""
+    scores = _evals_scores(run_dir)
+    if scores is None:
+        return frame
+    present = [c for c in SCORE_COLUMNS if c in scores.columns]
+    if not present or not {"cell_id", "image_sha256"} <= set(scores.columns):
+        return frame
+    frame = frame.drop(columns=[c for c in present if c in frame.columns])
+    keyed = scores[["cell_id", "image_sha256", *present]].drop_duplicates(["cell_id", "image_sha256"])
+    return frame.merge(keyed, on=["cell_id", "image_sha256"], how="left")
+
+
+def _evals_scores(run_dir: Path) -> pd.DataFrame | None:
+    """The scored frame, from the evals stage's reader when it has one, else from the
+    derived results.parquet (which `lorascope score` rewrites with the score columns)."""
+    try:
+        from evals import scoring  # type: ignore[attr-defined]
+    except ImportError:
+        scoring = None
+    reader = getattr(scoring, "scored_frame", None) if scoring else None
+    if reader is not None:
+        try:
+            return reader(run_dir)
+        except Exception:  # noqa: BLE001 - an unscored run is not an error for a report
+            pass
+    parquet = run_dir / RESULTS_NAME
+    if parquet.is_file():
+        try:
+            return pd.read_parquet(parquet)
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def is_scored(frame: pd.DataFrame) -> bool:
+    return any(c in frame.columns and frame[c].notna().any() for c in ("clip_score", "style_shift"))
+
+
+def aggregates_from(frame: pd.DataFrame) -> list[ScaleAggregate]:
+    """The evals stage's per (lora, scale, provider) means and 95% CIs as report inputs."""
+    from evals.metrics import aggregate
+
+    table = aggregate(frame)
+    out = []
+    for rec in table.to_dict("records") if len(table) else []:
+        for metric in AGGREGATE_METRICS:
+            mean = _float(rec.get(f"{metric}_mean"))
+            if mean is None:
+                continue
+            lora = str(rec.get("lora") or "")
+            out.append(ScaleAggregate(
+                lora=lora, provider=str(rec["provider"]),
+                scale=None if not lora else _float(rec.get("scale")),
+                metric=metric, mean=mean,
+                ci_low=_float(rec.get(f"{metric}_low")), ci_high=_float(rec.get(f"{metric}_high")),
+                n=int(rec.get(f"{metric}_n") or 0),
+            ))
+    return out
+
+
+def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
+    from evals.metrics import provider_stats
+
+    table = provider_stats(frame)
+    sources = {}
+    if "cost_source" in frame.columns:
+        for provider, values in frame.groupby("provider")["cost_source"]:
+            found = sorted({str(v) for v in values.dropna() if str(v)})
+            sources[provider] = ", ".join(found)
+    out = []
+    for provider, rec in table.to_dict("index").items() if len(table) else []:
+        out.append(ProviderStats(
+            provider=str(provider), images=int(rec.get("images") or 0), failed=int(rec.get("failed") or 0),
+            failure_rate=_float(rec.get("failure_rate")),
+            latency_min=_float(rec.get("latency_min")), latency_median=_float(rec.get("latency_median")),
+            latency_p95=_float(rec.get("latency_p95")), cost_total=_float(rec.get("cost_total")),
+            cost_per_image=_float(rec.get("cost_per_image")), cost_per_mp=_float(rec.get("cost_per_mp")),
+            cost_source=sources.get(provider, ""),
+        ))
+    return out
+
+
+def recommendations_from(run_dir: Path, frame: pd.DataFrame, loras: dict) -> list[Recommendation]:
+    """The evals stage's recommended scale per (lora, provider), with its reason."""
+    try:
+        from evals import recommend as rec_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    fn = getattr(rec_mod, "recommend_frame", None) or getattr(rec_mod, "recommend", None)
+    if fn is None:
+        return []
+    try:
+        recs = fn(frame, loras)
+    except TypeError:
+        return []
+    out = []
+    for rec in recs:
+        data = rec if isinstance(rec, dict) else (rec.model_dump() if hasattr(rec, "model_dump") else vars(rec))
+        out.append(Recommendation(
+            lora=str(data.get("lora")), provider=str(data.get("provider")),
+            scale=_float(data.get("scale", data.get("recommended"))), reason=str(data.get("reason") or ""),
+        ))
+    return out
+
+
+def load_run_data(run_dir: Path) -> RunData:
+    """Everything a run report shows, from the run folder."""
+    run_dir = Path(run_dir)
+    with open_store(run_dir) as store:
+        frame = store.results_frame()
+        loras = store.lora_entries()
+        suite_name = store.get_meta("suite_name") or run_dir.name
+        try:
+            suite = store.suite().model_dump(mode="json")
+        except Exception:  # noqa: BLE001 - an old or hand-made run: the report still renders
+            suite = {}
+    frame = _attach_scores(frame, run_dir)
+    scored = is_scored(frame)
+    return RunData(
+        run_dir=run_dir,
+        results=frame,
+        suite_name=suite_name,
+        suite=suite,
+        loras=loras,
+        scored=scored,
+        aggregates=aggregates_from(frame) if scored else [],
+        recommendations=recommendations_from(run_dir, frame, loras) if scored else [],
+        provider_stats=provider_stats_from(frame),
+    )
