@@ -119,6 +119,13 @@ def setup_providers(
         if concurrency is not None:
             config["concurrency"] = concurrency
         options = {k: v for k, v in spec.settings.items() if k not in config_fields}
+        known = getattr(cls, "known_options", frozenset())
+        if known:
+            for key in sorted(set(options) - set(known)):
+                problems.append(
+                    f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: unknown option or setting "
+                    f"(config: {', '.join(sorted(config_fields))}; options: {', '.join(sorted(known))})"
+                )
         try:
             config_obj = cls.config_model(**config)
         except ValidationError as exc:
@@ -128,13 +135,6 @@ def setup_providers(
                     f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: {err['msg'].removeprefix('Value error, ')}"
                 )
             continue
-        known = getattr(cls, "known_options", frozenset())
-        if known:
-            for key in sorted(set(options) - set(known)):
-                problems.append(
-                    f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: unknown option or setting "
-                    f"(config: {', '.join(sorted(config_fields))}; options: {', '.join(sorted(known))})"
-                )
         axes = {k: list(v) for k, v in options.items() if isinstance(v, list)}
         for key, values in axes.items():
             if not values:

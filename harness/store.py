@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -587,6 +587,7 @@ class SharedCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self._conn: sqlite3.Connection | None = None
         self.disabled_reason: str | None = None
+        self._lock = threading.Lock()  # puts run in worker threads; one connection
 
     def _db(self) -> sqlite3.Connection | None:
         if self._conn is None and self.disabled_reason is None:
@@ -636,7 +637,7 @@ class SharedCache:
             for im in images:
                 link_or_copy(run_dir / im.path, self.root / im.path)
             payload = result.model_dump(mode="json", exclude={"images"})
-            with _Tx(conn):
+            with self._lock, _Tx(conn):
                 conn.execute(
                     "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?)",
                     (fingerprint, provider, json.dumps(payload, sort_keys=True),

@@ -1,0 +1,272 @@
+"""The runner against in-process providers: what is sent, what lands on disk and in run.db."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import store as store_mod
+from harness.results import export_results
+from harness.runner import GridInvalid, run_suite_async
+from harness.store import RunStore, StoreError, integrity_ok
+from harness.suite import load_suite
+from tests.helpers.harness_fakes import BASIC, FakeAsync, FakeSync, lookup
+
+N_CELLS = (1 + 2 * 2) * 2 * 2  # BASIC: (baseline + 2 LoRAs x 2 scales) x 2 prompts x 2 seeds
+
+
+async def run(suite, out, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("handle_sigint", False)
+    return await run_suite_async(suite, out, provider_lookup=lookup, **kw)
+
+
+def sends(cls=FakeAsync) -> int:
+    return sum(1 for kind, _ in cls.calls if kind == "generate")
+
+
+async def test_full_run_stores_everything_and_rerun_sends_nothing(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    out = tmp_path / "run1"
+    summary = await run(suite, out)
+    ps = summary.providers["fakeasync"]
+    assert (ps.total, ps.sent, ps.succeeded, ps.failed) == (N_CELLS, N_CELLS, N_CELLS, 0)
+    assert sends() == N_CELLS and summary.exit_code == 0
+    assert ps.cost == pytest.approx(0.01 * N_CELLS)
+
+    frame = pd.read_parquet(out / "results.parquet")
+    for col in ("provider", "lora", "scale", "scales", "prompt_id", "prompt", "final_prompt", "seed", "status",
+                "error", "image_path", "image_sha256", "width", "height", "latency_s", "cost_usd", "cost_source",
+                "fingerprint", "cell_id", "options", "endpoint", "model_version", "task_id"):
+        assert col in frame.columns, col
+    assert len(frame) == N_CELLS and set(frame.status) == {"succeeded"}
+    base = frame[frame.lora == ""]
+    assert len(base) == 4 and base.scale.isna().all()
+    painted = frame[frame.lora == "paint"]
+    assert set(painted.prompt) == {"a cat on a mat", "a dog in fog"}
+    assert all(fp.startswith("p41nt, ") for fp in painted.final_prompt)
+    for row in frame.itertuples():
+        data = (out / row.image_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.image_sha256
+        assert row.image_path == f"images/{row.image_sha256[:2]}/{row.image_sha256}.png"
+        assert (row.width, row.height) == (16, 16)
+    assert integrity_ok(out / "run.db")
+    assert not list(out.rglob("*.tmp"))
+
+    FakeAsync.calls.clear()
+    again = await run(suite, out)
+    assert sends() == 0 and again.providers["fakeasync"].stored == N_CELLS and again.exit_code == 0
+
+    # derived: delete and rebuild
+    (out / "results.parquet").unlink()
+    export_results(out)
+    assert len(pd.read_parquet(out / "results.parquet")) == N_CELLS
+
+
+async def test_store_api_for_later_stages(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    await run(suite, tmp_path / "r")
+    store = RunStore.open(tmp_path / "r")
+    assert store.suite().name == "basic" and store.suite().text == suite.text
+    entries = store.lora_entries()
+    assert set(entries) == {"paint", "ink"} and entries["paint"].style_prompt == "an oil painting"
+    conn = store.connect()
+    conn.execute("CREATE TABLE IF NOT EXISTS scores (x)")
+    conn.close()
+    assert len(store.results_frame()) == N_CELLS
+    with pytest.raises(StoreError):
+        RunStore.open(tmp_path / "nothing-here")
+
+
+async def test_shared_cache_reuses_across_run_folders_and_fresh_sends_again(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    await run(suite, tmp_path / "a")
+    FakeAsync.calls.clear()
+    second = await run(suite, tmp_path / "b")
+    assert sends() == 0 and second.providers["fakeasync"].reused == N_CELLS
+    frame_a = pd.read_parquet(tmp_path / "a" / "results.parquet")
+    frame_b = pd.read_parquet(tmp_path / "b" / "results.parquet")
+    assert list(frame_a.image_sha256) == list(frame_b.image_sha256)
+    assert all((tmp_path / "b" / p).is_file() for p in frame_b.image_path)
+
+    fresh = await run(suite, tmp_path / "b", fresh=True)
+    assert sends() == N_CELLS and fresh.providers["fakeasync"].sent == N_CELLS
+    FakeAsync.calls.clear()
+    # a finished fresh run is not repeated by a plain re-run
+    await run(suite, tmp_path / "b")
+    assert sends() == 0
+
+
+async def test_unseeded_requests_are_not_reused_from_the_cache(write_suite, tmp_path):
+    suite = load_suite(write_suite("name: u\nproviders: [fakeasync]\nprompts: [a cat]\nseeds: [null]\n"))
+    await run(suite, tmp_path / "a")
+    await run(suite, tmp_path / "b")
+    assert sends() == 2
+    frame = pd.read_parquet(tmp_path / "b" / "results.parquet")
+    assert frame.seed.isna().all() and set(frame.status) == {"succeeded"}
+
+
+async def test_invalid_grid_sends_nothing_and_lists_every_problem(write_suite, tmp_path):
+    suite = load_suite(write_suite(
+        "name: bad\nproviders:\n  - fakeasync\n  - fakesync\nloras: [paint]\nscales: [1.0, 3.0]\n"
+        "prompts: [a cat]\nsize: 4096x64\n"
+    ))
+    with pytest.raises(GridInvalid) as info:
+        await run(suite, tmp_path / "out")
+    text = "\n".join(info.value.problems)
+    assert "fakeasync: size 4096x64 above 2048" in text and "fakesync: size 4096x64 above 2048" in text
+    assert "fakeasync: LoRA scale above 2" in text and "fakesync: LoRA scale above 2" in text
+    assert sends(FakeAsync) == 0 and sends(FakeSync) == 0
+    assert not (tmp_path / "out").exists()
+
+
+async def test_dry_run_sends_nothing_and_counts_stored(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    dry = await run(suite, tmp_path / "r", dry_run=True)
+    ps = dry.providers["fakeasync"]
+    assert (ps.total, ps.to_send, ps.stored) == (N_CELLS, N_CELLS, 0)
+    assert ps.estimated_cost == pytest.approx(0.01 * N_CELLS)
+    assert sends() == 0 and not (tmp_path / "r").exists()
+    await run(suite, tmp_path / "r")
+    dry = await run(suite, tmp_path / "r", dry_run=True)
+    assert dry.providers["fakeasync"].stored == N_CELLS and dry.providers["fakeasync"].to_send == 0
+
+
+async def test_failed_corrupt_and_garbage_cells_are_recorded_and_the_rest_goes_on(write_suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeAsync, "behaviours", {"cat": "corrupt", "dog": "garbage", "owl": "fail", "emu": "raise"})
+    suite = load_suite(write_suite(
+        "name: f\nproviders: [fakeasync]\nprompts: [a cat, a dog, an owl, an emu, a fox]\nseeds: [1]\n"
+    ))
+    summary = await run(suite, tmp_path / "r")
+    ps = summary.providers["fakeasync"]
+    assert (ps.succeeded, ps.failed) == (1, 4) and summary.exit_code == 1
+    frame = pd.read_parquet(tmp_path / "r" / "results.parquet").set_index("prompt")
+    assert frame.loc["a fox", "status"] == "succeeded"
+    assert frame.loc["a cat", "status"] == "failed" and frame.loc["a cat", "error"].startswith("bad_response: image 0 does not decode")
+    assert frame.loc["a dog", "error"] == "bad_response: malformed JSON from the provider"
+    assert frame.loc["an owl", "error"].startswith("task_failed:")
+    assert frame.loc["an emu", "error"].startswith("internal: KeyError")
+    assert frame.loc["a cat", "image_path"] == ""
+    # errors are not cached: a new folder asks again for the failed ones only
+    monkeypatch.setattr(FakeAsync, "behaviours", {})
+    FakeAsync.calls.clear()
+    await run(suite, tmp_path / "r2")
+    assert sends() == 4
+    # and a re-run of the first folder retries its failed cells
+    FakeAsync.calls.clear()
+    retry = await run(suite, tmp_path / "r")
+    assert retry.providers["fakeasync"].stored == 1 and retry.exit_code == 0
+
+
+async def test_max_cost_stops_submitting_before_passing(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    summary = await run(suite, tmp_path / "r", max_cost=0.035, concurrency=1)
+    ps = summary.providers["fakeasync"]
+    assert sends() == 3 and ps.sent == 3 and ps.cost <= 0.035
+    assert summary.budget_stopped and summary.exit_code == 1
+    assert ps.not_sent == N_CELLS - 3
+    # concurrency does not let in-flight requests pass the cap either
+    FakeAsync.calls.clear()
+    summary = await run(suite, tmp_path / "r2", max_cost=0.055, concurrency=8)
+    assert sends() == 5 and summary.providers["fakeasync"].cost <= 0.055 + 1e-9
+
+
+async def test_unwritable_output_folder_is_a_clear_error(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError) as info:
+        await run(suite, blocker / "run")
+    assert "cannot use run folder" in str(info.value)
+    assert sends() == 0
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(StoreError):
+            await run(suite, ro / "run")
+
+
+async def test_full_disk_stops_the_run_keeps_the_task_id_and_run_db_intact(write_suite, tmp_path, monkeypatch):
+    suite = load_suite(write_suite(BASIC))
+    real = store_mod.atomic_write
+    writes = {"n": 0}
+
+    def flaky(path, data):
+        writes["n"] += 1
+        if writes["n"] >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(store_mod, "atomic_write", flaky)
+    summary = await run(suite, tmp_path / "r", concurrency=1)
+    assert summary.fatal and "No space left on device" in summary.fatal and summary.exit_code == 1
+    assert integrity_ok(tmp_path / "r" / "run.db")
+    conn = sqlite3.connect(tmp_path / "r" / "run.db")
+    kinds = conn.execute("SELECT error_kind, task_id FROM generations WHERE status = 'failed'").fetchall()
+    assert kinds and all(k == "storage" and t for k, t in kinds)
+    sent_before = sends()
+    assert sent_before < N_CELLS  # it stopped submitting
+
+    monkeypatch.setattr(store_mod, "atomic_write", real)
+    FakeAsync.calls.clear()
+    resumed = await run(suite, tmp_path / "r")
+    ps = resumed.providers["fakeasync"]
+    assert ps.resumed == len(kinds)  # paid images fetched again by task id, not re-sent
+    assert sends() == N_CELLS - sent_before and resumed.exit_code == 0
+
+
+async def test_crash_leftovers_async_resumes_by_id_sync_resends_and_says_so(write_suite, tmp_path):
+    """A SIGKILL leaves rows at `intent`/`submitted`; simulate each kind and resume."""
+    suite = load_suite(write_suite(
+        "name: crash\nproviders: [fakeasync, fakesync]\nprompts: [a cat, a dog, an owl]\nseeds: [1]\n"
+    ))
+    out = tmp_path / "r"
+    await run(suite, out, dry_run=False, max_cost=0.0)  # records the grid, sends nothing
+    assert sends(FakeAsync) == sends(FakeSync) == 0
+    store = RunStore.open(out)
+    cells = store.connect().execute("SELECT provider, prompt, fingerprint FROM cells").fetchall()
+    fp = {(p, t): f for p, t, f in cells}
+    epoch = store.begin_epoch(False)
+    g1 = store.record_intent(fp[("fakeasync", "a cat")], "fakeasync", epoch, 1, 0.01)
+    store.record_submitted(g1, "task-known")
+    store.record_intent(fp[("fakeasync", "a dog")], "fakeasync", epoch, 1, 0.01)  # no task id came back
+    store.record_intent(fp[("fakesync", "a cat")], "fakesync", epoch, 1, 0.01)
+    store.close()
+
+    summary = await run(suite, out)
+    a, s = summary.providers["fakeasync"], summary.providers["fakesync"]
+    assert ("resume", "task-known") in FakeAsync.calls
+    assert a.resumed == 1 and a.resent_after_crash == 1 and a.unconfirmed_submits == 1 and a.sent == 2
+    assert s.resent_after_crash == 1 and s.sent == 3 and s.resumed == 0
+    prompts_sent = [r.prompt for kind, r in FakeAsync.calls if kind == "generate"]
+    assert "a cat" not in prompts_sent  # never submitted twice
+    frame = pd.read_parquet(out / "results.parquet")
+    assert set(frame.status) == {"succeeded"}
+    rows = sqlite3.connect(out / "run.db").execute(
+        "SELECT COUNT(*) FROM generations WHERE error_kind = 'interrupted'").fetchone()
+    assert rows[0] == 2
+
+
+async def test_duplicate_requests_share_one_generation(write_suite, tmp_path):
+    suite = load_suite(write_suite(
+        "name: dup\nproviders: [fakeasync]\nprompts:\n  - {id: one, text: a cat}\n  - {id: two, text: a cat}\n"
+    ))
+    summary = await run(suite, tmp_path / "r")
+    assert sends() == 1 and summary.providers["fakeasync"].total == 2
+    frame = pd.read_parquet(tmp_path / "r" / "results.parquet")
+    assert list(frame.prompt_id) == ["one", "two"] and frame.image_sha256.nunique() == 1
+
+
+async def test_rpm_limit_spaces_submissions(write_suite, tmp_path):
+    import time
+
+    suite = load_suite(write_suite("name: rpm\nproviders:\n  - fakeasync: {rpm: 600}\nprompts: [a, b, c, d]\n"))
+    t0 = time.monotonic()
+    await run(suite, tmp_path / "r")
+    assert time.monotonic() - t0 >= 0.3  # 4 requests at 10/s: 3 gaps of 0.1 s

@@ -1,0 +1,156 @@
+"""Suites load with all problems at once (file, line, field); grids expand as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.fingerprint import fingerprint
+from harness.grid import expand
+from harness.models import GenerationRequest, LoraSpec
+from harness.suite import SuiteError, load_suite, parse_suite
+from tests.helpers.harness_fakes import BASIC, lookup
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_issue_suite_loads_and_expands_as_written():
+    suite = load_suite(ROOT / "suites" / "styles-smoke.yaml")
+    assert [p.name for p in suite.providers] == ["fal", "novita", "highway", "aimlapi"]
+    assert suite.providers[1].settings == {"concurrency": 4}
+    assert (suite.width, suite.height, suite.steps) == (1024, 1024, 8)
+    grid = expand(suite)
+    # 4 providers x (baseline + 2 LoRAs x 4 scales) x 2 prompts x 2 seeds
+    assert len(grid.cells) == 4 * 9 * 2 * 2
+    assert grid.providers["novita"].config.concurrency == 4
+    assert grid.providers["novita"].options == {}
+    painted = [c for c in grid.cells if c.provider == "fal" and c.lora == "classic-painting" and c.prompt_id == "trex"]
+    assert {c.scale for c in painted} == {0.5, 0.8, 1.0, 1.5}
+    assert all("class1cpa1nt" in c.request.prompt and "class1cpa1nt" not in c.prompt for c in painted)
+    assert len({c.cell_id for c in grid.cells}) == len(grid.cells)
+
+
+def test_every_problem_at_once_with_file_line_and_field(write_suite):
+    path = write_suite(
+        "name: bad\n"                       # 1
+        "providers: [fakeasync]\n"          # 2
+        "prompts:\n"                        # 3
+        "  - id: a\n"                       # 4
+        "    text: x\n"                     # 5
+        "  - id: a\n"                       # 6
+        "    text: ''\n"                    # 7
+        "seeds: [1, -3]\n"                  # 8
+        "size: huge\n"                      # 9
+        "colour: blue\n"                    # 10
+    )
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert f"{path}:7: prompts[1].text: prompt text is empty" in text
+    assert f"{path}:8: seeds:" in text and "-3" in text
+    assert f"{path}:9: size:" in text and "huge" in text
+    assert f"{path}:10: colour: unknown field" in text
+    assert len(problems) >= 4
+
+
+def test_yaml_syntax_error_names_the_line(write_suite):
+    path = write_suite("name: x\nproviders: [a\nprompts: [b]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert str(path) in info.value.problems[0] and "not valid YAML" in info.value.problems[0]
+
+
+def test_unknown_lora_provider_and_option_listed_together(write_suite):
+    path = write_suite(
+        "name: refs\n"
+        "providers:\n"
+        "  - fakeasync: {concurrency: 0, colour: red}\n"   # line 3
+        "  - nosuch\n"                                     # line 4
+        "loras: [paint, pain]\n"                           # line 5
+        "prompts: [a cat]\n"
+    )
+    with pytest.raises(SuiteError) as info:
+        expand(load_suite(path), lookup=lookup)
+    text = "\n".join(info.value.problems)
+    assert f"{path}:3: providers[0].fakeasync.concurrency:" in text
+    assert f"{path}:3: providers[0].fakeasync.colour: unknown option" in text
+    assert f"{path}:4: providers[1]: unknown provider 'nosuch'" in text
+    assert f"{path}:5: loras[1]: no entry 'pain'" in text and "did you mean 'paint'" in text
+
+
+def test_baselines_axes_config_split_and_stacks(write_suite):
+    suite = load_suite(write_suite(
+        "name: axes\n"
+        "providers:\n"
+        "  - fakeasync: {concurrency: 3, rpm: 60, quality: [low, high], mode: turbo}\n"
+        "loras: [paint]\n"
+        "scales: [0, 0.8]\n"
+        "stacks:\n"
+        "  - {paint: 0.6, ink: 0.4}\n"
+        "prompts:\n  - id: cat\n    text: a cat\n"
+        "seeds: [7, 8]\n"
+    ))
+    grid = expand(suite, lookup=lookup)
+    setup = grid.providers["fakeasync"]
+    assert (setup.config.concurrency, setup.config.rpm) == (3, 60)
+    assert setup.options == {"mode": "turbo"} and setup.axes == {"quality": ["low", "high"]}
+    # per quality value: baseline + 2 scales + 1 stack, x 1 prompt x 2 seeds
+    assert len(grid.cells) == 2 * 4 * 2
+    baselines = [c for c in grid.cells if c.lora == ""]
+    assert {(dict(c.axes)["quality"], c.seed) for c in baselines} == {("low", 7), ("low", 8), ("high", 7), ("high", 8)}
+    assert all(c.request.loras == () and c.request.prompt == "a cat" for c in baselines)
+    assert all(c.request.options["mode"] == "turbo" for c in grid.cells)
+    zero = [c for c in grid.cells if c.lora == "paint" and c.scale == 0.0]
+    assert zero and all(len(c.request.loras) == 1 and c.request.loras[0].scale == 0.0 for c in zero)
+    stack = [c for c in grid.cells if c.lora == "paint+ink"]
+    assert stack and stack[0].scales == "0.6+0.4" and stack[0].scale == 0.6
+    assert [lora.scale for lora in stack[0].request.loras] == [0.6, 0.4]
+    # triggers: prefix for paint, suffix for ink; the prompt as written kept for scoring
+    assert stack[0].request.prompt == "p41nt, a cat, 1nk" and stack[0].prompt == "a cat"
+
+
+def test_scales_default_to_each_loras_recommended(write_suite):
+    suite = load_suite(write_suite("name: rec\nproviders: [fakeasync]\nloras: ['tag:style']\nprompts: [a]\n"))
+    grid = expand(suite, lookup=lookup)
+    assert sorted((c.lora, c.scale) for c in grid.cells if c.lora) == [("ink", 0.8), ("paint", 0.7)]
+
+
+def test_stack_rules(write_suite):
+    with pytest.raises(SuiteError) as info:
+        load_suite(write_suite("name: s\nproviders: [fakeasync]\nprompts: [a]\nstacks:\n  - {paint: 0.5}\n"))
+    assert "2 to 3 LoRAs" in info.value.problems[0] and ":5:" in info.value.problems[0]
+
+
+def test_fingerprint_is_canonical_and_sensitive():
+    lora = LoraSpec(id="x", scale=0.5, url="https://e/x.safetensors", sha256="c" * 64)
+    base = GenerationRequest(prompt="a cat", width=64, height=64, seed=1, steps=2, loras=(lora,), options={"b": 1, "a": 2})
+    same = GenerationRequest(prompt="a cat", width=64, height=64, seed=1, steps=2, loras=(lora,), options={"a": 2, "b": 1})
+    fp = fingerprint("p", "e", "v", base)
+    assert fp == fingerprint("p", "e", "v", same) and len(fp) == 64
+    changed = [
+        fingerprint("q", "e", "v", base),
+        fingerprint("p", "e2", "v", base),
+        fingerprint("p", "e", "v2", base),
+        fingerprint("p", "e", "v", base.model_copy(update={"seed": 2})),
+        fingerprint("p", "e", "v", base.model_copy(update={"prompt": "a dog"})),
+        fingerprint("p", "e", "v", base.model_copy(update={"loras": (lora.model_copy(update={"scale": 0.6}),)})),
+        fingerprint("p", "e", "v", base.model_copy(update={"loras": (lora.model_copy(update={"sha256": "d" * 64}),)})),
+        fingerprint("p", "e", "v", base.model_copy(update={"output_format": "jpeg"})),
+        fingerprint("p", "e", "v", base.model_copy(update={"steps": 3})),
+    ]
+    assert fp not in changed and len(set(changed)) == len(changed)
+    # the URL is not the identity when a content hash is known
+    moved = base.model_copy(update={"loras": (lora.model_copy(update={"url": "https://mirror/x.safetensors"}),)})
+    assert fingerprint("p", "e", "v", moved) == fp
+
+
+def test_basic_suite_counts(write_suite):
+    grid = expand(load_suite(write_suite(BASIC)), lookup=lookup)
+    assert len(grid.cells) == (1 + 2 * 2) * 2 * 2
+
+
+def test_parse_suite_without_file():
+    suite = parse_suite("name: inline\nproviders: [fakeasync]\nprompts: [hello]\nsize: 512\n")
+    assert suite.prompts[0].id == "p1" and (suite.width, suite.height) == (512, 512)
