@@ -1,10 +1,173 @@
-"""Not built yet."""
+"""Generate one image with one provider: the quickest way to try a LoRA at a scale.
+
+  lorascope generate --provider fal --lora classic-painting:0.7 --seed 42 "a harbour at dusk" -o out.png
+
+--lora takes a catalogue id (ID or ID:SCALE; default scale: the entry's recommended one) or a
+.safetensors path (PATH or PATH:SCALE; default 1.0); up to 3. Trigger words of catalogue LoRAs
+are added to the prompt. Keys and roots come from the provider's variables (FAL_KEY,
+LORASCOPE_FAL_URL, ...). Exit codes: 0 ok, 1 invalid request or provider error, 2 usage.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
 
+MAX_LORAS = 3
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 
-def generate() -> None:
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = _SIZE.match(text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 1024x768)", param_hint="--size")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_pairs(values: list[str], flag: str) -> dict[str, Any]:
+    """`key=value` pairs; values read as JSON when they parse (true, 3, 0.5, "x"), else text."""
+    pairs: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint=flag)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        pairs[key.strip()] = value
+    return pairs
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="The prompt (trigger words are added for catalogue LoRAs)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Where to write the image (bytes exactly as returned)."),
+    provider: str = typer.Option(..., "--provider", help="fal, novita, highway, aimlapi, diffusers, or a plugin."),
+    lora: list[str] = typer.Option([], "--lora", help="ID[:SCALE] or PATH.safetensors[:SCALE]; repeat up to 3 times."),
+    seed: int = typer.Option(..., "--seed", help="Seed (fixed seeds make images comparable)."),
+    size: str = typer.Option("1024x1024", "--size", help="WIDTHxHEIGHT."),
+    steps: int = typer.Option(8, "--steps", help="Inference steps (Turbo: 8)."),
+    fmt: str = typer.Option("png", "--format", help="png, jpeg or webp (where the provider takes it)."),
+    option: list[str] = typer.Option([], "--option", help="Provider option key=value (e.g. acceleration=high)."),
+    config: list[str] = typer.Option([], "--config", help="Provider setting key=value (e.g. deadline_s=120)."),
+    catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="loras.yaml (default: ./loras.yaml, then the project's)."),
+) -> None:
+    import asyncio
+
+    from rich.console import Console
+
+    from harness.errors import ProviderError
+    from harness.providers import provider_class
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+
+    width, height = parse_size(size)
+    if len(lora) > MAX_LORAS:
+        raise typer.BadParameter(f"at most {MAX_LORAS} LoRAs, got {len(lora)}", param_hint="--lora")
+    if fmt not in ("png", "jpeg", "webp"):
+        raise typer.BadParameter(f"{fmt!r} is not png, jpeg or webp", param_hint="--format")
+    options = parse_pairs(option, "--option")
+    settings = parse_pairs(config, "--config")
+    try:
+        cls = provider_class(provider)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--provider") from None
+
+    specs, entries = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)
+    if entries:
+        from registry.prompts import apply_triggers
+
+        prompt = apply_triggers(prompt, entries)
+
+    from pydantic import ValidationError
+
+    from harness.models import GenerationRequest
+
+    try:
+        instance = cls(settings or None)
+        request = GenerationRequest(prompt=prompt, width=width, height=height, seed=seed, steps=steps,
+                                    loras=tuple(specs), output_format=fmt, options=options)
+    except ValidationError as exc:
+        _fail(err, [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()])
+    problems = instance.validate(request)
+    if problems:
+        _fail(err, problems, f"{provider} cannot take this request ({len(problems)} problem(s)); nothing was sent:")
+
+    async def _run() -> Any:
+        async with instance:
+            return await instance.generate(request)
+
+    console.print(f"prompt: {prompt}", markup=False)
+    try:
+        result = asyncio.run(_run())
+    except ProviderError as exc:
+        err.print(f"{exc.kind}: {exc.message}", markup=False)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted (a cancel was sent where the provider supports it)")
+        raise typer.Exit(130)
+
+    image = result.images[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(image.data)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix and {"jpg": "jpeg"}.get(suffix, suffix) != image.format:
+        err.print(f"note: {provider} returned {image.format}; the bytes were written unchanged to {out}", markup=False)
+    t = result.timings
+    console.print(f"wrote {out} ({image.format}, {image.width}x{image.height}, {len(image.data)} bytes)", markup=False)
+    console.print(f"seed: {result.seed}   request: {result.request_id or '-'}", markup=False)
+    console.print("time: " + "  ".join(
+        f"{label} {value:.2f}s" for label, value in
+        (("total", t.total_s), ("queue", t.queue_s), ("inference", t.inference_s), ("download", t.download_s),
+         ("load", t.load_s)) if value is not None
+    ), markup=False)
+    usd = "?" if result.cost.usd is None else f"${result.cost.usd:.5f}"
+    console.print(f"cost: {usd} ({result.cost.source}{': ' + result.cost.basis if result.cost.basis else ''})", markup=False)
+    if image.nsfw:
+        err.print("note: the provider flagged this image as NSFW")
+
+
+def _lora_specs(values: list[str], catalogue_path: Path | None, local_file: bool, err: Any) -> tuple[list, list]:
+    """Specs for each --lora, and the catalogue entries among them (for trigger words)."""
+    from harness.lora_specs import LoraOptionError, _split_scale, looks_like_file, parse_lora_option
+
+    catalogue = None
+    needs_catalogue = any(not looks_like_file(_split_scale(v.strip())[0]) for v in values)
+    if needs_catalogue:
+        from registry.catalogue import load_catalogue
+        from registry.problems import CatalogueError
+
+        try:
+            catalogue = load_catalogue(catalogue_path)
+        except CatalogueError as exc:
+            _fail(err, [str(p) for p in getattr(exc, "problems", [exc])], "the catalogue has problems:")
+        except OSError as exc:
+            _fail(err, [f"cannot read catalogue: {exc}"])
+    specs, entries, problems = [], [], []
+    for value in values:
+        try:
+            spec = parse_lora_option(value, catalogue, local_file=local_file)
+        except LoraOptionError as exc:
+            problems.append(str(exc))
+            continue
+        except Exception as exc:  # registry.resolve.ResolveError and friends, named by the entry
+            problems.append(f"--lora {value}: {exc}")
+            continue
+        specs.append(spec)
+        if spec.id and catalogue is not None:
+            entries.append(catalogue.get(spec.id))
+    if problems:
+        _fail(err, problems)
+    return specs, entries
+
+
+def _fail(err: Any, problems: list[str], title: str | None = None) -> None:
+    err.print(title or f"{len(problems)} problem(s); nothing was sent:", markup=False)
+    for problem in problems:
+        err.print(f"  {problem}", markup=False)
+    raise typer.Exit(1)
