@@ -85,6 +85,9 @@ def random_weight_banner(data: Any) -> Banner:
             "LoRAs are on the Hugging Face Hub or at an https URL (hosted providers fetch the file "
             "themselves; a local path only works with the diffusers provider). Leave out the "
             "providers you have no key for.",
+            *([] if any(x in _fetchable(getattr(data, "loras", {}) or {}) for x in suite.get("loras") or [])
+              else ["This run's LoRAs are local files, so the suite below uses "
+                    + " and ".join(EXAMPLE_LORAS) + " from the project's loras.yaml (LoRAs on the Hub) instead."]),
         ],
         snippets=[
             CodeSnippet(title="suite.yaml", language="yaml", code=_real_suite(suite, getattr(data, "suite_name", ""), getattr(data, "loras", {}) or {})),

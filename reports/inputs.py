@@ -85,3 +85,54 @@ class RunData(BaseModel):
     @property
     def frame(self) -> pd.DataFrame:
         return self.results
+
+
+class CompareMetricData(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    baseline: float | None = None
+    current: float | None = None
+    delta: float | None = None
+
+
+class CompareSide(BaseModel):
+    """One side of a compared cell: the stored image (absolute path) and its status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: Path | None = None
+    sha256: str | None = None
+    status: str = ""
+    error: str = ""
+    latency_s: float | None = None
+    cost_usd: float | None = None
+
+
+class CompareCellData(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    lora: str = ""
+    scale: str = ""
+    prompt_id: str = ""
+    prompt: str = ""
+    seed: str = ""
+    verdict: str
+    drifted: bool
+    reasons: list[str] = Field(default_factory=list)
+    baseline: CompareSide
+    current: CompareSide
+    metrics: list[CompareMetricData] = Field(default_factory=list)
+
+
+class CompareData(BaseModel):
+    """A baseline-vs-run comparison as the evals stage decided it (compare.json)."""
+
+    baseline_dir: Path
+    run_dir: Path
+    overall: str
+    regressed: bool
+    settings: dict[str, Any] = Field(default_factory=dict)
+    cells: list[CompareCellData]
+    random_weights: bool = False

@@ -217,5 +217,6 @@ class CompareReportView(_View):
     overall: str
     regressed: bool
     summary: list[KeyValue]
-    cells: list[CompareCell]
+    drifted: list[CompareCell]  # shown first
+    unchanged: list[CompareCell]
     banners: list[Banner] = Field(default_factory=list)

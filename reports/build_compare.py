@@ -1,0 +1,90 @@
+"""Build the comparison report's view model: drifted cells first, each with the baseline
+and current image side by side and the numbers evals used to decide."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from reports import fmt
+from reports.figures import ThumbIndex, asset_url
+from reports.howto import random_weight_banner
+from reports.inputs import CompareCellData, CompareData, CompareSide
+from reports.thumbs import ThumbFailure
+from reports.viewmodels import CompareCell, CompareMetric, CompareReportView, Figure, KeyValue
+
+METRIC_FORMATS = {
+    "latency_s": fmt.seconds,
+    "cost_usd": fmt.usd,
+}
+
+
+def _value(name: str, value: float | None) -> str:
+    return METRIC_FORMATS.get(name, lambda v: fmt.num(v, ".4f"))(value)
+
+
+def _delta(name: str, value: float | None) -> str:
+    if fmt.is_missing(value):
+        return fmt.DASH
+    if name in METRIC_FORMATS:
+        sign = "+" if value >= 0 else "−"
+        return sign + METRIC_FORMATS[name](abs(value))
+    return fmt.signed(value, "+.4f")
+
+
+def _figure(side: CompareSide, which: str, cell: CompareCellData, thumbs: ThumbIndex) -> Figure:
+    label = f"{which}: {cell.provider}, {cell.lora or 'no LoRA'} {cell.scale}, {cell.prompt_id}, seed {cell.seed}"
+    caption = [c for c in (fmt.seconds(side.latency_s) if side.latency_s is not None else "",
+                           fmt.usd(side.cost_usd) if side.cost_usd is not None else "") if c]
+    if side.image is None:
+        reason = side.error or (f"status: {side.status}" if side.status else "no image")
+        return Figure(provider=which, status="failed", reason=reason, alt=label, title=label)
+    thumb = thumbs.get(side.image)
+    if isinstance(thumb, ThumbFailure):
+        return Figure(provider=which, status="missing", reason=thumb.reason, alt=label, title=label)
+    return Figure(provider=which, status="ok", thumb=asset_url(thumb.path, thumbs.report_dir),
+                  full=asset_url(side.image, thumbs.report_dir), thumb_width=thumb.width,
+                  thumb_height=thumb.height, alt=label, title=label, caption=caption)
+
+
+def _sort_key(cell: CompareCellData) -> tuple:
+    return (not cell.drifted, cell.provider, cell.lora, cell.scale, cell.prompt_id, cell.seed)
+
+
+def build_compare_view(data: CompareData, report_dir: Path | None = None) -> CompareReportView:
+    report_dir = report_dir or data.run_dir
+    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
+    for cell in data.cells:
+        for side in (cell.baseline, cell.current):
+            if side.image is not None:
+                thumbs.want(side.image, side.sha256)
+    thumbs.make()
+    cells = []
+    for cell in sorted(data.cells, key=_sort_key):
+        cells.append(CompareCell(
+            verdict=cell.verdict, drifted=cell.drifted, provider=cell.provider, lora=cell.lora or "no LoRA",
+            scale=cell.scale, prompt_id=cell.prompt_id, prompt=cell.prompt, seed=cell.seed,
+            reasons=cell.reasons,
+            baseline=_figure(cell.baseline, "baseline", cell, thumbs),
+            current=_figure(cell.current, "current", cell, thumbs),
+            metrics=[CompareMetric(name=m.name, baseline=_value(m.name, m.baseline),
+                                   current=_value(m.name, m.current), delta=_delta(m.name, m.delta))
+                     for m in cell.metrics],
+        ))
+    drifted = sum(1 for c in data.cells if c.drifted)
+    summary = [
+        KeyValue(key="Baseline", value=str(data.baseline_dir)),
+        KeyValue(key="Current run", value=str(data.run_dir)),
+        KeyValue(key="Verdict", value=data.overall),
+        KeyValue(key="Cells compared", value=str(len(data.cells))),
+        KeyValue(key="Drifted", value=str(drifted)),
+        *[KeyValue(key=str(k), value=str(v)) for k, v in data.settings.items()],
+    ]
+    return CompareReportView(
+        title=f"lorascope comparison: {data.run_dir.name} vs {data.baseline_dir.name}",
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        baseline_dir=str(data.baseline_dir), current_dir=str(data.run_dir),
+        overall=data.overall, regressed=data.regressed, summary=summary,
+        drifted=[c for c in cells if c.drifted], unchanged=[c for c in cells if not c.drifted],
+        banners=[random_weight_banner(data)] if data.random_weights else [],
+    )

@@ -1,0 +1,168 @@
+"""The run report without a browser: what the view model holds and what the HTML file says."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import XSS_ERROR, XSS_NOTE, XSS_PROMPT
+from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS
+
+from reports.build_run import build_run_view
+from reports.plots import Curve, CurvePoint, PlotSpec, build_plot, nice_ticks
+from reports.service import write_run_data_report
+
+
+def _tags(html: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, attrs))
+
+    Collect().feed(html)
+    return tags
+
+
+def _html(data) -> str:
+    return write_run_data_report(data).read_text(encoding="utf-8")
+
+
+def test_grid_has_prompt_seed_rows_and_baseline_then_scale_columns(scored_run):
+    view = build_run_view(scored_run)
+    assert [s.id for s in view.sections] == LORAS
+    for section in view.sections:
+        assert [c.scale for c in section.columns] == [None, *SCALES]
+        assert section.columns[0].label.startswith("no LoRA")
+        assert [(r.prompt_id, r.seed) for r in section.rows] == [(p, str(s)) for p, _ in PROMPTS for s in SEEDS]
+        for row in section.rows:
+            assert len(row.cells) == 1 + len(SCALES)
+            for cell in row.cells:
+                assert [f.provider for f in cell] == PROVIDERS
+
+
+def test_baseline_column_shows_the_no_lora_image_of_the_same_prompt_seed_provider(scored_run):
+    view = build_run_view(scored_run)
+    frame = scored_run.results
+    row = view.sections[0].rows[1]
+    for figure, provider in zip(row.cells[0], PROVIDERS):
+        expected = frame[(frame.lora == "") & (frame.provider == provider) & (frame.prompt_id == row.prompt_id)
+                         & (frame.seed == int(row.seed))].image_path.item()
+        assert figure.full == expected
+
+
+def test_recommended_scales_are_marked_per_provider_and_from_the_catalogue(scored_run):
+    section = build_run_view(scored_run).sections[0]
+    by_scale = {c.scale: c for c in section.columns}
+    assert by_scale[0.8].catalogue_recommended and not by_scale[1.0].catalogue_recommended
+    assert by_scale[0.8].run_recommended_by == ["fal"]
+    assert by_scale[1.0].run_recommended_by == ["novita"]
+    fal_08, novita_08 = section.rows[1].cells[2]
+    assert fal_08.recommended and not novita_08.recommended
+    assert {r.provider: (r.scale, r.agrees) for r in section.recommendations} == {
+        "fal": ("0.8", True), "novita": ("1", False)}
+
+
+def test_failed_and_nsfw_cells_are_listed_with_reasons(scored_run):
+    view = build_run_view(scored_run)
+    failed = [p for p in view.problems if p.kind == "failed"]
+    nsfw = [p for p in view.problems if p.kind == "nsfw"]
+    assert [(p.provider, p.lora, p.scale, p.prompt_id, p.seed) for p in failed] == [
+        ("fal", "ink-wash", "1", "trex", "42")]
+    assert "HTTP 500" in failed[0].reason
+    assert [(p.provider, p.lora, p.scale, p.prompt_id, p.seed) for p in nsfw] == [
+        ("novita", "pixel-art", "0.5", "lighthouse", "1234")]
+    figure = build_run_view(scored_run).sections[0].rows[0].cells[3][0]
+    assert figure.status == "failed" and "HTTP 500" in figure.reason
+
+
+def test_thumbnails_are_made_once_and_reused(scored_run):
+    write_run_data_report(scored_run)
+    thumbs = sorted((scored_run.run_dir / "thumbs").glob("*.jpg"))
+    images = scored_run.results.image_sha256.dropna().unique()
+    assert len(thumbs) == len(images)
+    mtimes = {p: p.stat().st_mtime_ns for p in thumbs}
+    write_run_data_report(scored_run)
+    assert {p: p.stat().st_mtime_ns for p in thumbs} == mtimes
+    assert not list((scored_run.run_dir / "thumbs").glob(".tmp-*"))
+
+
+def test_html_is_self_contained_and_points_at_files_in_the_run_folder(scored_run):
+    html = _html(scored_run)
+    run = scored_run.run_dir
+    assert "<link" not in html and "<script src" not in html and "@import" not in html
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    hrefs = re.findall(r'<a class="thumb" href="([^"]+)"', html)
+    assert srcs and hrefs
+    for url in srcs + hrefs:
+        assert not re.match(r"^[a-z]+:", url) and not url.startswith("/"), url
+        assert (run / url).is_file(), url
+    assert all(u.startswith("thumbs/") for u in srcs)
+    assert html.count('loading="lazy"') == len(srcs)
+    # a Content-Security-Policy that allows exactly our one script, and nothing from the network
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "default-src 'none'" in csp and re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+'", csp)
+
+
+def test_scored_report_has_plots_with_ci_bands_and_recommended_scale(scored_run):
+    section = build_run_view(scored_run).sections[0]
+    titles = [p.title for p in section.plots]
+    assert any("Style shift" in t for t in titles) and any("CLIPScore" in t for t in titles)
+    for plot in section.plots:
+        assert [s.label for s in plot.series] == PROVIDERS
+        assert all(s.band.startswith("M") and s.band.endswith("Z") for s in plot.series)
+        assert all(len(s.points) == len(SCALES) for s in plot.series)
+        labels = [m.label for m in plot.markers]
+        assert "fal rec. 0.8" in labels and "novita rec. 1" in labels and "catalogue 0.8" in labels
+    html = _html(scored_run)
+    assert html.count('<path class="band"') == len(LORAS) * 2 * len(PROVIDERS)
+
+
+def test_unscored_run_says_so_and_still_shows_images_latency_and_cost(unscored_run):
+    view = build_run_view(unscored_run)
+    assert not view.scored and "not scored yet" in view.score_note
+    assert all(not s.plots for s in view.sections)
+    assert view.sections[0].rows[0].cells[1][0].status == "ok"
+    assert [p.provider for p in view.provider_stats] == PROVIDERS
+    html = _html(unscored_run)
+    assert 'id="not-scored"' in html and "Latency and cost per provider" in html
+    assert "$0.0085" in html  # fal's cost per image
+
+
+def test_untrusted_text_is_escaped_everywhere(hostile_run):
+    html = _html(hostile_run)
+    for payload in (XSS_PROMPT, XSS_NOTE, XSS_ERROR):
+        assert payload not in html
+    # parsed as a browser would: our one script element, no event-handler attribute anywhere
+    tags = _tags(html)
+    assert [t for t, _ in tags if t == "script"] == ["script"]
+    assert [(t, a) for t, attrs in tags for a, _ in attrs if a.startswith("on")] == []
+    assert not [attrs for t, attrs in tags if t == "img" and ("src", "x") in attrs]
+    assert "&lt;script&gt;alert(&#34;prompt&#34;)&lt;/script&gt;" in html
+    assert "&lt;svg onload=alert(3)&gt;" in html
+    assert "&lt;/div&gt;&lt;script&gt;alert(&#34;note&#34;)" in html
+
+
+def test_nice_ticks_cover_the_range_with_round_steps():
+    assert nice_ticks(0.5, 1.5) == [0.5, 0.75, 1.0, 1.25, 1.5]
+    ticks = nice_ticks(-0.013, 0.087)
+    assert ticks[0] <= -0.013 and ticks[-1] >= 0.087
+    assert nice_ticks(2.0, 2.0)[0] <= 2.0
+
+
+def test_plot_maps_data_inside_the_frame_and_higher_values_higher():
+    spec = PlotSpec(title="t", y_label="y", curves=[Curve(label="a", color="#000", recommended_x=1.0, points=[
+        CurvePoint(x=0.5, mean=0.1, lo=0.05, hi=0.15, n=4), CurvePoint(x=1.0, mean=0.3, lo=0.2, hi=0.4, n=4)])])
+    plot = build_plot(spec)
+    (a, b) = plot.series[0].points
+    for p in (a, b):
+        assert plot.plot_left <= p.x <= plot.plot_right and plot.plot_top <= p.y <= plot.plot_bottom
+    assert b.x > a.x and b.y < a.y  # SVG y grows downwards
+    assert plot.markers[0].x1 == pytest.approx(b.x)
+
+
+def test_plot_without_data_says_why():
+    plot = build_plot(PlotSpec(title="t", y_label="y", curves=[]))
+    assert plot.empty_reason and not plot.series
