@@ -1,0 +1,114 @@
+"""`lorascope generate` end to end against a loopback fal/Novita: what was sent, what the
+user sees, exit codes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from lorascope.cli import app
+from tests.fakes import TEST_KEY as KEY
+from tests.fakes.images import make_image
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    path = tmp_path / "loras.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        loras:
+          - id: coloring-book
+            name: Coloring Book
+            source:
+              repo: renderartist/Coloring-Book-Z-Image-Turbo-LoRA
+              file: Coloring_Book.safetensors
+              revision: v1
+            kind: style
+            triggers: [c0l0ringb00k]
+            scale: {recommended: 0.7, range: [0.5, 0.9]}
+        """))
+    return path
+
+
+@pytest.fixture
+def fal(fake_factory, monkeypatch):
+    fake = fake_factory("fal")
+    monkeypatch.setenv("FAL_KEY", KEY)
+    monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
+    return fake
+
+
+def invoke(*args):
+    return runner.invoke(app, ["generate", *args], catch_exceptions=False)
+
+
+def test_generate_with_a_catalogue_lora(fal, catalogue, tmp_path):
+    out = tmp_path / "img" / "out.png"
+    result = invoke("--provider", "fal", "--lora", "coloring-book", "--seed", "42", "--size", "768x512",
+                    "--option", "acceleration=high", "--catalogue", str(catalogue), "a fox in a forest", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    (submit,) = fal.hits("submit")
+    assert submit.json["prompt"] == "c0l0ringb00k, a fox in a forest"
+    assert submit.json["loras"] == [{
+        "path": "https://huggingface.co/renderartist/Coloring-Book-Z-Image-Turbo-LoRA/resolve/v1/Coloring_Book.safetensors",
+        "scale": 0.7}]
+    assert submit.json["image_size"] == {"width": 768, "height": 512} and submit.json["seed"] == 42
+    assert submit.json["acceleration"] == "high"
+    assert out.read_bytes() == make_image("png", 768, 512, 0)
+    assert "seed: 42" in result.output and "cost: $0.00334" in result.output and "estimated" in result.output
+    assert KEY not in result.output
+
+
+def test_every_validation_problem_at_once_and_nothing_sent(fal, catalogue, tmp_path):
+    result = invoke("--provider", "fal", "--lora", "coloring-book:5", "--seed", "1", "--steps", "12",
+                    "--option", "acceleration=max", "--option", "warp=9", "--catalogue", str(catalogue),
+                    "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    for needle in ("steps 12", "scale 5", "acceleration='max'", "warp"):
+        assert needle in result.output, needle
+    assert fal.requests == []
+
+
+def test_provider_error_is_one_line_kind_and_message(fal, tmp_path):
+    fal.book.outcome = "fail"
+    fal.book.fail_reason = "GPU fell over"
+    result = invoke("--provider", "fal", "--seed", "1", "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    assert "task_failed: request " in result.output and "GPU fell over" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o.png").exists()
+
+
+def test_missing_key_names_the_variable(fake_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv("LORASCOPE_NOVITA_URL", fake_factory("novita").url)
+    result = invoke("--provider", "novita", "--seed", "1", "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1 and "NOVITA_API_KEY" in result.output
+
+
+def test_unknown_lora_and_pickle_are_reported_together(fal, catalogue, tmp_path):
+    (tmp_path / "w.ckpt").write_bytes(b"x")
+    result = invoke("--provider", "fal", "--lora", "colouring-book", "--lora", f"{tmp_path / 'w.ckpt'}:0.5",
+                    "--seed", "1", "--catalogue", str(catalogue), "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    assert "did you mean 'coloring-book'" in result.output and "pickle" in result.output
+    assert fal.requests == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--size", "big"],
+    ["--lora", "a", "--lora", "b", "--lora", "c", "--lora", "d"],
+    ["--format", "gif"],
+    ["--option", "novalue"],
+])
+def test_usage_errors_exit_2(fal, tmp_path, args):
+    result = invoke("--provider", "fal", "--seed", "1", *args, "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 2
+    assert fal.requests == []
+
+
+def test_unknown_provider_is_a_usage_error(tmp_path):
+    result = invoke("--provider", "nope", "--seed", "1", "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 2 and "unknown provider" in result.output
