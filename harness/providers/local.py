@@ -140,6 +140,8 @@ class DiffusersProvider(Provider):
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # sha256 -> adapter (LRU)
         self._sha_cache: dict[tuple[str, int, int], str] = {}
         self._slots: list[str | None] = []  # hotswap mode: sha256 held by slot i
+        #: What set_adapters/disable_lora last applied; None when unknown (after a load).
+        self._active_state: tuple[Any, ...] | None = None
         self._lora_loads = 0  # files read by the LoRA loader (benchmarks and tests read it)
         self._adapter_counter = 0
 
@@ -238,6 +240,7 @@ class DiffusersProvider(Provider):
         with self._tlock:
             if self._pipe is None or not self._adapters:
                 return
+            self._active_state = None
             if paths is None or self._hotswap_mode:
                 self._pipe.unload_lora_weights()
                 self._adapters.clear()
@@ -246,7 +249,8 @@ class DiffusersProvider(Provider):
             shas = {self._sha_of(Path(p)) for p in paths}
             names = [a.name for sha, a in self._adapters.items() if sha in shas]
             if names:
-                self._pipe.delete_adapters(names)
+                with _quiet_loader():
+                    self._pipe.delete_adapters(names)
             for sha in shas:
                 self._adapters.pop(sha, None)
 
@@ -474,12 +478,14 @@ class DiffusersProvider(Provider):
             self._pipe = None
             self._adapters.clear()
             self._slots = []
+            self._active_state = None
 
     # ---- LoRA activation ---------------------------------------------------------------
 
     def _load_adapter(self, path: Path, sha: str, *, adapter_name: str, hotswap: bool = False) -> None:
         pipe = self._pipe
         self._lora_loads += 1
+        self._active_state = None  # loading changes which adapters are active
         try:
             with _quiet_loader():
                 pipe.load_lora_weights(str(path), adapter_name=adapter_name, hotswap=hotswap)
@@ -518,17 +524,23 @@ class DiffusersProvider(Provider):
             names.append(adapter.name)
         if not self._adapters:
             return load_s
-        if names:
-            pipe.enable_lora()
-            pipe.set_adapters(names, adapter_weights=[float(s.scale) for s in loras])
-        else:
-            pipe.disable_lora()
+        state: tuple[Any, ...] = ("on", tuple(names), tuple(float(s.scale) for s in loras)) if names else ("off",)
+        if state != self._active_state:  # a repeated request touches nothing
+            if names:
+                if self._active_state is None or self._active_state[0] != "on":
+                    pipe.enable_lora()
+                pipe.set_adapters(names, adapter_weights=list(state[2]))
+            else:
+                pipe.disable_lora()
+            self._active_state = state
         return load_s
 
     def _evict_for(self, needed_now: int) -> None:
         while len(self._adapters) >= self.config.max_adapters:
             sha, adapter = next(iter(self._adapters.items()))
-            self._pipe.delete_adapters([adapter.name])
+            self._active_state = None
+            with _quiet_loader():
+                self._pipe.delete_adapters([adapter.name])
             del self._adapters[sha]
 
     def _activate_slots(self, loras: tuple[LoraSpec, ...]) -> float:
@@ -558,7 +570,10 @@ class DiffusersProvider(Provider):
                     del self._adapters[other_sha]
         if self._slots:
             weights = [float(s.scale) for s in loras] + [0.0] * (len(self._slots) - len(loras))
-            pipe.set_adapters([f"slot{i}" for i in range(len(self._slots))], adapter_weights=weights)
+            state = ("slots", tuple(weights))
+            if state != self._active_state:
+                pipe.set_adapters([f"slot{i}" for i in range(len(self._slots))], adapter_weights=weights)
+                self._active_state = state
         return load_s
 
     # ---- the pipeline call ------------------------------------------------------------
