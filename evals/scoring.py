@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evals.metrics import image_metrics, is_scorable, texts_needed
 from evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
 from evals.scorer import Embedder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 @dataclass
@@ -30,6 +34,52 @@ class ScoreSummary:
     results_path: Path | None = None
 
 
+@dataclass
+class ComputedScores:
+    """A run's results frame with the score columns, and the image vectors behind them."""
+
+    frame: "pd.DataFrame"
+    image_vectors: dict[str, np.ndarray]
+    summary: ScoreSummary
+
+
+def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = True) -> ComputedScores:
+    """Embed (through the cache) and compute every per-image metric; writes nothing."""
+    from harness.store import RunStore
+
+    run_dir = Path(run_dir)
+    with RunStore.open(run_dir) as store:
+        frame = store.results_frame()
+        entries = store.lora_entries()
+    summary = ScoreSummary(run_dir, embedder.model_id, embedder.spec.label())
+    style_prompts = {i: e.style_prompt for i, e in entries.items()}
+
+    ok = is_scorable(frame)
+    summary.unscored = int((~ok).sum())
+    items: dict[str, Path] = {}
+    for sha, rel in frame.loc[ok, ["image_sha256", "image_path"]].itertuples(index=False):
+        path = run_dir / rel
+        if not path.is_file():
+            summary.problems.append(f"{path}: image file missing (row left unscored)")
+            continue
+        items.setdefault(sha, path)
+
+    encoded_before = embedder.model.images_encoded if embedder.model else 0
+    passes_before = embedder.forward_passes
+    image_vectors = _embed_with_progress(embedder, list(items.items()), progress)
+    summary.embedded = (embedder.model.images_encoded if embedder.model else 0) - encoded_before
+    text_vectors = embedder.texts(texts_needed(frame, style_prompts))
+    summary.forward_passes = embedder.forward_passes - passes_before
+
+    metrics = image_metrics(frame, image_vectors, text_vectors, style_prompts)
+    scored = frame.copy()
+    for col in SCORE_VALUE_COLUMNS:
+        scored[col] = metrics[col].astype("float64")
+    scored.loc[~scored["image_sha256"].isin(image_vectors), list(SCORE_VALUE_COLUMNS)] = np.nan
+    summary.images = int(scored["image_sha256"].isin(image_vectors).sum())
+    return ComputedScores(scored, image_vectors, summary)
+
+
 def score_run(
     run_dir: str | Path,
     clip: str | None = None,
@@ -38,43 +88,22 @@ def score_run(
     batch_size: int = 32,
     progress: bool = True,
 ) -> ScoreSummary:
-    """Score every stored image of the run with `clip` (see evals.scorer for the names)."""
+    """Score every stored image of the run with `clip` (see evals.scorer for the names),
+    store the scores in run.db and re-export results.parquet with them."""
     from harness.store import RunStore
 
     run_dir = Path(run_dir)
     own_embedder = embedder is None
     embedder = embedder or Embedder.open(clip, batch_size=batch_size)
     try:
-        with RunStore.open(run_dir) as store:
-            frame = store.results_frame()
-            entries = store.lora_entries()
-            conn = store.connect()
-        summary = ScoreSummary(run_dir, embedder.model_id, embedder.spec.label())
-        style_prompts = {i: e.style_prompt for i, e in entries.items()}
-
-        ok = is_scorable(frame)
-        summary.unscored = int((~ok).sum())
-        items: dict[str, Path] = {}
-        for sha, rel in frame.loc[ok, ["image_sha256", "image_path"]].itertuples(index=False):
-            path = run_dir / rel
-            if not path.is_file():
-                summary.problems.append(f"{path}: image file missing (row left unscored)")
-                continue
-            items.setdefault(sha, path)
-
-        image_vectors = _embed_with_progress(embedder, list(items.items()), progress)
-        summary.embedded = embedder.model.images_encoded if embedder.model else 0
-        text_vectors = embedder.texts(texts_needed(frame, style_prompts))
-        summary.forward_passes = embedder.forward_passes
-
-        metrics = image_metrics(frame, image_vectors, text_vectors, style_prompts)
+        computed = compute_scores(run_dir, embedder, progress=progress)
+        frame, summary = computed.frame, computed.summary
         rows = []
-        for idx in frame.index[ok]:
-            sha = frame.at[idx, "image_sha256"]
-            if sha not in image_vectors:
-                continue
-            values = [_real(metrics.at[idx, c]) for c in SCORE_VALUE_COLUMNS]
-            rows.append((frame.at[idx, "cell_id"], int(frame.at[idx, "image_index"]), sha, *values))
+        for r in frame[frame["image_sha256"].isin(computed.image_vectors)].itertuples(index=False):
+            values = [_real(getattr(r, c)) for c in SCORE_VALUE_COLUMNS]
+            rows.append((r.cell_id, int(r.image_index), r.image_sha256, *values))
+        with RunStore.open(run_dir) as store:
+            conn = store.connect()
         try:
             summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
         finally:

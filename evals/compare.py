@@ -1,0 +1,362 @@
+"""`compare BASELINE RUN`: did a provider (or a LoRA, or the local pipeline) change?
+
+Cells are matched by (provider, lora, scales, prompt_id, seed, options, image index). For each
+matched pair: exact equality (same sha256), CLIP image cosine, SSIM on a downscaled grayscale
+copy (evals.ssim), the deltas of CLIPScore and style shift, and the latency and cost change.
+
+Verdict per cell:
+- `same`      identical bytes; or, for a provider that is not bit-deterministic, image cosine
+              and SSIM at or above the `same_*` thresholds (encoder noise, not a change);
+- `drifted`   the image changed but stays within every tolerance (for a deterministic
+              provider such as the local diffusers pipeline, any byte change is at least drift);
+- `regressed` image cosine, SSIM, CLIPScore or style shift beyond a tolerance, or the cell
+              failed where the baseline succeeded;
+- `missing`   in the baseline, not in the run (or not generated); `new`: only in the run.
+Overall: `regressed` if any cell regressed (or a provider's median latency grew past
+`latency_ratio`, when set), else `drifted` if anything changed, else `same`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evals.metrics import hashable, is_scorable, scale_key
+from evals.ssim import ssim_files
+
+COMPARE_NAME = "compare.json"
+#: Providers whose output is a pure function of the request (same bytes for the same
+#: fingerprint on the same machine and software).
+DETERMINISTIC_PROVIDERS = frozenset({"diffusers"})
+VERDICTS = ("same", "drifted", "regressed", "missing", "new")
+
+
+@dataclass
+class Tolerances:
+    """What counts as a regression (`--tolerance NAME=VALUE`)."""
+
+    image_cosine: float = 0.90  # regressed below this CLIP image-image cosine
+    ssim: float = 0.60  # regressed below this SSIM
+    clip_score: float = 0.10  # regressed when CLIPScore drops by more than this (absolute)
+    style_shift: float = 0.05  # regressed when style shift drops by more than this (absolute)
+    latency_ratio: float | None = None  # regressed when a provider's median latency grows past x this
+    same_cosine: float = 0.995  # non-deterministic providers: at/above both -> "same"
+    same_ssim: float = 0.98
+
+    @classmethod
+    def parse(cls, items: list[str] | None) -> "Tolerances":
+        """`["ssim=0.7", "clip_score=0.05"]` -> Tolerances; ValueError names the bad item."""
+        tol = cls()
+        known = {f for f in asdict(tol)}
+        problems = []
+        for item in items or []:
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in known:
+                problems.append(f"--tolerance {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+                continue
+            try:
+                setattr(tol, name, float(value))
+            except ValueError:
+                problems.append(f"--tolerance {item!r}: {value!r} is not a number")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return tol
+
+
+@dataclass
+class CellComparison:
+    provider: str
+    lora: str
+    scales: str
+    prompt_id: str
+    seed: Any
+    options: str
+    image_index: int
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    exact: bool | None = None
+    image_cosine: float | None = None
+    ssim: float | None = None
+    clip_score_delta: float | None = None
+    style_shift_delta: float | None = None
+    latency_delta_s: float | None = None
+    cost_delta_usd: float | None = None
+    baseline_image: str | None = None  # absolute paths, for humans and reports
+    run_image: str | None = None
+    baseline_status: str | None = None
+    run_status: str | None = None
+
+    def label(self) -> str:
+        what = f"{self.lora}@{self.scales}" if self.lora else "baseline (no LoRA)"
+        opts = f" {self.options}" if self.options not in ("", "{}") else ""
+        return f"{self.provider} {what} prompt={self.prompt_id} seed={self.seed}{opts}"
+
+
+@dataclass
+class CompareReport:
+    baseline: str
+    run: str
+    clip_model: str
+    tolerances: Tolerances
+    cells: list[CellComparison]
+    providers: dict[str, dict[str, Any]]
+    overall: str = "same"
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        return self.overall == "regressed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "run": self.run,
+            "clip_model": self.clip_model,
+            "tolerances": asdict(self.tolerances),
+            "overall": self.overall,
+            "counts": self.counts,
+            "providers": self.providers,
+            "notes": self.notes,
+            "cells": [_clean(asdict(c)) for c in self.cells],
+        }
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        elif isinstance(v, (np.integer,)):
+            v = int(v)
+        elif isinstance(v, (np.floating,)):
+            v = None if math.isnan(float(v)) else float(v)
+        elif v is pd.NA:
+            v = None
+        out[k] = v
+    return out
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (
+        row["provider"],
+        row["lora"],
+        scale_key(row),
+        row["prompt_id"],
+        hashable(row["seed"]),
+        hashable(row.get("options")),
+        int(row.get("image_index") or 0),
+    )
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _delta(a: Any, b: Any) -> float | None:
+    a, b = _num(a), _num(b)
+    return None if a is None or b is None else b - a
+
+
+def compare_frames(
+    base: pd.DataFrame,
+    run: pd.DataFrame,
+    base_dir: Path,
+    run_dir: Path,
+    base_vectors: dict[str, np.ndarray],
+    run_vectors: dict[str, np.ndarray],
+    tolerances: Tolerances,
+) -> list[CellComparison]:
+    """The per-cell comparison of two scored results frames (see the module docstring)."""
+    base_ok, run_ok = is_scorable(base), is_scorable(run)
+    base_rows = {_key(r): (r, bool(ok)) for r, ok in zip(base.to_dict("records"), base_ok)}
+    run_rows = {_key(r): (r, bool(ok)) for r, ok in zip(run.to_dict("records"), run_ok)}
+    cells: list[CellComparison] = []
+    for key in list(base_rows) + [k for k in run_rows if k not in base_rows]:
+        provider, lora, scales, prompt_id, seed, options, idx = key
+        cell = CellComparison(provider, lora, scales, prompt_id, seed, options, idx, verdict="same")
+        b = base_rows.get(key)
+        r = run_rows.get(key)
+        if b is not None:
+            cell.baseline_status = b[0]["status"]
+            if b[1]:
+                cell.baseline_image = str(base_dir / b[0]["image_path"])
+        if r is not None:
+            cell.run_status = r[0]["status"]
+            if r[1]:
+                cell.run_image = str(run_dir / r[0]["image_path"])
+        if r is None:
+            cell.verdict, cell.reasons = "missing", ["not in the run"]
+        elif b is None:
+            cell.verdict, cell.reasons = "new", ["not in the baseline"]
+        elif not r[1]:
+            if b[1]:
+                error = r[0].get("error") or r[0]["status"]
+                cell.verdict = "regressed" if r[0]["status"] == "failed" else "missing"
+                cell.reasons = [f"no image now ({error}); the baseline had one"]
+            else:
+                cell.reasons = ["no image in either run"]
+        elif not b[1]:
+            cell.verdict, cell.reasons = "drifted", [f"has an image now; the baseline had none ({b[0]['status']})"]
+        else:
+            _compare_images(cell, b[0], r[0], base_vectors, run_vectors, tolerances)
+        cells.append(cell)
+    return cells
+
+
+def _compare_images(
+    cell: CellComparison,
+    b: dict[str, Any],
+    r: dict[str, Any],
+    base_vectors: dict[str, np.ndarray],
+    run_vectors: dict[str, np.ndarray],
+    tol: Tolerances,
+) -> None:
+    cell.latency_delta_s = _delta(b.get("latency_s"), r.get("latency_s"))
+    cell.cost_delta_usd = _delta(b.get("cost_usd"), r.get("cost_usd"))
+    cell.clip_score_delta = _delta(b.get("clip_score"), r.get("clip_score"))
+    cell.style_shift_delta = _delta(b.get("style_shift"), r.get("style_shift"))
+    cell.exact = b["image_sha256"] == r["image_sha256"]
+    if cell.exact:
+        cell.image_cosine, cell.ssim = 1.0, 1.0
+        cell.reasons = ["identical image (same sha256)"]
+        return
+    bv, rv = base_vectors.get(b["image_sha256"]), run_vectors.get(r["image_sha256"])
+    if bv is not None and rv is not None:
+        cell.image_cosine = float(np.dot(bv, rv))
+    cell.ssim = ssim_files(cell.baseline_image, cell.run_image)  # type: ignore[arg-type]
+    reasons: list[str] = []
+    if cell.image_cosine is not None and cell.image_cosine < tol.image_cosine:
+        reasons.append(f"image cosine {cell.image_cosine:.4f} < {tol.image_cosine}")
+    if cell.ssim < tol.ssim:
+        reasons.append(f"SSIM {cell.ssim:.4f} < {tol.ssim}")
+    if cell.clip_score_delta is not None and cell.clip_score_delta < -tol.clip_score:
+        reasons.append(f"CLIPScore {cell.clip_score_delta:+.4f} (tolerance -{tol.clip_score})")
+    if cell.style_shift_delta is not None and cell.style_shift_delta < -tol.style_shift:
+        reasons.append(f"style shift {cell.style_shift_delta:+.4f} (tolerance -{tol.style_shift})")
+    if reasons:
+        cell.verdict, cell.reasons = "regressed", reasons
+        return
+    deterministic = cell.provider in DETERMINISTIC_PROVIDERS
+    close = (cell.image_cosine is None or cell.image_cosine >= tol.same_cosine) and cell.ssim >= tol.same_ssim
+    summary = f"cosine {cell.image_cosine if cell.image_cosine is not None else float('nan'):.4f}, SSIM {cell.ssim:.4f}"
+    if close and not deterministic:
+        cell.verdict, cell.reasons = "same", [f"bytes differ, pictures match ({summary})"]
+    elif deterministic:
+        cell.verdict, cell.reasons = "drifted", [f"deterministic provider returned different bytes ({summary})"]
+    else:
+        cell.verdict, cell.reasons = "drifted", [f"changed within tolerance ({summary})"]
+
+
+def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per provider: median latency and mean cost per image, before and after."""
+    out: dict[str, dict[str, Any]] = {}
+    for provider in sorted(set(base["provider"]) | set(run["provider"])):
+        entry: dict[str, Any] = {}
+        for name, frame in (("baseline", base), ("run", run)):
+            rows = frame[(frame["provider"] == provider) & is_scorable(frame)]
+            lat = pd.to_numeric(rows["latency_s"], errors="coerce").dropna()
+            cost = pd.to_numeric(rows["cost_usd"], errors="coerce").dropna()
+            entry[f"{name}_images"] = int(len(rows))
+            entry[f"{name}_latency_median_s"] = float(lat.median()) if len(lat) else None
+            entry[f"{name}_cost_per_image_usd"] = float(cost.mean()) if len(cost) else None
+        b, r = entry["baseline_latency_median_s"], entry["run_latency_median_s"]
+        entry["latency_ratio"] = (r / b) if b and r is not None else None
+        out[provider] = entry
+    return out
+
+
+def compare_runs(
+    baseline_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    clip: str | None = None,
+    tolerances: Tolerances | None = None,
+    progress: bool = True,
+    write: bool = True,
+) -> CompareReport:
+    """Score both runs in memory (embeddings through the cache; neither run.db is written),
+    compare them cell by cell, and write compare.json into the run folder."""
+    from evals.scorer import Embedder
+    from evals.scoring import compute_scores
+
+    baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
+    tolerances = tolerances or Tolerances()
+    clip = clip or default_clip_for(baseline_dir, run_dir)
+    embedder = Embedder.open(clip)
+    try:
+        base = compute_scores(baseline_dir, embedder, progress=progress)
+        run = compute_scores(run_dir, embedder, progress=progress)
+    finally:
+        embedder.close()
+    cells = compare_frames(base.frame, run.frame, baseline_dir, run_dir, base.image_vectors, run.image_vectors, tolerances)
+    report = CompareReport(
+        baseline=str(baseline_dir),
+        run=str(run_dir),
+        clip_model=embedder.model_id,
+        tolerances=tolerances,
+        cells=cells,
+        providers=provider_changes(base.frame, run.frame),
+    )
+    report.notes += base.summary.problems + run.summary.problems
+    report.counts = {v: sum(1 for c in cells if c.verdict == v) for v in VERDICTS}
+    slow = []
+    if tolerances.latency_ratio is not None:
+        for provider, info in report.providers.items():
+            ratio = info.get("latency_ratio")
+            if ratio is not None and ratio > tolerances.latency_ratio:
+                slow.append(provider)
+                report.notes.append(
+                    f"{provider}: median latency x{ratio:.2f} (tolerance x{tolerances.latency_ratio})"
+                )
+    if report.counts["regressed"] or slow:
+        report.overall = "regressed"
+    elif any(report.counts[v] for v in ("drifted", "missing", "new")):
+        report.overall = "drifted"
+    if write:
+        write_compare_json(report, run_dir)
+    return report
+
+
+def default_clip_for(*run_dirs: Path) -> str | None:
+    """The CLIP model the runs were last scored with (baseline first); None: the default."""
+    import sqlite3
+
+    from evals.results import scored_models
+
+    for run_dir in run_dirs:
+        db = run_dir / "run.db"
+        if not db.is_file():
+            continue
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            models = scored_models(conn) if _has_table(conn, "score_runs") else []
+        finally:
+            conn.close()
+        if models:
+            return models[0][1]
+    return None
+
+
+def _has_table(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def write_compare_json(report: CompareReport, run_dir: Path) -> Path:
+    target = run_dir / COMPARE_NAME
+    tmp = run_dir / f".{COMPARE_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report.to_json(), indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, target)
+    return target

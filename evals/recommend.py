@@ -1,0 +1,253 @@
+"""Scale recommendation: per LoRA and provider, the scale a run's evidence supports.
+
+The rule (RULE below, also printed by `lorascope recommend` and in docs/evals.md):
+
+1. Strength of the LoRA at a scale = mean style shift over the prompts and seeds at that
+   scale; for an entry without a `style_prompt`, mean LoRA effect instead (how much the
+   picture changed at all). Scales <= 0 are never recommended.
+2. A scale is *faithful* when its mean CLIPScore stays within `clip_tolerance` (relative,
+   default 5%) of the provider's no-LoRA baseline: the LoRA may restyle the picture but must
+   not make it stop showing what the prompt asked for.
+3. Among faithful scales, the recommendation is the smallest one reaching `target_fraction`
+   (default 90%) of the largest mean strength: most of the effect, least risk of artefacts.
+4. No recommendation when no scale is faithful, or when no faithful scale moves the picture
+   toward the style at all (largest mean strength <= 0).
+
+A recommendation outside the catalogue entry's `scale.range` is clamped into it with a
+warning (the range is a human judgement; a run does not widen it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from evals.metrics import is_scorable, iter_loras
+from evals.stats import mean_ci
+
+if TYPE_CHECKING:  # pragma: no cover
+    from registry.models import LoraEntry
+
+DEFAULT_TARGET_FRACTION = 0.9
+DEFAULT_CLIP_TOLERANCE = 0.05
+
+RULE = (
+    "smallest scale whose mean style shift (LoRA effect when the entry has no style_prompt) "
+    "reaches {target:.0%} of the largest mean among scales whose mean CLIPScore stays within "
+    "{tol:.0%} of the no-LoRA baseline; clamped into the catalogue range"
+)
+
+
+@dataclass
+class ScalePoint:
+    scale: float
+    images: int
+    strength: float
+    strength_low: float
+    strength_high: float
+    clip_score: float
+    clip_score_low: float
+    clip_score_high: float
+    faithful: bool
+
+
+@dataclass
+class Recommendation:
+    lora: str
+    provider: str
+    basis: str  # "style_shift" | "lora_effect"
+    scale: float | None
+    catalogue_scale: float | None
+    catalogue_range: tuple[float, float] | None
+    baseline_clip_score: float
+    points: list[ScalePoint] = field(default_factory=list)
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    measured_scale: float | None = None  # before clamping
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lora": self.lora,
+            "provider": self.provider,
+            "basis": self.basis,
+            "scale": self.scale,
+            "measured_scale": self.measured_scale,
+            "catalogue_scale": self.catalogue_scale,
+            "catalogue_range": list(self.catalogue_range) if self.catalogue_range else None,
+            "baseline_clip_score": _none_if_nan(self.baseline_clip_score),
+            "reason": self.reason,
+            "warnings": self.warnings,
+            "points": [{k: _none_if_nan(v) for k, v in vars(p).items()} for p in self.points],
+        }
+
+
+def _none_if_nan(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def recommend_scales(
+    scored: pd.DataFrame,
+    entries: dict[str, "LoraEntry"],
+    *,
+    target_fraction: float = DEFAULT_TARGET_FRACTION,
+    clip_tolerance: float = DEFAULT_CLIP_TOLERANCE,
+) -> list[Recommendation]:
+    """Apply the rule to a scored results frame (evals.results.scored_frame)."""
+    ok = scored[is_scorable(scored)]
+    out: list[Recommendation] = []
+    for provider in sorted(ok["provider"].unique()):
+        prov = ok[ok["provider"] == provider]
+        baseline = prov[prov["lora"] == ""]
+        base_clip = mean_ci(pd.to_numeric(baseline["clip_score"], errors="coerce")).mean
+        for lora in iter_loras(prov):
+            entry = entries.get(lora)
+            rows = prov[prov["lora"] == lora]
+            basis = "style_shift" if entry is not None and entry.style_prompt else "lora_effect"
+            rec = Recommendation(
+                lora=lora,
+                provider=provider,
+                basis=basis,
+                scale=None,
+                catalogue_scale=entry.scale.recommended if entry else None,
+                catalogue_range=tuple(entry.scale.range) if entry else None,  # type: ignore[arg-type]
+                baseline_clip_score=base_clip,
+            )
+            for scale, group in sorted(rows.groupby("scale"), key=lambda kv: kv[0]):
+                strength = mean_ci(pd.to_numeric(group[basis], errors="coerce"))
+                clip = mean_ci(pd.to_numeric(group["clip_score"], errors="coerce"))
+                faithful = (
+                    not math.isnan(base_clip)
+                    and not math.isnan(clip.mean)
+                    and clip.mean >= base_clip * (1.0 - clip_tolerance)
+                )
+                rec.points.append(
+                    ScalePoint(float(scale), len(group), strength.mean, strength.low, strength.high,
+                               clip.mean, clip.low, clip.high, faithful)
+                )
+            _decide(rec, entry, target_fraction, clip_tolerance)
+            out.append(rec)
+    return out
+
+
+def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: float, clip_tolerance: float) -> None:
+    candidates = [p for p in rec.points if p.scale > 0 and not math.isnan(p.strength)]
+    if math.isnan(rec.baseline_clip_score):
+        rec.reason = "no scored no-LoRA baseline for this provider: CLIPScore cannot be compared"
+        return
+    if not candidates:
+        rec.reason = f"no scored scale > 0 with a {rec.basis.replace('_', ' ')}"
+        return
+    faithful = [p for p in candidates if p.faithful]
+    if not faithful:
+        rec.reason = (
+            f"every scale drops mean CLIPScore more than {clip_tolerance:.0%} below the baseline "
+            f"({rec.baseline_clip_score:.3f})"
+        )
+        return
+    best = max(p.strength for p in faithful)
+    if best <= 0:
+        rec.reason = f"no faithful scale moves the picture toward the style (largest mean {rec.basis} {best:+.4f})"
+        return
+    chosen = min((p for p in faithful if p.strength >= target_fraction * best), key=lambda p: p.scale)
+    rec.measured_scale = chosen.scale
+    rec.scale = chosen.scale
+    rec.reason = (
+        f"{rec.basis} {chosen.strength:+.4f} >= {target_fraction:.0%} of best {best:+.4f}; "
+        f"CLIPScore {chosen.clip_score:.3f} vs baseline {rec.baseline_clip_score:.3f}"
+    )
+    if entry is not None:
+        lo, hi = entry.scale.range
+        if not lo <= chosen.scale <= hi:
+            rec.scale = min(max(chosen.scale, lo), hi)
+            rec.warnings.append(
+                f"{rec.lora}: measured scale {chosen.scale:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
+                f"clamped to {rec.scale:g} (widen the range by hand if the evidence is convincing)"
+            )
+
+
+class CatalogueWriteError(RuntimeError):
+    pass
+
+
+def write_recommendations(
+    catalogue_path: Path,
+    recommendations: list[Recommendation],
+    *,
+    run_dir: Path,
+    clip_label: str,
+    today: str | None = None,
+) -> list[str]:
+    """Set `scale.recommended` and `provenance.scale` of each recommended entry in
+    `catalogue_path`, in place, keeping comments, order and formatting (ruamel round-trip).
+
+    One recommendation per LoRA (the caller picks the provider). The edited file is
+    validated with the registry before it replaces the original. Returns the ids written."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from registry.catalogue import load_catalogue
+    from registry.problems import CatalogueError
+
+    today = today or datetime.now(timezone.utc).date().isoformat()
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    text = catalogue_path.read_text(encoding="utf-8")
+    offset = _item_offset(text)
+    yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
+    doc = yaml.load(text)
+    items = doc.get("loras") if isinstance(doc, dict) else doc
+    by_id = {str(item.get("id")): item for item in (items or []) if isinstance(item, dict)}
+    written: list[str] = []
+    for rec in recommendations:
+        if rec.scale is None:
+            continue
+        item = by_id.get(rec.lora)
+        if item is None:
+            raise CatalogueWriteError(f"{catalogue_path}: no entry {rec.lora!r} to write the recommendation into")
+        value = round(float(rec.scale), 3)
+        item["scale"]["recommended"] = value
+        provenance = item.get("provenance")
+        if provenance is None:
+            provenance = CommentedMap()
+            item["provenance"] = provenance
+        evidence = CommentedMap()
+        evidence["source"] = f"lorascope recommend: run {run_dir} ({today}, provider {rec.provider}, CLIP {clip_label})"
+        evidence["confirmed"] = False
+        note = f"measured by rule: {rec.reason}"
+        if rec.measured_scale is not None and rec.measured_scale != rec.scale:
+            note += f"; measured {rec.measured_scale:g}, clamped into the range"
+        evidence["note"] = note
+        evidence.fa.set_flow_style()
+        provenance["scale"] = evidence
+        written.append(rec.lora)
+    if not written:
+        return written
+    tmp = catalogue_path.with_name(f".{catalogue_path.name}.lorascope-tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            yaml.dump(doc, fh)
+        try:
+            load_catalogue(tmp)
+        except CatalogueError as exc:
+            raise CatalogueWriteError(f"refusing to write {catalogue_path}: the edit would make it invalid:\n{exc}") from exc
+        tmp.replace(catalogue_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written
+
+
+def _item_offset(text: str) -> int:
+    """Column of the `-` of the first list item (0 or 2 in practice), so the rewritten file
+    keeps the layout it had (mappings indented by 2, as `lorascope registry add` writes)."""
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if stripped.startswith("- ") and not line.lstrip().startswith("#"):
+            return len(line) - len(stripped)
+    return 2
