@@ -1,5 +1,27 @@
-"""Stage 1: the LoRA catalogue (`loras.yaml`), weight resolution, header-only inspection."""
+"""Stage 1: the LoRA catalogue (`loras.yaml`), weight resolution, header-only inspection.
 
+Nothing here imports torch/diffusers/open_clip: the CLI's registry commands must start fast.
+"""
+
+from registry.catalogue import Catalogue, default_catalogue_path, load_catalogue
 from registry.models import HubSource, LoraEntry, PathSource, Provenance, ScaleSpec, UrlSource
+from registry.problems import CatalogueError, Problem
+from registry.prompts import apply_triggers
+from registry.references import LoraReferences, references
 
-__all__ = ["HubSource", "LoraEntry", "PathSource", "Provenance", "ScaleSpec", "UrlSource"]
+__all__ = [
+    "Catalogue",
+    "CatalogueError",
+    "HubSource",
+    "LoraEntry",
+    "LoraReferences",
+    "PathSource",
+    "Problem",
+    "Provenance",
+    "ScaleSpec",
+    "UrlSource",
+    "apply_triggers",
+    "default_catalogue_path",
+    "load_catalogue",
+    "references",
+]

@@ -151,8 +151,11 @@ def add_entry(
     *,
     entry_id: str | None = None,
     revision: str | None = None,
+    force: bool = False,
 ) -> tuple[dict[str, Any], LoraInspection]:
-    """Append an entry for `owner/repo[:file]`; the file is only written if it still validates."""
+    """Append an entry for `owner/repo[:file]`; the file is only written if it still validates.
+
+    A LoRA judged incompatible with Z-Image Turbo is refused unless `force` is set."""
     repo, file = parse_target(target)
     y = _yaml()
     text = catalogue_path.read_text(encoding="utf-8") if catalogue_path.exists() else ""
@@ -175,6 +178,10 @@ def add_entry(
 
     file, commit, file_sha, _size, info = pick_file(repo, file, revision)
     inspection = inspect_remote(repo, file, revision=commit or revision)
+    if inspection.compatibility.verdict == "incompatible" and not force:
+        raise AddError(
+            f"{repo}/{file} is not a Z-Image Turbo LoRA: {inspection.compatibility.reason} (use --force to add it anyway)"
+        )
     card = getattr(info, "card_data", None)
     card_license = getattr(card, "license", None) if card is not None else None
     entry = build_entry(entry_id, repo, file, commit, file_sha, inspection,

@@ -271,6 +271,7 @@ def add(
     catalogue: CatalogueOpt = None,
     entry_id: Annotated[Optional[str], typer.Option("--id", help="The new entry's id (default: from the repo name).")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Branch, tag or commit to read (pinned as the commit seen).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Add it even if it does not fit Z-Image Turbo.")] = False,
 ) -> None:
     """Inspect a Hub LoRA remotely and append an entry for it, keeping the file's comments and order."""
     from registry.add import AddError, add_entry, parse_target
@@ -286,7 +287,7 @@ def add(
         raise _err(f"--id {entry_id!r} is not a slug (lowercase letters, digits and '-')", 2)
     path = catalogue or default_catalogue_path()
     try:
-        entry, ins = add_entry(path, target, entry_id=entry_id, revision=revision)
+        entry, ins = add_entry(path, target, entry_id=entry_id, revision=revision, force=force)
     except (AddError, CatalogueError) as exc:
         raise _err(str(exc), 1) from None
     except Exception as exc:  # hub errors: one line

@@ -166,7 +166,11 @@ def test_add_appends_entry_keeping_comments(small: Path, tmp_path: Path, fake_hu
                                card={"license": "apache-2.0"})
     fake_hub.add_file("someone/Watercolor-Z-Image-Turbo", "README.md", b"# card")
     before = small.read_text()
-    result = run("add", "someone/Watercolor-Z-Image-Turbo", "-c", str(small))
+    # the tiny-model LoRA does not fit the real Turbo: refused unless forced
+    refused = run("add", "someone/Watercolor-Z-Image-Turbo", "-c", str(small))
+    assert refused.exit_code == 1 and "not a Z-Image Turbo LoRA: shape mismatch" in refused.stderr
+    assert small.read_text() == before
+    result = run("add", "someone/Watercolor-Z-Image-Turbo", "-c", str(small), "--force")
     assert result.exit_code == 0, result.output
     assert "added watercolor-z-image-turbo" in result.stdout
     after = small.read_text()
@@ -181,12 +185,24 @@ def test_add_appends_entry_keeping_comments(small: Path, tmp_path: Path, fake_hu
     assert not new.is_confirmed("kind") and not new.is_confirmed("scale")
     assert "kohya format, rank 4" in (new.notes or "")
     # adding the same id again is refused, the file unchanged
-    again = run("add", "someone/Watercolor-Z-Image-Turbo", "-c", str(small))
+    again = run("add", "someone/Watercolor-Z-Image-Turbo", "-c", str(small), "--force")
     assert again.exit_code == 1 and "already has an entry" in again.stderr and small.read_text() == after
 
 
+def turbo_shaped_lora() -> dict:
+    """A rank-1 LoRA on two real Z-Image Turbo modules: the real shapes, a tiny file."""
+    import numpy as np
+
+    return {
+        "transformer.layers.0.attention.to_q.lora_A.weight": np.zeros((1, 3840), np.float16),
+        "transformer.layers.0.attention.to_q.lora_B.weight": np.zeros((3840, 1), np.float16),
+        "transformer.layers.0.feed_forward.w1.lora_A.weight": np.zeros((1, 3840), np.float16),
+        "transformer.layers.0.feed_forward.w1.lora_B.weight": np.zeros((10240, 1), np.float16),
+    }
+
+
 def test_add_errors(small: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
-    data = write_safetensors(tmp_path / "a.safetensors", lora_tensors("diffusers")).read_bytes()
+    data = write_safetensors(tmp_path / "a.safetensors", turbo_shaped_lora()).read_bytes()
     fake_hub.add_file("o/two", "a.safetensors", data)
     fake_hub.add_file("o/two", "b.safetensors", data)
     fake_hub.add_file("o/pickled", "model.ckpt", b"\x80\x04.")
@@ -203,7 +219,13 @@ def test_add_errors(small: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
     assert result.exit_code == 2
     assert small.read_text() == before
     result = run("add", "o/two:b.safetensors", "-c", str(small), "--id", "two-b")
-    assert result.exit_code == 0 and load_catalogue(small).get("two-b").source.file == "b.safetensors"
+    assert result.exit_code == 0, result.output
+    assert "compatible (all 2 modules" in result.stdout
+    assert load_catalogue(small).get("two-b").source.file == "b.safetensors"
+    sdxl = write_safetensors(tmp_path / "s.safetensors", sdxl_tensors()).read_bytes()
+    fake_hub.add_file("o/sdxl", "s.safetensors", sdxl)
+    result = run("add", "o/sdxl", "-c", str(small))
+    assert result.exit_code == 1 and "made for SDXL" in result.stderr
 
 
 def test_registry_commands_do_not_import_heavy_libraries(small: Path) -> None:
