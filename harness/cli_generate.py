@@ -54,6 +54,7 @@ def generate(
     fmt: str = typer.Option("png", "--format", help="png, jpeg or webp (where the provider takes it)."),
     option: list[str] = typer.Option([], "--option", help="Provider option key=value (e.g. acceleration=high)."),
     config: list[str] = typer.Option([], "--config", help="Provider setting key=value (e.g. deadline_s=120)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Provider setting `model` (diffusers: repo id, folder or tiny-random); same as --config model=..."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="loras.yaml (default: ./loras.yaml, then the project's)."),
 ) -> None:
     import asyncio
@@ -77,6 +78,10 @@ def generate(
         cls = provider_class(provider)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--provider") from None
+    if model is not None:
+        if "model" not in getattr(cls, "config_model").model_fields:
+            raise typer.BadParameter(f"provider {provider!r} has no model setting", param_hint="--model")
+        settings["model"] = model
 
     specs, entries = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)
     if entries:
