@@ -295,3 +295,14 @@ async def test_missing_model_gives_a_clear_error(monkeypatch, tmp_path, base_req
         await DiffusersProvider({"model": str(empty)}).generate(request)
     with pytest.raises(ProviderError, match="neither an existing local folder"):
         await DiffusersProvider({"model": str(tmp_path / "nope" / "deeper")}).generate(request)
+
+
+async def test_num_images_uses_consecutive_seeds(tiny_provider, base_request):
+    pair = await tiny_provider.generate(base_request.model_copy(update={"num_images": 2}))
+    second_alone = await tiny_provider.generate(base_request.model_copy(update={"seed": base_request.seed + 1}))
+    assert len(pair.images) == 2 and pair.metadata["image_seeds"] == [7, 8]
+    from PIL import Image
+    import io
+
+    together = np.asarray(Image.open(io.BytesIO(pair.images[1].data))).astype(np.int16)
+    assert np.abs(together - pixels(second_alone)).max() <= 1
