@@ -47,8 +47,13 @@ def _figure(side: CompareSide, which: str, cell: CompareCellData, thumbs: ThumbI
                   thumb_height=thumb.height, alt=label, title=label, caption=caption)
 
 
+VERDICT_ORDER = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
+
+
 def _sort_key(cell: CompareCellData) -> tuple:
-    return (not cell.drifted, cell.provider, cell.lora, cell.scale, cell.prompt_id, cell.seed)
+    """Changed cells first, the worst verdict first; then grid order."""
+    return (not cell.drifted, VERDICT_ORDER.get(cell.verdict, 9), cell.provider, cell.lora, cell.scale,
+            cell.prompt_id, cell.seed)
 
 
 def build_compare_view(data: CompareData, report_dir: Path | None = None) -> CompareReportView:

@@ -15,6 +15,7 @@ The images are noise from random weights; the report says so in a banner.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +80,35 @@ def write_loras(out_dir: Path) -> dict[str, Path]:
     shapes = linear_shapes(transformer)
     paths = {}
     for lora_id, _, key_format, seed, strength, *_ in DEMO_LORAS:
-        paths[lora_id] = write_lora(out_dir / "loras" / f"{lora_id}.{key_format}.safetensors", shapes,
-                                    key_format=key_format, rank=4, seed=seed, strength=strength)
+        target = out_dir / "loras" / f"{lora_id}.{key_format}.safetensors"
+        fresh = write_lora(target.with_suffix(".tmp"), shapes, key_format=key_format, rank=4, seed=seed,
+                           strength=strength)
+        _keep_if_same(fresh, target)
+        paths[lora_id] = target
     return paths
+
+
+def _keep_if_same(fresh: Path, target: Path) -> None:
+    """Keep an existing file when it holds the same tensors and metadata: safetensors does
+    not write its metadata in a fixed order, and a LoRA file's bytes are part of every
+    generation's fingerprint, so rewriting equal content would make a re-run regenerate."""
+    from safetensors import safe_open
+
+    def content(path: Path):
+        with safe_open(str(path), framework="numpy") as fh:
+            return fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+
+    if target.is_file():
+        try:
+            (meta_a, tensors_a), (meta_b, tensors_b) = content(fresh), content(target)
+            same = meta_a == meta_b and tensors_a.keys() == tensors_b.keys() and all(
+                tensors_a[k].dtype == tensors_b[k].dtype and (tensors_a[k] == tensors_b[k]).all() for k in tensors_a)
+        except Exception:  # noqa: BLE001 - an unreadable old file is replaced
+            same = False
+        if same:
+            fresh.unlink()
+            return
+    os.replace(fresh, target)
 
 
 def catalogue_text() -> str:
@@ -156,11 +183,13 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     echo(f"run: {run_dir} ({failed} failed)")
 
     t = time.perf_counter()
-    _score(run_dir)
+    echo(_score(run_dir, progress))
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _recommend(run_dir)
+    echo("recommended scales (random weights: the numbers mean nothing about real LoRAs):")
+    for line in _recommend(run_dir):
+        echo(line)
     timings["recommend"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -172,15 +201,25 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
                       seconds=time.perf_counter() - started, timings=timings)
 
 
-def _score(run_dir: Path) -> None:
-    """Score with the tiny random CLIP through the evals stage."""
-    from evals import scoring  # noqa: F401  (wired once evals lands)
+def _score(run_dir: Path, progress: bool) -> str:
+    """Score with the tiny random CLIP through the evals stage; returns a one-line summary."""
+    from evals.scoring import score_run
 
-    scoring.score_run(run_dir, clip=CLIP_MODEL)
+    summary = score_run(run_dir, clip=CLIP_MODEL, progress=progress)
+    return f"scored {summary.images} images with {summary.clip_label}"
 
 
-def _recommend(run_dir: Path) -> None:
-    from evals import recommend  # noqa: F401
+def _recommend(run_dir: Path) -> list[str]:
+    """The evals stage's recommended scale per LoRA (what `lorascope recommend RUN` prints)."""
+    from evals.recommend import recommend_scales
+    from evals.results import scored_frame
+    from harness.store import RunStore
 
-    recommend.recommend_run(run_dir)
-
+    with RunStore.open(run_dir) as store:
+        entries = store.lora_entries()
+    lines = []
+    for rec in recommend_scales(scored_frame(run_dir), entries):
+        scale = f"{rec.scale:g}" if rec.scale is not None else "none"
+        catalogue = f"{rec.catalogue_scale:g}" if rec.catalogue_scale is not None else "-"
+        lines.append(f"  {rec.lora} on {rec.provider}: scale {scale} (catalogue {catalogue}): {rec.reason}")
+    return lines

@@ -2,8 +2,8 @@
 entries; the evals stage for scores, aggregates, recommendations and provider statistics.
 
 This is the only module of the reports stage that knows where earlier stages keep things.
-Scores are attached to a row only when they were computed for the same image (cell id and
-image hash match), so a report never shows a stale score beside a regenerated image.
+Scores come from evals' `scored_frame`, which joins them on (cell, image index, image hash),
+so a report never shows a stale score beside a regenerated image.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any
 import pandas as pd
 
 from reports.errors import ReportError
-from reports.inputs import SCORE_COLUMNS, ProviderStats, Recommendation, RunData, ScaleAggregate
+from reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
 
-RESULTS_NAME = "results.parquet"
 AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
 
 
@@ -39,39 +38,20 @@ def open_store(run_dir: Path):
     return RunStore.open(run_dir)
 
 
-def _attach_scores(frame: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
-    """Score columns from the evals stage, matched on (cell_id, image_sha256)."""
-    scores = _evals_scores(run_dir)
-    if scores is None:
-        return frame
-    present = [c for c in SCORE_COLUMNS if c in scores.columns]
-    if not present or not {"cell_id", "image_sha256"} <= set(scores.columns):
-        return frame
-    frame = frame.drop(columns=[c for c in present if c in frame.columns])
-    keyed = scores[["cell_id", "image_sha256", *present]].drop_duplicates(["cell_id", "image_sha256"])
-    return frame.merge(keyed, on=["cell_id", "image_sha256"], how="left")
+def scored_frame(run_dir: Path) -> tuple[pd.DataFrame, str]:
+    """The results frame with the evals stage's score columns (of the CLIP model that last
+    scored the run; NaN where an image has no score yet), and that model's label."""
+    from evals.results import resolve_model, scored_frame as evals_scored_frame, scored_models
 
-
-def _evals_scores(run_dir: Path) -> pd.DataFrame | None:
-    """The scored frame, from the evals stage's reader when it has one, else from the
-    derived results.parquet (which `lorascope score` rewrites with the score columns)."""
-    try:
-        from evals import scoring  # type: ignore[attr-defined]
-    except ImportError:
-        scoring = None
-    reader = getattr(scoring, "scored_frame", None) if scoring else None
-    if reader is not None:
+    frame = evals_scored_frame(run_dir)
+    with open_store(run_dir) as store:
+        conn = store.connect()
         try:
-            return reader(run_dir)
-        except Exception:  # noqa: BLE001 - an unscored run is not an error for a report
-            pass
-    parquet = run_dir / RESULTS_NAME
-    if parquet.is_file():
-        try:
-            return pd.read_parquet(parquet)
-        except (OSError, ValueError):
-            return None
-    return None
+            model = resolve_model(conn, None)
+            label = next((lbl for mid, lbl, _ in scored_models(conn) if mid == model), model or "")
+        finally:
+            conn.close()
+    return frame, label
 
 
 def is_scored(frame: pd.DataFrame) -> bool:
@@ -122,26 +102,14 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
     return out
 
 
-def recommendations_from(run_dir: Path, frame: pd.DataFrame, loras: dict) -> list[Recommendation]:
-    """The evals stage's recommended scale per (lora, provider), with its reason."""
-    try:
-        from evals import recommend as rec_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    fn = getattr(rec_mod, "recommend_frame", None) or getattr(rec_mod, "recommend", None)
-    if fn is None:
-        return []
-    try:
-        recs = fn(frame, loras)
-    except TypeError:
-        return []
+def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendation]:
+    """The evals stage's recommended scale per (lora, provider), by its documented rule."""
+    from evals.recommend import recommend_scales
+
     out = []
-    for rec in recs:
-        data = rec if isinstance(rec, dict) else (rec.model_dump() if hasattr(rec, "model_dump") else vars(rec))
-        out.append(Recommendation(
-            lora=str(data.get("lora")), provider=str(data.get("provider")),
-            scale=_float(data.get("scale", data.get("recommended"))), reason=str(data.get("reason") or ""),
-        ))
+    for rec in recommend_scales(frame, loras):
+        reason = "; ".join([rec.reason, *rec.warnings]) if rec.warnings else rec.reason
+        out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=_float(rec.scale), reason=reason))
     return out
 
 
@@ -149,14 +117,13 @@ def load_run_data(run_dir: Path) -> RunData:
     """Everything a run report shows, from the run folder."""
     run_dir = Path(run_dir)
     with open_store(run_dir) as store:
-        frame = store.results_frame()
         loras = store.lora_entries()
         suite_name = store.get_meta("suite_name") or run_dir.name
         try:
             suite = store.suite().model_dump(mode="json")
         except Exception:  # noqa: BLE001 - an old or hand-made run: the report still renders
             suite = {}
-    frame = _attach_scores(frame, run_dir)
+    frame, score_model = scored_frame(run_dir)
     scored = is_scored(frame)
     return RunData(
         run_dir=run_dir,
@@ -165,7 +132,8 @@ def load_run_data(run_dir: Path) -> RunData:
         suite=suite,
         loras=loras,
         scored=scored,
+        score_model=score_model if scored else "",
         aggregates=aggregates_from(frame) if scored else [],
-        recommendations=recommendations_from(run_dir, frame, loras) if scored else [],
+        recommendations=recommendations_from(frame, loras) if scored else [],
         provider_stats=provider_stats_from(frame),
     )

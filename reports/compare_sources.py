@@ -1,0 +1,144 @@
+"""Reading a baseline-vs-run comparison: the evals stage's verdicts (RUN/compare.json, made
+by `lorascope compare` or, when missing or for another baseline, by evals' compare API now),
+joined with both runs' rows so each side shows its own numbers and its image from its own
+folder (compare.json's absolute paths break when folders move; the rows' relative paths
+do not)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import fmt
+from reports.errors import ReportError
+from reports.howto import uses_random_weights
+from reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
+
+COMPARE_NAME = "compare.json"
+CHANGED_FIRST = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
+SIDE_METRICS = ("clip_score", "style_shift", "lora_effect", "latency_s", "cost_usd")
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _key(provider: Any, lora: Any, scales: Any, prompt_id: Any, seed: Any, options: Any, index: Any) -> tuple:
+    from evals.metrics import hashable
+
+    return (str(provider), str(lora or ""), str(scales or ""), str(prompt_id), str(hashable(seed)),
+            str(hashable(options) or ""), int(index or 0))
+
+
+def _rows_by_key(frame: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
+    """Rows keyed the way evals.compare matches cells (provider, lora, scales, prompt, seed,
+    options, image index)."""
+    from evals.metrics import scale_key
+
+    out = {}
+    for row in frame.to_dict("records"):
+        key = _key(row["provider"], row["lora"], scale_key(row), row["prompt_id"], row["seed"],
+                   row.get("options"), row.get("image_index"))
+        out[key] = row
+    return out
+
+
+def _frame(run_dir: Path) -> pd.DataFrame:
+    from evals.results import scored_frame
+
+    from reports.sources import open_store
+
+    open_store(run_dir).close()  # a clear error when the folder is not a run
+    return scored_frame(run_dir)
+
+
+def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
+    path = run_dir / COMPARE_NAME
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{path}: unreadable ({exc}); re-run `lorascope compare {baseline_dir} {run_dir}`") from None
+        recorded = Path(str(data.get("baseline", "")))
+        if recorded.resolve() == baseline_dir.resolve():
+            return data
+    from evals.compare import compare_runs
+    from evals.scorer import ScorerUnavailable
+
+    try:
+        return compare_runs(baseline_dir, run_dir, progress=True, write=True).to_json()
+    except ScorerUnavailable as exc:
+        raise ReportError(f"cannot compare {baseline_dir} and {run_dir}: {exc}", exit_code=1) from None
+
+
+def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallback_image: str | None) -> CompareSide:
+    if row is None:
+        image = Path(fallback_image) if fallback_image and Path(fallback_image).is_file() else None
+        return CompareSide(image=image, status=status or "absent")
+    has_image = bool(row.get("image_path")) and str(row.get("status")) not in ("failed",)
+    error = row.get("error")
+    return CompareSide(
+        image=run_dir / str(row["image_path"]) if has_image else None,
+        sha256=str(row.get("image_sha256") or "") or None,
+        status=str(row.get("status") or status or ""),
+        error="" if fmt.is_missing(error) else str(error or ""),
+        latency_s=_num(row.get("latency_s")),
+        cost_usd=_num(row.get("cost_usd")),
+    )
+
+
+def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
+    baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
+    base_frame, run_frame = _frame(baseline_dir), _frame(run_dir)
+    data = _load_json(baseline_dir, run_dir)
+    base_rows, run_rows = _rows_by_key(base_frame), _rows_by_key(run_frame)
+    cells = []
+    for c in data.get("cells", []):
+        key = _key(c.get("provider"), c.get("lora"), c.get("scales"), c.get("prompt_id"), c.get("seed"),
+                   c.get("options"), c.get("image_index"))
+        b, r = base_rows.get(key), run_rows.get(key)
+        metrics = []
+        for name in SIDE_METRICS:
+            bv, rv = _num((b or {}).get(name)), _num((r or {}).get(name))
+            if bv is None and rv is None:
+                continue
+            metrics.append(CompareMetricData(name=name, baseline=bv, current=rv,
+                                             delta=None if bv is None or rv is None else rv - bv))
+        for name in ("image_cosine", "ssim"):
+            value = _num(c.get(name))
+            if value is not None:
+                metrics.append(CompareMetricData(name=name, current=value))
+        verdict = str(c.get("verdict") or "")
+        cells.append(CompareCellData(
+            provider=str(c.get("provider")), lora=str(c.get("lora") or ""), scale=str(c.get("scales") or ""),
+            prompt_id=str(c.get("prompt_id") or ""), prompt=str((r or b or {}).get("prompt") or ""),
+            seed=fmt.seed(c.get("seed")), verdict=verdict, drifted=verdict in CHANGED_FIRST,
+            reasons=[str(x) for x in c.get("reasons") or []],
+            baseline=_side(b, baseline_dir, c.get("baseline_status"), c.get("baseline_image")),
+            current=_side(r, run_dir, c.get("run_status"), c.get("run_image")),
+            metrics=metrics,
+        ))
+    settings = {"CLIP model": data.get("clip_model", "")}
+    counts = data.get("counts") or {}
+    if counts:
+        settings["Verdicts"] = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    for note in data.get("notes") or []:
+        settings.setdefault("Notes", "")
+        settings["Notes"] = (settings["Notes"] + "; " if settings["Notes"] else "") + str(note)
+    tol = data.get("tolerances") or {}
+    if tol:
+        settings["Tolerances"] = ", ".join(f"{k}={v}" for k, v in tol.items() if v is not None)
+    overall = str(data.get("overall") or "")
+    return CompareData(
+        baseline_dir=baseline_dir, run_dir=run_dir, overall=overall, regressed=overall == "regressed",
+        settings=settings, cells=cells,
+        random_weights=uses_random_weights(run_frame) or uses_random_weights(base_frame),
+    )
