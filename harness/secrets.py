@@ -28,9 +28,15 @@ SECRET_FIELDS = frozenset(
      "fal_key", "novita_api_key", "highway_api_key", "aimlapi_key"}
 )
 
+_TOKEN = r"[A-Za-z0-9._~+/=:-]"
 _CREDENTIAL_SHAPES = [
-    re.compile(r"(?i)\b(bearer|key|token|basic)(\s+)([A-Za-z0-9._~+/=:-]{8,})"),
-    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret)(\s*[=:]\s*[\"']?)([^\s\"'&,;}]{4,})"),
+    # "Bearer abc...", "Basic abc..." (auth schemes)
+    re.compile(rf"(?i)\b(bearer|basic)(\s+)({_TOKEN}{{8,}})"),
+    # fal's "Key <id>:<secret>": case-sensitive and key-shaped (a digit, 16+ characters), so a
+    # prompt saying "key lighting" is left alone
+    re.compile(rf"\b(Key)(\s+)((?={_TOKEN}*\d){_TOKEN}{{16,}})"),
+    # api_key=..., "access_token": "...", secret: ...
+    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret)([\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;}]{4,})"),
 ]
 
 _lock = threading.Lock()

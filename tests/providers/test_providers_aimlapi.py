@@ -161,3 +161,17 @@ async def test_validation_lists_every_documented_limit(fake_factory, make_provid
         assert needle in joined, needle
     assert fake.requests == []
     assert make_provider("aimlapi").validate(request(width=1024, height=1056)) == []
+
+
+async def test_key_echoed_by_the_provider_is_masked_in_metadata(fake_factory, make_provider):
+    import base64
+
+    fake = fake_factory("aimlapi")
+    png = base64.b64encode(make_image("png", 512, 512, 1)).decode()
+    fake.script("generate", Reply(200, {"data": [{"b64_json": png}], "meta": {"usage": {"credits_used": 100}},
+                                        "debug": {"echo": f"Authorization: Bearer {KEY}", "api_key": KEY}}))
+    async with make_provider("aimlapi", fake) as provider:
+        result = await provider.generate(request(width=512, height=512))
+    assert KEY not in repr(result.metadata) and KEY not in result.model_dump_json()
+    assert result.metadata["response"]["debug"]["api_key"] == "***"
+    assert result.cost.usd == pytest.approx(100 / 2_000_000)

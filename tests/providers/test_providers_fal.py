@@ -230,3 +230,13 @@ def test_estimate_cites_the_price_page(make_provider):
     assert est.cost.usd == pytest.approx(0.0085 * 1.048576 + 0.0025)
     assert "https://fal.ai/models/fal-ai/z-image/turbo/lora" in est.cost.basis
     assert provider.estimate(request(loras=())).cost.usd == pytest.approx(0.005 * 640 * 512 / 1e6)
+
+
+async def test_submit_500_then_success_is_sent_again(fake_factory, make_provider, clock):
+    fake = fake_factory("fal")
+    fake.script("submit", Reply(500, {"detail": "Internal Server Error"}))
+    async with make_provider("fal", fake) as provider:
+        result = await provider.generate(request())
+    assert len(fake.hits("submit")) == 2 and len(fake.tasks) == 1  # the 500 created nothing
+    assert clock.sleeps == [0.25]
+    assert result.images

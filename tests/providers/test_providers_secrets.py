@@ -41,3 +41,15 @@ def test_log_filter(caplog):
     logger.warning("calling with %s", "log-secret-value-77")
     assert records and "log-secret-value-77" not in records[0].getMessage()
     logger.removeHandler(handler)
+
+
+def test_ordinary_prompts_are_left_alone():
+    for prompt in ("a key lighting setup, low key photography", "Bearer of good news", "secret garden at dawn",
+                   "a token of love"):
+        assert secrets.redact_text(prompt) == prompt
+
+
+def test_json_shaped_credentials():
+    text = '{"api_key": "abcd1234efgh", "Authorization": "Key 1234abcd-5678:abcdef0123456789"}'
+    clean = secrets.redact_text(text)
+    assert "abcd1234efgh" not in clean and "abcdef0123456789" not in clean
