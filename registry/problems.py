@@ -27,6 +27,11 @@ class Problem:
     message: str
     severity: Severity = "error"
 
+    @property
+    def entry_id(self) -> str | None:
+        """Alias of `entry` (the entry's id, or "#N" by position)."""
+        return self.entry
+
     def __str__(self) -> str:
         where = display_path(self.file) + (f":{self.line}" if self.line else "")
         parts = []

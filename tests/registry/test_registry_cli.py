@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from registry_builders import (
     FakeHub,
-    Loopback,
-    Route,
     lora_tensors,
     sdxl_tensors,
     sha256_bytes,
