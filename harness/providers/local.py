@@ -245,6 +245,10 @@ class DiffusersProvider(Provider):
                 self._pipe.unload_lora_weights()
                 self._adapters.clear()
                 self._slots = []
+                if self._hotswap_mode:  # the next first load must prepare slots again
+                    self._pipe.enable_lora_hotswap(
+                        target_rank=self.config.hotswap_target_rank, check_compiled="warn"
+                    )
                 return
             shas = {self._sha_of(Path(p)) for p in paths}
             names = [a.name for sha, a in self._adapters.items() if sha in shas]
@@ -557,7 +561,13 @@ class DiffusersProvider(Provider):
                 continue
             started = time.perf_counter()
             fresh = index >= len(self._slots)
-            self._load_adapter(path, sha, adapter_name=slot, hotswap=not fresh)
+            try:
+                self._load_adapter(path, sha, adapter_name=slot, hotswap=not fresh)
+            except RejectedRequest:
+                if not fresh:  # the slot may hold half-swapped weights: reload it next time
+                    self._slots[index] = None
+                    self._active_state = None
+                raise
             load_s += time.perf_counter() - started
             if fresh:
                 self._slots.append(sha)

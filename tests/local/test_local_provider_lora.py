@@ -306,3 +306,18 @@ async def test_num_images_uses_consecutive_seeds(tiny_provider, base_request):
 
     together = np.asarray(Image.open(io.BytesIO(pair.images[1].data))).astype(np.int16)
     assert np.abs(together - pixels(second_alone)).max() <= 1
+
+
+async def test_hotswap_mode_removal_restores_base_and_slots_work_again(lora_dir, base_request):
+    from harness.providers.local import DiffusersProvider
+
+    provider = DiffusersProvider({"model": "tiny-random", "hotswap": True, "hotswap_target_rank": 8})
+    style, other = lora_dir / "style.diffusers.safetensors", lora_dir / "other.safetensors"
+    base = await provider.generate(base_request)
+    await provider.generate(with_loras(base_request, (style, 1.0), (other, 1.0)))
+    provider.remove_loras()
+    assert (await provider.generate(base_request)).images[0].data == base.images[0].data
+    first = await provider.generate(with_loras(base_request, (style, 0.8)))
+    await provider.generate(with_loras(base_request, (other, 0.8)))
+    back = await provider.generate(with_loras(base_request, (style, 0.8)))
+    assert back.images[0].data == first.images[0].data
