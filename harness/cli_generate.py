@@ -1,11 +1,10 @@
 """Generate one image with one provider: the quickest way to try a LoRA at a scale.
 
-  lorascope generate --provider fal --lora classic-painting:0.7 --seed 42 "a harbour at dusk" -o out.png
+Example: lorascope generate --provider fal --lora classic-painting:0.7 --seed 42 "a harbour at dusk" -o out.png
 
---lora takes a catalogue id (ID or ID:SCALE; default scale: the entry's recommended one) or a
-.safetensors path (PATH or PATH:SCALE; default 1.0); up to 3. Trigger words of catalogue LoRAs
-are added to the prompt. Keys and roots come from the provider's variables (FAL_KEY,
-LORASCOPE_FAL_URL, ...). Exit codes: 0 ok, 1 invalid request or provider error, 2 usage.
+--lora takes a catalogue id (ID or ID:SCALE; default: the entry's recommended scale) or a .safetensors path (PATH or PATH:SCALE; default 1.0), up to 3; catalogue LoRAs add their trigger words to the prompt.
+
+Keys and roots come from the provider's variables (FAL_KEY, LORASCOPE_FAL_URL, ...; see docs/providers.md). Exit codes: 0 ok, 1 invalid request or provider error, 2 usage.
 """
 
 from __future__ import annotations

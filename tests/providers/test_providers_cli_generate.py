@@ -112,3 +112,56 @@ def test_usage_errors_exit_2(fal, tmp_path, args):
 def test_unknown_provider_is_a_usage_error(tmp_path):
     result = invoke("--provider", "nope", "--seed", "1", "x", "-o", str(tmp_path / "o.png"))
     assert result.exit_code == 2 and "unknown provider" in result.output
+
+
+def test_providers_that_need_local_files_get_resolved_paths(monkeypatch, tmp_path):
+    """The diffusers provider loads files: generate resolves entries with local_file=True."""
+    import hashlib
+
+    import harness.providers as registry_of_providers
+    from harness.models import Cost, Estimate, GenerationResult, Timings
+    from harness.providers._images import to_image
+    from harness.providers.base import Provider
+    from tests.providers.test_providers_lora_specs import write_lora
+
+    sha = write_lora(tmp_path / "w.safetensors")
+    (tmp_path / "loras.yaml").write_text(textwrap.dedent(f"""\
+        version: 1
+        loras:
+          - id: local-one
+            name: Local
+            source: {{path: w.safetensors, sha256: {sha}}}
+            kind: style
+            triggers: [l0cal]
+            scale: {{recommended: 0.9, range: [0.0, 1.0]}}
+        """))
+    seen = []
+
+    class LocalStub(Provider):
+        name = "localstub"
+        needs_local_files = True
+
+        def validate(self, request):
+            return []
+
+        def endpoint(self, request):
+            return "stub"
+
+        def estimate(self, request):
+            return Estimate(cost=Cost(usd=0.0, source="free"), seconds=0.0)
+
+        async def generate(self, request, on_submitted=None):
+            seen.append(request)
+            image = to_image("localstub", make_image("png", 64, 64, 3))
+            return GenerationResult(provider="localstub", images=[image], seed=request.seed,
+                                    timings=Timings(total_s=0.01), cost=Cost(usd=0.0, source="free"))
+
+    monkeypatch.setattr(registry_of_providers, "provider_class", lambda name: LocalStub)
+    result = invoke("--provider", "localstub", "--lora", "local-one", "--seed", "5", "--catalogue",
+                    str(tmp_path / "loras.yaml"), "a lamp", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 0, result.output
+    (request,) = seen
+    assert request.prompt == "l0cal, a lamp"
+    (spec,) = request.loras
+    assert spec.scale == 0.9 and spec.path == str((tmp_path / "w.safetensors").resolve()) and spec.sha256 == sha
+    assert hashlib.sha256((tmp_path / "o.png").read_bytes()).hexdigest() == hashlib.sha256(make_image("png", 64, 64, 3)).hexdigest()
