@@ -41,7 +41,7 @@ def run(
             err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     except StoreError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     _print_summary(out_console, summary)
     if summary.problems:
@@ -51,9 +51,10 @@ def run(
     for note in summary.notes:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if summary.fatal:
-        err.print(f"error: {summary.fatal}", markup=False, highlight=False)
+        err.print(f"error: {summary.fatal}", markup=False, highlight=False, soft_wrap=True)
     if summary.interrupted:
-        err.print("interrupted: in-flight work recorded; run the same command again to resume", highlight=False)
+        err.print("interrupted: in-flight work recorded; run the same command again to resume", highlight=False,
+                  soft_wrap=True)
     raise typer.Exit(summary.exit_code)
 
 
@@ -66,7 +67,7 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
             table.add_column(col, justify="right" if col != "provider" else "left")
         for name, p in summary.providers.items():
             table.add_row(name, str(p.total), str(p.generations), str(p.stored), str(p.in_cache), str(p.to_resume),
-                          str(p.to_send), f"{p.estimated_cost:.3f}", _duration(p.estimated_seconds))
+                          str(p.to_send), f"{p.estimated_cost:.3f}" + (f" + {p.unpriced} unpriced" if p.unpriced else ""), _duration(p.estimated_seconds))
         console.print(table)
         return
     table = Table(title=f"{summary.suite} -> {summary.run_dir}")
@@ -83,7 +84,7 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
             f"{resent} request(s) were in flight when an earlier run stopped and were sent again"
             + (f" ({unconfirmed} to async providers whose task id never came back: they may have been billed twice)"
                if unconfirmed else ""),
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
     console.print(f"{summary.wall_s:.1f} s", highlight=False)
 

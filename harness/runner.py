@@ -75,6 +75,7 @@ class ProviderSummary(BaseModel):
     to_resume: int = 0  # generations planned to be picked up by task id
     cost: float = 0.0  # USD spent now (billed, else estimated)
     estimated_cost: float = 0.0  # USD the generations still to send would cost
+    unpriced: int = 0  # of those: generations whose provider publishes no price
     estimated_seconds: float = 0.0  # wall time they would take at this concurrency
 
 
@@ -126,6 +127,8 @@ class Unit:
     cancel_requested: bool = False
     resent_after_crash: bool = False
     estimate: Estimate | None = None
+    reserved: float = 0.0  # USD counted against --max-cost while in flight
+    probe: bool = False  # the one request that learns an unpriced provider's cost
 
 
 @dataclass
@@ -343,26 +346,71 @@ class _Executor:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     spent: float = 0.0  # this invocation: finished (billed or estimated) + in-flight estimates
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    observed_max: dict[str, float] = field(default_factory=dict)
+    probing: dict[str, bool] = field(default_factory=dict)
+    price_events: dict[str, asyncio.Event] = field(default_factory=dict)
 
     # -- budget ------------------------------------------------------------------------
+    # Spent = finished requests (billed, else estimated) + the estimates of those in flight.
+    # A provider that publishes no price (estimate None) is probed one request at a time
+    # under --max-cost; after that, its highest billed cost so far stands in for the estimate.
 
-    def _reserve(self, unit: Unit) -> bool:
-        est = unit.estimate.cost.usd if unit.estimate and unit.estimate.cost.usd is not None else 0.0
-        if self.max_cost is not None and self.spent + est > self.max_cost + 1e-12:
-            if not self.summary.budget_stopped:
-                self.summary.budget_stopped = True
-                self.summary.notes.append(
-                    f"--max-cost {self.max_cost:g}: stopped submitting at ${self.spent:.4f} committed; the next request "
-                    f"(estimated ${est:.4f}) would pass it"
-                )
-            return False
-        self.spent += est
-        return True
+    def _estimate_usd(self, unit: Unit) -> float | None:
+        if unit.estimate is not None and unit.estimate.cost.usd is not None:
+            return unit.estimate.cost.usd
+        return self.observed_max.get(unit.provider)
 
-    def _settle(self, unit: Unit, actual: float | None) -> float:
-        est = unit.estimate.cost.usd if unit.estimate and unit.estimate.cost.usd is not None else 0.0
-        real = actual if actual is not None else est
-        self.spent += real - est
+    async def _reserve(self, unit: Unit) -> bool:
+        while True:
+            est = self._estimate_usd(unit)
+            if est is None and self.max_cost is not None:
+                if self.probing.get(unit.provider):
+                    event = self.price_events.setdefault(unit.provider, asyncio.Event())
+                    await event.wait()
+                    if self.stop.is_set():
+                        return False
+                    continue
+                if self.spent >= self.max_cost:
+                    est = float("inf")  # no headroom for a request of unknown price
+                else:
+                    self.probing[unit.provider] = True
+                    unit.probe = True
+                    est = 0.0
+            est = est or 0.0
+            if self.max_cost is not None and self.spent + est > self.max_cost + 1e-12:
+                if not self.summary.budget_stopped:
+                    self.summary.budget_stopped = True
+                    self.summary.notes.append(
+                        f"--max-cost {self.max_cost:g}: stopped submitting at ${self.spent:.4f} committed; the next "
+                        + (f"request (estimated ${est:.4f}) would pass it" if est != float("inf")
+                           else "next request has no published price")
+                    )
+                if unit.probe:
+                    self._end_probe(unit, None)
+                return False
+            unit.reserved = est
+            self.spent += est
+            return True
+
+    def _end_probe(self, unit: Unit, actual: float | None) -> None:
+        if not unit.probe:
+            return
+        unit.probe = False
+        self.probing[unit.provider] = False
+        if actual is not None:
+            self.observed_max[unit.provider] = max(actual, self.observed_max.get(unit.provider, 0.0))
+        event = self.price_events.pop(unit.provider, None)
+        if event is not None:
+            event.set()
+
+    def _settle(self, unit: Unit, actual: float | None, *, learn: bool = True) -> float:
+        """Replace the reservation by what it cost; `learn=False` for failures (not a price)."""
+        real = actual if actual is not None else unit.reserved
+        self.spent += real - unit.reserved
+        unit.reserved = real
+        if learn and actual is not None and unit.estimate is not None and unit.estimate.cost.usd is None:
+            self.observed_max[unit.provider] = max(actual, self.observed_max.get(unit.provider, 0.0))
+        self._end_probe(unit, actual if learn else None)
         return real
 
     # -- one generation ----------------------------------------------------------------
@@ -413,13 +461,14 @@ class _Executor:
                 + ("sent again" if unit.action == "send" else "an earlier generation already holds the image"),
             )
             unit.resume_generation = None
-        if not self._reserve(unit):
+        if not await self._reserve(unit):
             ps.not_sent += 1
             self.stop.set()
+            self._wake_all()
             return
         await limiter.wait()
         if self.stop.is_set():
-            self._settle(unit, 0.0)
+            self._settle(unit, 0.0, learn=False)
             ps.not_sent += 1
             return
         attempt = self.attempts.get(unit.fingerprint, 0) + 1
@@ -443,7 +492,7 @@ class _Executor:
             raise
         except Exception as exc:
             self._record_error(unit, gid, exc, started)
-            self._settle(unit, 0.0)
+            self._settle(unit, 0.0, learn=False)
             ps.failed += 1
             self._advance(unit, failed=True)
             return
@@ -455,9 +504,10 @@ class _Executor:
         ps = self.summary.providers[units[0].provider]
         ready: list[tuple[Unit, int]] = []
         for unit in units:
-            if self.stop.is_set() or not self._reserve(unit):
+            if self.stop.is_set() or not await self._reserve(unit):
                 ps.not_sent += 1
                 self.stop.set()
+                self._wake_all()
                 continue
             if unit.resume_generation is not None:
                 self.store.record_failure(unit.resume_generation, "interrupted",
@@ -484,7 +534,7 @@ class _Executor:
         except Exception as exc:
             for unit, gid in ready:
                 self._record_error(unit, gid, exc, started)
-                self._settle(unit, 0.0)
+                self._settle(unit, 0.0, learn=False)
                 ps.failed += 1
                 self._advance(unit, failed=True)
             return
@@ -496,15 +546,19 @@ class _Executor:
         try:
             images = await asyncio.to_thread(_check_and_write, self.store, result, unit.request.num_images)
         except StorageFailure as exc:
-            self.store.record_failure(gid, "storage", str(exc))
+            if actual_is_new:
+                ps.cost += self._settle(unit, result.cost.usd)
+            self.store.record_failure(gid, "storage", str(exc), cost_usd=result.cost.usd, cost_source=result.cost.source)
             ps.failed += 1
             self._advance(unit, failed=True)
             if not self.summary.fatal:
                 self.summary.fatal = f"{exc}; the generation is paid for: its task id is kept, so a re-run fetches it again"
             self.stop.set()
             return
-        except BadResponse as exc:
-            self._record_error(unit, gid, exc, started)
+        except BadResponse as exc:  # paid for, but unusable: the cost still counts
+            if actual_is_new:
+                ps.cost += self._settle(unit, result.cost.usd, learn=False)
+            self._record_error(unit, gid, exc, started, result)
             ps.failed += 1
             self._advance(unit, failed=True)
             return
@@ -517,22 +571,30 @@ class _Executor:
             await asyncio.to_thread(self.cache.put, unit.fingerprint, unit.provider, result, images, self.store.run_dir)
         self._advance(unit, failed=False, cost=cost)
 
-    def _record_error(self, unit: Unit, gid: int, exc: BaseException, started: float) -> None:
+    def _record_error(self, unit: Unit, gid: int, exc: BaseException, started: float,
+                      result: GenerationResult | None = None) -> None:
         if isinstance(exc, ProviderError):
             kind, message = exc.kind, exc.message
         else:
             kind, message = "internal", f"{type(exc).__name__}: {exc}"
-        self.store.record_failure(gid, kind, _redact(message), latency_s=time.monotonic() - started)
+        cost = result.cost if result is not None else None
+        self.store.record_failure(gid, kind, _redact(message), latency_s=time.monotonic() - started,
+                                  cost_usd=cost.usd if cost else None, cost_source=cost.source if cost else None)
 
     def _advance(self, unit: Unit, *, failed: bool, done: bool = True, cost: float = 0.0) -> None:
         if self.progress is not None and done:
             self.progress.advance(unit.provider, len(unit.cells), failed=failed, cost=cost)
+
+    def _wake_all(self) -> None:
+        for event in self.price_events.values():
+            event.set()
 
     # -- Ctrl-C ------------------------------------------------------------------------
 
     async def interrupt(self) -> None:
         """Stop submitting; cancel each in-flight task at its provider when it has a task id."""
         self.stop.set()
+        self._wake_all()
         self.summary.interrupted = True
         cancels = []
         for record in list(self.in_flight.values()):
@@ -740,6 +802,8 @@ def _estimate(plan: Plan, summary: RunSummary) -> None:
             continue
         ps = summary.providers[unit.provider]
         ps.estimated_cost += unit.estimate.cost.usd or 0.0
+        if unit.estimate.cost.usd is None:
+            ps.unpriced += 1
         seconds[unit.provider] += unit.estimate.seconds
     for name, total in seconds.items():
         summary.providers[name].estimated_seconds = total / max(1, plan.concurrency.get(name, 1))
