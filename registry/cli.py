@@ -260,6 +260,13 @@ def _inspect_entry(entry: "LoraEntry", catalogue_dir: Path) -> "LoraInspection":
 
     src = entry.source
     if src.type == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        from registry.resolve import hf_cache_dir
+
+        cached = try_to_load_from_cache(src.repo, src.file, cache_dir=hf_cache_dir(), revision=src.revision)
+        if isinstance(cached, str):  # already downloaded: inspect it locally (sha256 included)
+            return inspect_file(cached)
         return inspect_remote(src.repo, src.file, src.revision)
     resolved = resolve(entry, catalogue_dir)  # url: downloaded once, sha256-verified; path: as is
     return inspect_file(resolved.path)

@@ -100,7 +100,7 @@ def _verified(path: Path, expected_sha: str | None, where: str) -> ResolvedFile:
     return ResolvedFile(path=path, sha256=digest, size=path.stat().st_size)
 
 
-def _hf_cache_dir() -> str | None:
+def hf_cache_dir() -> str | None:
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):
@@ -130,7 +130,7 @@ def _resolve_hub(src: HubSource, where: str) -> Path:
                 src.repo,
                 src.file,
                 revision=src.revision,
-                cache_dir=_hf_cache_dir(),
+                cache_dir=hf_cache_dir(),
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
                 token=os.environ.get("HF_TOKEN") or None,
                 local_files_only=hub_offline(),

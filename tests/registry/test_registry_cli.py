@@ -155,6 +155,14 @@ def test_inspect_catalogue_entries(small: Path, tmp_path: Path, fake_hub: FakeHu
     )
     result = run("inspect", "owner/ink:ink.safetensors", "--json")
     assert json.loads(result.stdout)["source"] == "owner/ink/ink.safetensors@main"
+    # once resolved into the HF cache, inspecting the entry needs no network and gives the sha256
+    from registry.resolve import resolve
+
+    resolved = resolve(load_catalogue(small).get("ink"))
+    fake_hub.server.requests.clear()
+    result = runner.invoke(app, ["inspect", "ink", "-c", str(small), "--json"], env={"HF_HUB_OFFLINE": "1"})
+    assert json.loads(result.stdout)["sha256"] == sha256_bytes(data) == resolved.sha256
+    assert fake_hub.server.requests == []
 
 
 def test_add_appends_entry_keeping_comments(small: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
