@@ -1,9 +1,328 @@
-"""`lorascope` commands of the evals stage (registered by lorascope.cli)."""
+"""`lorascope score`, `lorascope recommend`, `lorascope compare` (registered by lorascope.cli).
+
+Command bodies import pandas/torch/open_clip only when they run, so `lorascope --help`
+stays fast. Exit codes: 0 ok, 1 a check failed (compare found a regression), 2 usage error
+(not a run folder, unknown option value, CLIP weights unavailable, run not scored yet).
+"""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
 import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from rich.console import Console
+
+CLIP_HELP = (
+    "CLIP model as ARCH[:PRETRAINED] (open_clip names), e.g. ViT-B-32:openai (default), ViT-L-14:openai, "
+    "or tiny-random (offline, meaningless numbers: tests and demos). Env: LORASCOPE_CLIP, "
+    "LORASCOPE_CLIP_CHECKPOINT (local .safetensors weights)."
+)
+
+
+def _console() -> "Console":
+    from rich.console import Console
+
+    return Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from rich.markup import escape
+
+    _console().print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _open_run(run: Path) -> None:
+    """Exit 2 with a clear message when `run` is not a run folder."""
+    if not (run / "run.db").is_file():
+        _fail(f"{run} is not a lorascope run folder (no run.db); create one with `lorascope run SUITE`")
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(f) else format(f, spec)
+
+
+def _ci(row: "pd.Series", metric: str, spec: str = ".3f") -> str:
+    mean, low, high = row.get(f"{metric}_mean"), row.get(f"{metric}_low"), row.get(f"{metric}_high")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return _fmt(mean, spec)
+    return f"{_fmt(mean, spec)} ±{_fmt((high - low) / 2, spec.lstrip('+'))}"
+
+
+def score(
+    run: Path = typer.Argument(..., help="Run folder (holds run.db).", file_okay=False),
+    clip: Optional[str] = typer.Option(None, "--clip", help=CLIP_HELP),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CLIP forward pass."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score a run's images with CLIP: CLIPScore, style shift, LoRA effect, agreement.
+
+    Idempotent: embeddings are cached by image hash and model, so re-scoring does no model
+    work for images already seen. Writes the scores into run.db and re-exports
+    results.parquet with the score columns."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from evals.metrics import aggregate, provider_stats
+    from evals.scorer import ScorerUnavailable
+    from evals.scoring import score_run
+
+    _open_run(run)
+    console = _console()
+    try:
+        summary = score_run(run, clip, batch_size=batch_size, progress=progress)
+    except ScorerUnavailable as exc:
+        _fail(str(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    for problem in summary.problems:
+        console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    console.print(
+        f"scored {summary.images} image(s) of {escape(str(run))} with {escape(summary.clip_label)} "
+        f"({summary.embedded} newly embedded, {summary.forward_passes} forward pass(es)); "
+        f"{summary.unscored} row(s) without an image"
+    )
+    console.print(f"wrote {escape(str(summary.results_path))}")
+
+    from evals.results import scored_frame
+
+    frame = scored_frame(run, summary.clip_model)
+    agg = aggregate(frame)
+    if not agg.empty:
+        table = Table(title="per (LoRA, scale, provider): mean ± 95% CI half-width over prompts x seeds")
+        for col in ("LoRA", "scale", "provider", "n", "CLIPScore", "style shift", "LoRA effect", "agreement"):
+            table.add_column(col, justify="right" if col not in ("LoRA", "provider") else "left")
+        for _, row in agg.iterrows():
+            table.add_row(
+                escape(row["lora"] or "(baseline)"),
+                escape(row["scale_key"] or "—"),
+                escape(row["provider"]),
+                str(row["images"]),
+                _ci(row, "clip_score"),
+                _ci(row, "style_shift", "+.4f"),
+                _ci(row, "lora_effect", ".4f"),
+                _ci(row, "agreement"),
+            )
+        console.print(table)
+    stats = provider_stats(frame)
+    if not stats.empty:
+        table = Table(title="per provider")
+        for col in ("provider", "images", "failed", "failure rate", "latency min/median/p95 s", "$/image", "$/MP"):
+            table.add_column(col)
+        for provider, row in stats.iterrows():
+            table.add_row(
+                escape(str(provider)),
+                str(int(row["images"])),
+                str(int(row["failed"])),
+                _fmt(row["failure_rate"], ".1%"),
+                f"{_fmt(row['latency_min'], '.2f')} / {_fmt(row['latency_median'], '.2f')} / {_fmt(row['latency_p95'], '.2f')}",
+                _fmt(row["cost_per_image"], ".4f"),
+                _fmt(row["cost_per_mp"], ".4f"),
+            )
+        console.print(table)
+
+
+def recommend(
+    run: Path = typer.Argument(..., help="A scored run folder.", file_okay=False),
+    write: bool = typer.Option(False, "--write", help="Write the recommendations into the catalogue (in place)."),
+    catalogue: Optional[Path] = typer.Option(
+        None, "--catalogue", help="Catalogue to update with --write (default: the run's suite catalogue, else loras.yaml)."
+    ),
+    provider: Optional[str] = typer.Option(
+        None, "--provider", help="With several providers in the run: whose evidence --write uses."
+    ),
+    clip: Optional[str] = typer.Option(None, "--clip", help="Which scoring to use (default: the latest)."),
+    target: float = typer.Option(0.9, "--target", min=0.0, max=1.0, help="Fraction of the largest mean style shift to reach."),
+    clip_tolerance: float = typer.Option(
+        0.05, "--clip-tolerance", min=0.0, max=1.0, help="Allowed relative CLIPScore drop below the no-LoRA baseline."
+    ),
+) -> None:
+    """Recommend a scale per LoRA and provider from a scored run, beside the catalogue's.
+
+    Rule: the smallest scale whose mean style shift reaches --target of the largest, among
+    scales whose mean CLIPScore stays within --clip-tolerance of the no-LoRA baseline."""
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from evals.recommend import RULE, CatalogueWriteError, recommend_scales, write_recommendations
+    from evals.results import resolve_model, scored_frame, scored_models
+    from harness.store import RunStore
+
+    _open_run(run)
+    console = _console()
+    with RunStore.open(run) as store:
+        entries = store.lora_entries()
+        conn = store.connect()
+        try:
+            model = resolve_model(conn, clip)
+            labels = {m: label for m, label, _ in scored_models(conn)}
+        finally:
+            conn.close()
+        suite_catalogue = None
+        try:
+            suite_catalogue = store.suite().catalogue_path()
+        except Exception:  # an older or hand-made run without a suite: fall back below
+            suite_catalogue = None
+    if model is None:
+        what = f"with {clip} " if clip else ""
+        _fail(f"{run} has not been scored {what}yet; run `lorascope score {run}` first")
+    frame = scored_frame(run, model)
+    recs = recommend_scales(frame, entries, target_fraction=target, clip_tolerance=clip_tolerance)
+    console.print(f"rule: {RULE.format(target=target, tol=clip_tolerance)}")
+    console.print(f"scores: {escape(labels.get(model, model))}")
+    table = Table(title=f"recommended scales — {escape(str(run))}")
+    for col in ("LoRA", "provider", "catalogue", "range", "measured", "basis", "per scale: strength / CLIPScore", "why"):
+        table.add_column(col)
+    for rec in recs:
+        points = "\n".join(
+            f"{p.scale:g}: {_fmt(p.strength, '+.4f')} / {_fmt(p.clip_score)}{'' if p.faithful else ' ✗'}"
+            for p in rec.points
+        )
+        measured = "—" if rec.scale is None else f"[bold]{rec.scale:g}[/bold]"
+        table.add_row(
+            escape(rec.lora),
+            escape(rec.provider),
+            _fmt(rec.catalogue_scale, "g"),
+            escape(f"{rec.catalogue_range[0]:g}–{rec.catalogue_range[1]:g}") if rec.catalogue_range else "—",
+            measured,
+            rec.basis.replace("_", " "),
+            escape(points),
+            escape(rec.reason),
+        )
+    console.print(table)
+    for rec in recs:
+        for warning in rec.warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    (run / "recommend.json").write_text(
+        json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
+                    "recommendations": [r.as_dict() for r in recs]}, indent=2),
+        encoding="utf-8",
+    )
+    if not write:
+        return
+    chosen = [r for r in recs if r.scale is not None and (provider is None or r.provider == provider)]
+    by_lora: dict[str, list] = {}
+    for rec in chosen:
+        by_lora.setdefault(rec.lora, []).append(rec)
+    ambiguous = {lora: rs for lora, rs in by_lora.items() if len({r.scale for r in rs}) > 1}
+    if ambiguous:
+        names = ", ".join(f"{lora} ({', '.join(f'{r.provider}: {r.scale:g}' for r in rs)})" for lora, rs in ambiguous.items())
+        _fail(f"providers disagree on {names}; pick one with --provider")
+    if provider is not None and not any(r.provider == provider for r in recs):
+        _fail(f"--provider {provider}: not in this run (providers: {', '.join(sorted({r.provider for r in recs}))})")
+    target_file = catalogue or suite_catalogue
+    if target_file is None:
+        from registry.catalogue import default_catalogue_path
+
+        target_file = default_catalogue_path()
+    if not Path(target_file).is_file():
+        _fail(f"catalogue {target_file} not found (pass --catalogue PATH)")
+    try:
+        written = write_recommendations(
+            Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run, clip_label=labels.get(model, model)
+        )
+    except CatalogueWriteError as exc:
+        _fail(str(exc), code=1)
+    if written:
+        console.print(f"updated scale.recommended of {', '.join(written)} in {escape(str(target_file))}")
+    else:
+        console.print("nothing to write: no LoRA got a recommendation")
+
+
+def compare(
+    baseline: Path = typer.Argument(..., help="The baseline run folder.", file_okay=False),
+    run: Path = typer.Argument(..., help="The run to check against it.", file_okay=False),
+    tolerance: Optional[list[str]] = typer.Option(
+        None,
+        "--tolerance",
+        help="NAME=VALUE, repeatable: image_cosine (min, 0.90), ssim (min, 0.60), clip_score (max drop, 0.10), "
+        "style_shift (max drop, 0.05), latency_ratio (max growth of a provider's median latency; off), "
+        "same_cosine / same_ssim (non-deterministic providers: 'same' at/above, 0.995 / 0.98).",
+    ),
+    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP model (default: the one the baseline was scored with). " + CLIP_HELP),
+    show: str = typer.Option("changed", "--show", help="Table rows: changed (not 'same') or all."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Compare RUN against BASELINE cell by cell; writes compare.json in RUN.
+
+    Exit 0 when nothing regressed, 1 on a regression."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from evals.compare import Tolerances, compare_runs
+    from evals.scorer import ScorerUnavailable
+
+    _open_run(baseline)
+    _open_run(run)
+    if show not in ("changed", "all"):
+        _fail(f"--show {show!r}: expected 'changed' or 'all'")
+    try:
+        tolerances = Tolerances.parse(tolerance)
+    except ValueError as exc:
+        _fail(str(exc))
+    console = _console()
+    try:
+        report = compare_runs(baseline, run, clip=clip, tolerances=tolerances, progress=progress)
+    except ScorerUnavailable as exc:
+        _fail(str(exc))
+    colour = {"same": "green", "drifted": "yellow", "regressed": "red", "missing": "magenta", "new": "cyan"}
+    rows = [c for c in report.cells if show == "all" or c.verdict != "same"]
+    order = {"regressed": 0, "missing": 1, "drifted": 2, "new": 3, "same": 4}
+    rows.sort(key=lambda c: order[c.verdict])
+    if rows:
+        table = Table(title=f"{escape(str(run))} vs baseline {escape(str(baseline))}")
+        for col in ("verdict", "cell", "cos", "SSIM", "ΔCLIPScore", "Δstyle", "Δlatency s", "why", "images"):
+            table.add_column(col)
+        for c in rows:
+            table.add_row(
+                f"[{colour[c.verdict]}]{c.verdict}[/{colour[c.verdict]}]",
+                escape(c.label()),
+                _fmt(c.image_cosine, ".4f"),
+                _fmt(c.ssim, ".4f"),
+                _fmt(c.clip_score_delta, "+.4f"),
+                _fmt(c.style_shift_delta, "+.4f"),
+                _fmt(c.latency_delta_s, "+.2f"),
+                escape("; ".join(c.reasons)),
+                escape("\n".join(p for p in (c.baseline_image, c.run_image) if p)),
+            )
+        console.print(table)
+    ptable = Table(title="per provider")
+    for col in ("provider", "images (base → run)", "median latency s (base → run)", "$/image (base → run)"):
+        ptable.add_column(col)
+    for name, info in report.providers.items():
+        ptable.add_row(
+            escape(name),
+            f"{info['baseline_images']} → {info['run_images']}",
+            f"{_fmt(info['baseline_latency_median_s'], '.2f')} → {_fmt(info['run_latency_median_s'], '.2f')}",
+            f"{_fmt(info['baseline_cost_per_image_usd'], '.4f')} → {_fmt(info['run_cost_per_image_usd'], '.4f')}",
+        )
+    console.print(ptable)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    counts = ", ".join(f"{n} {v}" for v, n in report.counts.items() if n)
+    console.print(
+        f"overall: [{colour[report.overall]}]{report.overall}[/{colour[report.overall]}] ({counts}); "
+        f"wrote {escape(str(run / 'compare.json'))}"
+    )
+    if report.regressed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+    app.command("score")(score)
+    app.command("recommend")(recommend)
+    app.command("compare")(compare)

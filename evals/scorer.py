@@ -79,8 +79,10 @@ class ClipSpec:
 def parse_clip_spec(text: str | None = None) -> ClipSpec:
     """`ARCH[:TAG]` -> ClipSpec; None means `$LORASCOPE_CLIP` or the default."""
     text = (text or os.environ.get(CLIP_ENV) or DEFAULT_CLIP).strip()
-    if text in (TINY_CLIP, "tiny"):
+    if text in (TINY_CLIP, "tiny", TINY_REVISION):
         return ClipSpec(TINY_CLIP, None)
+    if text.startswith("open_clip:"):  # a model id as stored in run.db
+        text = text[len("open_clip:") :].split("@", 1)[0]
     arch, _, tag = text.partition(":")
     arch = arch.strip().replace("/", "-")
     if not arch:
