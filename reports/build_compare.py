@@ -56,6 +56,11 @@ def _sort_key(cell: CompareCellData) -> tuple:
             cell.prompt_id, cell.seed)
 
 
+def _label(path: Path) -> str:
+    """A folder's name, with its parent's when names repeat (runs/x/run vs runs/y/run)."""
+    return "/".join(path.resolve().parts[-2:]) if path.name in ("run", "") else path.name
+
+
 def build_compare_view(data: CompareData, report_dir: Path | None = None) -> CompareReportView:
     report_dir = report_dir or data.run_dir
     thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
@@ -86,10 +91,10 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None) -> Com
         *[KeyValue(key=str(k), value=str(v)) for k, v in data.settings.items()],
     ]
     return CompareReportView(
-        title=f"lorascope comparison: {data.run_dir.name} vs {data.baseline_dir.name}",
+        title=f"lorascope comparison: {_label(data.run_dir)} vs baseline {_label(data.baseline_dir)}",
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         baseline_dir=str(data.baseline_dir), current_dir=str(data.run_dir),
         overall=data.overall, regressed=data.regressed, summary=summary,
         drifted=[c for c in cells if c.drifted], unchanged=[c for c in cells if not c.drifted],
-        banners=[random_weight_banner(data)] if data.random_weights else [],
+        banners=[random_weight_banner(data, howto=False)] if data.random_weights else [],
     )

@@ -106,12 +106,20 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
                    c.get("options"), c.get("image_index"))
         b, r = base_rows.get(key), run_rows.get(key)
         metrics = []
+        json_deltas = {"clip_score": c.get("clip_score_delta"), "style_shift": c.get("style_shift_delta"),
+                       "latency_s": c.get("latency_delta_s"), "cost_usd": c.get("cost_delta_usd")}
         for name in SIDE_METRICS:
             bv, rv = _num((b or {}).get(name)), _num((r or {}).get(name))
+            # evals scores both runs in memory to compare them: its delta holds even when
+            # the current run was never `lorascope score`d (its stored scores are empty)
+            delta = _num(json_deltas.get(name))
+            if delta is None and bv is not None and rv is not None:
+                delta = rv - bv
+            if rv is None and bv is not None and delta is not None:
+                rv = bv + delta
             if bv is None and rv is None:
                 continue
-            metrics.append(CompareMetricData(name=name, baseline=bv, current=rv,
-                                             delta=None if bv is None or rv is None else rv - bv))
+            metrics.append(CompareMetricData(name=name, baseline=bv, current=rv, delta=delta))
         for name in ("image_cosine", "ssim"):
             value = _num(c.get(name))
             if value is not None:

@@ -67,17 +67,25 @@ class DemoResult:
     timings: dict[str, float]
 
 
-def write_loras(out_dir: Path) -> dict[str, Path]:
-    """The demo LoRA files, fitted to the tiny transformer's Linear shapes."""
-    from harness.lora_writer import linear_shapes, write_lora
-    from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
-
+def tiny_linear_shapes() -> dict[str, tuple[int, int]]:
+    """(out, in) of every Linear in the tiny transformer (built on the meta device: no
+    memory, no weights)."""
     import torch
     from diffusers import ZImageTransformer2DModel
 
+    from harness.lora_writer import linear_shapes
+    from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
+
     with torch.device("meta"):
         transformer = ZImageTransformer2DModel(**TRANSFORMER_CONFIG)
-    shapes = linear_shapes(transformer)
+    return linear_shapes(transformer)
+
+
+def write_loras(out_dir: Path) -> dict[str, Path]:
+    """The demo LoRA files, fitted to the tiny transformer's Linear shapes."""
+    from harness.lora_writer import write_lora
+
+    shapes = tiny_linear_shapes()
     paths = {}
     for lora_id, _, key_format, seed, strength, *_ in DEMO_LORAS:
         target = out_dir / "loras" / f"{lora_id}.{key_format}.safetensors"

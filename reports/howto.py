@@ -67,7 +67,13 @@ def _real_suite(suite: dict[str, Any], suite_name: str, entries: dict[str, Any])
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
 
 
-def random_weight_banner(data: Any) -> Banner:
+def random_weight_banner(data: Any, howto: bool = True) -> Banner:
+    """The plain statement that the images are from random weights; with `howto`, how to
+    run the same suite for real (hosted providers' keys, the GPU model)."""
+    if not howto:
+        return Banner(level="warning", title="These images come from random-weight models", paragraphs=[
+            "Both runs used the tiny random-weight Z-Image pipeline (and the tiny random CLIP): the comparison "
+            "shows that drift detection works end to end, not anything about a real model or provider."])
     suite = getattr(data, "suite", {}) or {}
     env_lines = "\n".join(
         f"export {var}=...   # {name}: {where}" for name, (var, where) in HOSTED_KEYS.items()

@@ -1,0 +1,144 @@
+"""`lorascope demo` end to end in a temporary folder, then its report in Chromium; and a
+second run with one LoRA changed, compared and rendered with `report --compare`."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_browser import browser_context, load_all_images, open_page, screenshot
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from lorascope.cli import app
+from reports.demo import DEMO_LORAS, DEMO_PROMPTS, DEMO_SCALES, DEMO_SEEDS, tiny_linear_shapes
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LORASCOPE_CACHE", str(root / "user-cache"))
+    try:
+        result = CliRunner().invoke(app, ["demo", "--out", str(root / "out")])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert f"report: {root / 'out' / 'run' / 'report.html'}" in result.output
+        yield root / "out"
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with browser_context() as context:
+        yield context
+
+
+def test_demo_writes_loras_in_each_key_format_catalogue_suite_and_run(demo_dir):
+    from harness.suite import load_suite
+    from registry.catalogue import load_catalogue
+
+    prefixes = {"diffusers": "transformer.", "ai-toolkit": "diffusion_model.", "kohya": "lora_unet_"}
+    for lora_id, _, key_format, *_ in DEMO_LORAS:
+        path = demo_dir / "loras" / f"{lora_id}.{key_format}.safetensors"
+        with safe_open(str(path), framework="numpy") as fh:
+            assert all(k.startswith(prefixes[key_format]) for k in fh.keys()), key_format
+    catalogue = load_catalogue(demo_dir / "loras.yaml")
+    suite = load_suite(demo_dir / "suite.yaml")
+    assert {lora_id for lora_id, *_ in DEMO_LORAS} <= {e.id for e in catalogue.entries}
+    assert suite.providers[0].settings == {"model": "tiny-random"}
+
+    run = demo_dir / "run"
+    results = pd.read_parquet(run / "results.parquet")
+    expected = len(DEMO_PROMPTS) * len(DEMO_SEEDS) * (1 + len(DEMO_LORAS) * len(DEMO_SCALES))
+    assert len(results) == expected and (results.status == "succeeded").all()
+    assert results.clip_score.notna().all() and results[results.lora != ""].style_shift.notna().all()
+    assert (run / "report.html").is_file()
+    assert len(list((run / "thumbs").glob("*.jpg"))) == results.image_sha256.nunique()
+
+
+def test_demo_report_in_the_browser(demo_dir, browser):
+    page, log = open_page(browser, (demo_dir / "run" / "report.html").as_uri())
+    images = load_all_images(page)
+    assert images and [i["src"] for i in images if i["w"] == 0] == []
+    banner = page.locator("section.banner").first.inner_text()
+    assert "random-weight" in banner
+    for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "Tongyi-MAI/Z-Image-Turbo",
+                   "- fal", "- highway", "- aimlapi"):
+        assert needle in banner, needle
+    for lora_id, *_ in DEMO_LORAS:
+        grid = page.locator(f'table.grid[data-lora="{lora_id}"]')
+        assert grid.locator("thead th").count() == 2 + len(DEMO_SCALES)
+        assert grid.locator("tbody tr").count() == len(DEMO_PROMPTS) * len(DEMO_SEEDS)
+        assert grid.locator("figure.fig img").count() == len(DEMO_PROMPTS) * len(DEMO_SEEDS) * (1 + len(DEMO_SCALES))
+    assert page.locator("svg path.series").count() == 2 * len(DEMO_LORAS)
+    assert page.locator("table.recs tbody tr").count() == len(DEMO_LORAS)
+    assert log.problems() == []
+    page.set_viewport_size({"width": 1400, "height": 1800})
+    screenshot(page, "report-demo.png")
+
+
+def test_a_changed_lora_shows_first_in_the_comparison_report(demo_dir, browser, monkeypatch, tmp_path):
+    """Same suite, one LoRA file replaced: its cells drift (the local pipeline is
+    deterministic, so every other cell is bit-identical) and lead the comparison."""
+    from harness.lora_writer import write_lora
+    from harness.runner import run_suite
+    from harness.store import SharedCache
+    from harness.suite import load_suite
+
+    changed_id, _, key_format, *_ = DEMO_LORAS[0]
+    work = tmp_path / "changed"
+    work.mkdir()
+    for name in ("loras.yaml", "suite.yaml"):
+        (work / name).write_text((demo_dir / name).read_text())
+    (work / "loras").mkdir()
+    for path in (demo_dir / "loras").glob("*.safetensors"):
+        (work / "loras" / path.name).write_bytes(path.read_bytes())
+    write_lora(work / "loras" / f"{changed_id}.{key_format}.safetensors", tiny_linear_shapes(),
+               key_format=key_format, rank=4, seed=999, strength=1.0)
+    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "user-cache"))
+    # Playwright's sync API keeps an event loop in this thread: the runner's asyncio.run
+    # gets a thread of its own. The demo's generation cache makes unchanged cells free.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run_suite, load_suite(work / "suite.yaml"), work / "run", progress=False,
+                    cache=SharedCache(demo_dir / ".cache")).result()
+
+    baseline, current = demo_dir / "run", work / "run"
+    runner = CliRunner()
+    compared = runner.invoke(app, ["compare", str(baseline), str(current), "--clip", "tiny-random", "--no-progress"])
+    assert compared.exit_code in (0, 1), compared.output
+    verdicts = json.loads((current / "compare.json").read_text())["cells"]
+    changed = [c for c in verdicts if c["verdict"] != "same"]
+    assert changed and {c["lora"] for c in changed} == {changed_id}
+
+    result = runner.invoke(app, ["report", "--compare", str(baseline), str(current)])
+    assert result.exit_code == 0, result.output
+    report = current / "compare.html"
+    assert f"report: {report}" in result.output
+
+    page, log = open_page(browser, report.as_uri())
+    page.locator("details#unchanged-cells").evaluate("d => d.open = true")
+    images = load_all_images(page)
+    assert images and [i["src"] for i in images if i["w"] == 0] == []
+    cells = page.locator("article.compare-cell")
+    assert cells.count() == len(verdicts)
+    first = cells.first
+    assert first.get_attribute("data-drifted") == "true" and changed_id in first.inner_text()
+    assert page.locator('#drifted article.compare-cell').count() == len(changed)
+    assert first.locator("figure.fig").count() == 2  # baseline and current side by side
+    assert first.locator("table.data tbody tr").count() >= 2  # their numbers
+    assert log.problems() == []
+    page.set_viewport_size({"width": 1400, "height": 1400})
+    screenshot(page, "report-compare.png")
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no such run folder" in result.output
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "not a run folder" in result.output
