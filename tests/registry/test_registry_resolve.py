@@ -123,3 +123,19 @@ def test_hub_errors_are_one_line(fake_hub: FakeHub, lora_bytes: bytes) -> None:
         resolve(make_entry(type="hub", repo="owner/a", file="nope.safetensors"))
     with pytest.raises(ResolveError, match="catalogue pins"):
         resolve(make_entry(type="hub", repo="owner/a", file="a.safetensors", sha256="c" * 64))
+
+
+def test_hub_token_sent_and_never_in_errors(
+    fake_hub: FakeHub, lora_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_sekrit_token_123")
+    fake_hub.add_file("owner/private", "p.safetensors", lora_bytes)
+    resolve(make_entry(type="hub", repo="owner/private", file="p.safetensors"))
+    auth = [
+        {k.lower(): v for k, v in r["headers"].items()}.get("authorization")
+        for r in fake_hub.server.requests if "/resolve/" in r["path"]
+    ]
+    assert auth and all(a == "Bearer hf_sekrit_token_123" for a in auth)
+    with pytest.raises(ResolveError) as info:
+        resolve(make_entry(type="hub", repo="owner/private", file="missing.safetensors"))
+    assert "hf_sekrit" not in str(info.value)
