@@ -157,6 +157,17 @@ class HostedProvider(Provider):
         except (ProviderError, asyncio.TimeoutError, httpx.HTTPError, NotImplementedError) as exc:
             log.warning("%s: cancel of %s failed: %s", self.name, task_id, secrets.redact_text(str(exc)))
 
+    async def announce(self, task_id: str, on_submitted: Callable[[str], Awaitable[None]] | None) -> None:
+        """Hand the task id to the write-ahead callback. If recording it fails, the task
+        would be orphaned (and could be paid for twice), so ask the provider to drop it."""
+        if on_submitted is None:
+            return
+        try:
+            await on_submitted(task_id)
+        except BaseException:
+            await self.cancel_quietly(task_id)
+            raise
+
     async def guard_cancel(self, task_id: str, work: Awaitable[T]) -> T:
         """Run `work`; if the caller is cancelled (Ctrl-C) ask the provider to cancel too."""
         try:
@@ -172,7 +183,9 @@ class HostedProvider(Provider):
             data, content_type = decode_base64_image(self.name, url)
         else:
             try:
-                response = await self.http.request("GET", url, auth=False)
+                # storage hosts redirect; httpx would drop auth across origins anyway, and
+                # there is none on this request
+                response = await self.http.request("GET", url, auth=False, follow_redirects=True)
             except ProviderError as exc:
                 if exc.status in (401, 403, 404, 410):
                     raise ExpiredImage(

@@ -25,6 +25,7 @@ import email.utils
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +209,8 @@ class ProviderHttp:
             follow_redirects=False,
             headers={"User-Agent": "lorascope/0.1 (+httpx)"},
         )
-        self.calls: list[CallLog] = []
+        #: the most recent calls (bounded: a long run polls thousands of times)
+        self.calls: deque[CallLog] = deque(maxlen=64)
 
     def __repr__(self) -> str:  # never show the auth header
         return f"ProviderHttp({self.provider!r})"
@@ -226,6 +228,7 @@ class ProviderHttp:
         auth: bool = True,
         idempotent: bool | None = None,
         retry: bool = True,
+        follow_redirects: bool = False,
     ) -> httpx.Response:
         """Send with retries; return a 2xx response or raise a `ProviderError`."""
         if idempotent is None:
@@ -246,7 +249,7 @@ class ProviderHttp:
             retry_after: float | None = None
             try:
                 response = await self.client.request(
-                    method, url, json=json_body, params=params, headers=headers
+                    method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
                 )
             except httpx.TransportError as exc:
                 reason = secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))

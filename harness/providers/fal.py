@@ -158,8 +158,7 @@ class FalProvider(HostedProvider):
             if isinstance(submitted.get(key), str) and submitted[key]:
                 urls[key] = self.rebase(submitted[key])
         self._urls[request_id] = urls
-        if on_submitted is not None:
-            await on_submitted(request_id)
+        await self.announce(request_id, on_submitted)
         return await self.guard_cancel(request_id, self._finish(request_id, request, started))
 
     async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:

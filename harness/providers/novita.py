@@ -138,8 +138,7 @@ class NovitaProvider(HostedProvider):
         task_id = submitted.get("task_id") if isinstance(submitted, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise BadResponse(self.name, f"submit answered without a task_id: {slim(redact(submitted))!r}")
-        if on_submitted is not None:
-            await on_submitted(task_id)
+        await self.announce(task_id, on_submitted)
         return await self.guard_cancel(task_id, self._finish(task_id, request, started))
 
     async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:

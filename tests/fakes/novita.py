@@ -41,6 +41,8 @@ class NovitaFake(FakeServer):
         self._tokens_minted = 0
         #: where base64 output goes in an image entry
         self.base64_field = "image_url"
+        #: image URLs point at /redirect/..., which answers 302 to the /cdn/ object
+        self.redirect_images = False
 
     # -- conveniences for tests ------------------------------------------------------------
 
@@ -55,13 +57,21 @@ class NovitaFake(FakeServer):
             return "result"
         if method == "GET" and path.startswith("/cdn/"):
             return "image"
+        if method == "GET" and path.startswith("/redirect/"):
+            return "redirect"
         return "unknown"
+
+    def needs_auth(self, route: str) -> bool:
+        return route not in ("image", "redirect", "unknown")
 
     def answer(self, rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         if rec.route == "submit":
             return self.submit(rec)
         if rec.route == "result":
             return self.result(rec)
+        if rec.route == "redirect":
+            query = "&".join(f"{k}={v}" for k, v in rec.query.items())
+            return 302, {"Location": f"{self.url}/cdn/{rec.path[len('/redirect/'):]}?{query}"}, b""
         return self.image(rec)
 
     def problems(self, body: dict[str, Any]) -> list[str]:
@@ -141,7 +151,7 @@ class NovitaFake(FakeServer):
             self._tokens_minted += 1
             token = self._tokens_minted
         return {
-            "image_url": f"{self.url}/cdn/{task.id}/0.{fmt}?token={token}",
+            "image_url": f"{self.url}/{'redirect' if self.redirect_images else 'cdn'}/{task.id}/0.{fmt}?token={token}",
             "image_url_ttl": 3600,
             "image_type": fmt,
         }

@@ -240,3 +240,16 @@ async def test_submit_500_then_success_is_sent_again(fake_factory, make_provider
     assert len(fake.hits("submit")) == 2 and len(fake.tasks) == 1  # the 500 created nothing
     assert clock.sleeps == [0.25]
     assert result.images
+
+
+async def test_a_failing_write_ahead_callback_drops_the_task(fake_factory, make_provider):
+    fake = fake_factory("fal")
+    fake.book.outcome = "never"
+
+    async def on_submitted(task_id: str) -> None:
+        raise OSError("disk full")
+
+    async with make_provider("fal", fake) as provider:
+        with pytest.raises(OSError, match="disk full"):
+            await provider.generate(request(loras=()), on_submitted)
+    assert len(fake.hits("cancel")) == 1 and fake.hits("status") == []

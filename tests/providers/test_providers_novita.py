@@ -254,3 +254,15 @@ async def test_ctrl_c_during_polling_reraises(fake_factory, make_provider):
     with pytest.raises(asyncio.CancelledError):
         await task
     await provider.aclose()
+
+
+async def test_image_download_follows_storage_redirects_without_the_key(fake_factory, make_provider):
+    fake = fake_factory("novita")
+    fake.redirect_images = True
+    async with make_provider("novita", fake) as provider:
+        result = await provider.generate(request())
+    (hop,) = fake.hits("redirect")
+    (image,) = fake.hits("image")
+    assert "authorization" not in hop.headers and "authorization" not in image.headers
+    assert result.images[0].data == make_image("png", 512, 768, 42)
+
