@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from harness.errors import BadResponse, ContentFiltered, RejectedRequest, TaskFailed
+from harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
 from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
 from harness.providers._http import looks_like_content_policy
 from harness.providers._hosted import (
@@ -197,7 +197,14 @@ class FalProvider(HostedProvider):
 
     async def _finish(self, request_id: str, request: GenerationRequest, started: float) -> GenerationResult:
         status, queue_s = await self._poll(request_id, started)
-        output, _ = await self.http.get_json(self.urls_for(request_id)["response_url"])
+        try:
+            output, _ = await self.http.get_json(self.urls_for(request_id)["response_url"])
+        except ProviderUnavailable as exc:
+            if exc.status is None:
+                raise  # transport trouble: the result may still be there on resume
+            # fal serves a failed request's error at response_url (5xx after COMPLETED)
+            raise TaskFailed(self.name, f"request {request_id} completed with an error: {exc.message}",
+                             status=exc.status, request_id=request_id) from None
         if not isinstance(output, dict) or not isinstance(output.get("images"), list) or not output["images"]:
             raise BadResponse(self.name, f"response of {request_id} has no images", request_id=request_id)
         nsfw_flags = output.get("has_nsfw_concepts") or []

@@ -253,3 +253,13 @@ async def test_a_failing_write_ahead_callback_drops_the_task(fake_factory, make_
         with pytest.raises(OSError, match="disk full"):
             await provider.generate(request(loras=()), on_submitted)
     assert len(fake.hits("cancel")) == 1 and fake.hits("status") == []
+
+
+async def test_error_served_at_response_url_is_a_failed_task(fake_factory, make_provider, clock):
+    fake = fake_factory("fal")
+    error = Reply(500, {"detail": "Unhandled exception in the runner"}, {"X-Fal-Error-Type": "internal_server_error"})
+    fake.script("response", *[error] * 3)
+    async with make_provider("fal", fake, max_retries=2) as provider:
+        with pytest.raises(TaskFailed, match="completed with an error: HTTP 500: Unhandled exception"):
+            await provider.generate(request())
+    assert len(fake.hits("response")) == 3  # fetching a result is safe to retry
