@@ -120,6 +120,7 @@ def test_zimage_linears_match_diffusers_model() -> None:
             model = diffusers.ZImageTransformer2DModel(**kwargs)
         real = {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         assert zimage_linears(cfg) == real
+        assert zimage_linears(dict(model.config)) == real  # a pipeline's own config works as is
 
 
 def test_inspect_file_never_imports_torch(tmp_path: Path) -> None:
