@@ -1,0 +1,129 @@
+"""Per-image metrics, provider stats and aggregates on hand-built frames and vectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evals.metrics import agreement_matrix, aggregate, image_metrics, provider_stats, scale_key
+
+
+def unit(*v):
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def row(provider="p", lora="", scale=float("nan"), prompt_id="a", seed=1, sha="", options="{}", **kw):
+    base = {
+        "cell_id": f"{provider}-{lora}-{scale}-{prompt_id}-{seed}-{options}",
+        "provider": provider, "lora": lora, "scale": scale,
+        "scales": "" if not lora else f"{scale:g}", "prompt_id": prompt_id, "prompt": f"prompt {prompt_id}",
+        "seed": seed, "status": "succeeded", "error": "", "image_index": 0,
+        "image_path": f"images/{sha}.png" if sha else "", "image_sha256": sha,
+        "width": 1024, "height": 1024, "latency_s": 1.0, "cost_usd": 0.01, "options": options,
+    }
+    base.update(kw)
+    return base
+
+
+def test_clip_style_shift_lora_effect_against_the_matching_baseline():
+    frame = pd.DataFrame([
+        row(sha="b1"),
+        row(lora="ink", scale=0.8, sha="l1"),
+        row(sha="b2", options='{"acceleration": "high"}'),
+        row(lora="ink", scale=0.8, sha="l2", options='{"acceleration": "high"}'),
+    ])
+    images = {"b1": unit(1, 0, 0), "l1": unit(1, 1, 0), "b2": unit(0, 0, 1), "l2": unit(0, 1, 1)}
+    style = unit(0, 1, 0)
+    texts = {"prompt a": unit(1, 0, 0), "ink style": style}
+    out = image_metrics(frame, images, texts, {"ink": "ink style"})
+    s = math.sqrt(0.5)
+    assert out.at[0, "clip_cosine"] == pytest.approx(1.0)
+    assert out.at[0, "clip_score"] == pytest.approx(2.5)
+    assert out.at[1, "clip_score"] == pytest.approx(2.5 * s)
+    # against its own baseline (same options): style cos s - 0
+    assert out.at[1, "style_shift"] == pytest.approx(s - 0.0, abs=1e-6)
+    assert out.at[1, "lora_effect"] == pytest.approx(1 - s, abs=1e-6)
+    # the accelerated LoRA image is compared with the accelerated baseline, not the other one
+    assert out.at[3, "lora_effect"] == pytest.approx(1 - s, abs=1e-6)
+    assert out.at[3, "style_shift"] == pytest.approx(s, abs=1e-6)
+    # a negative cosine scores 0
+    assert out.at[2, "clip_score"] == 0.0 and out.at[2, "clip_cosine"] == pytest.approx(0.0)
+    assert out.at[0, "lora_effect"] == 0.0 and math.isnan(out.at[0, "style_shift"])
+
+
+def test_missing_baseline_failed_rows_and_missing_style_prompt_give_nan():
+    frame = pd.DataFrame([
+        row(lora="ink", scale=1.0, sha="l1"),
+        row(lora="ink", scale=1.0, seed=2, status="failed", error="boom"),
+        row(lora="plain", scale=1.0, sha="l3", prompt_id="a", seed=3),
+        row(sha="b3", seed=3),
+    ])
+    images = {"l1": unit(1, 0), "l3": unit(0, 1), "b3": unit(1, 1)}
+    out = image_metrics(frame, images, {"prompt a": unit(1, 0), "ink style": unit(0, 1)}, {"ink": "ink style", "plain": None})
+    assert math.isnan(out.at[0, "style_shift"]) and math.isnan(out.at[0, "lora_effect"])  # no baseline
+    assert out.iloc[1].isna().all()  # failed: nothing
+    assert math.isnan(out.at[2, "style_shift"]) and out.at[2, "lora_effect"] > 0  # no style prompt
+
+
+def test_agreement_is_the_cosine_to_the_other_providers_for_the_same_cell():
+    frame = pd.DataFrame([
+        row(provider="fal", lora="ink", scale=1.0, sha="f"),
+        row(provider="novita", lora="ink", scale=1.0, sha="n"),
+        row(provider="local", lora="ink", scale=1.0, sha="l"),
+        row(provider="fal", lora="ink", scale=0.5, sha="f2"),
+    ])
+    images = {"f": unit(1, 0), "n": unit(1, 1), "l": unit(0, 1), "f2": unit(1, 0)}
+    out = image_metrics(frame, images, {}, {})
+    s = math.sqrt(0.5)
+    assert out.at[0, "agreement"] == pytest.approx((s + 0.0) / 2, abs=1e-6)
+    assert out.at[1, "agreement"] == pytest.approx(s, abs=1e-6)
+    assert math.isnan(out.at[3, "agreement"])  # no other provider for that cell
+    matrix = agreement_matrix(frame, images)
+    assert matrix.at["fal", "novita"] == pytest.approx(s, abs=1e-6)
+    assert matrix.at["fal", "fal"] == pytest.approx(1.0)
+
+
+def test_provider_stats_latency_cost_and_failures():
+    frame = pd.DataFrame([
+        row(provider="fal", sha="a", latency_s=1.0, cost_usd=0.0085, width=1024, height=1024),
+        row(provider="fal", sha="b", seed=2, latency_s=2.0, cost_usd=0.0085, width=1024, height=1024),
+        row(provider="fal", sha="c", seed=3, latency_s=10.0, cost_usd=None, width=1024, height=1024),
+        row(provider="fal", seed=4, status="failed", error="timeout", latency_s=30.0),
+        row(provider="local", sha="d", latency_s=0.5, cost_usd=0.0, width=512, height=512),
+    ])
+    stats = provider_stats(frame)
+    fal = stats.loc["fal"]
+    assert fal["images"] == 3 and fal["failed"] == 1 and fal["failure_rate"] == pytest.approx(0.25)
+    assert fal["latency_min"] == 1.0 and fal["latency_median"] == 2.0
+    assert fal["latency_p95"] == pytest.approx(np.percentile([1.0, 2.0, 10.0], 95))
+    assert fal["cost_known"] == 2 and fal["cost_per_image"] == pytest.approx(0.0085)
+    assert fal["cost_per_mp"] == pytest.approx(0.0085 / 1.048576)
+    assert stats.loc["local", "failure_rate"] == 0.0
+
+
+def test_aggregate_groups_by_lora_scale_provider_with_t_intervals():
+    rows, shifts = [], [0.01, 0.03, 0.02, 0.04]
+    for i, shift in enumerate(shifts):
+        rows.append(row(lora="ink", scale=0.8, seed=i, sha=f"x{i}", clip_score=0.8, style_shift=shift,
+                        clip_cosine=0.32, lora_effect=0.1, agreement=float("nan")))
+    rows.append(row(sha="b", clip_score=0.85, clip_cosine=0.34, lora_effect=0.0,
+                    style_shift=float("nan"), agreement=float("nan")))
+    agg = aggregate(pd.DataFrame(rows))
+    ink = agg[agg["lora"] == "ink"].iloc[0]
+    assert ink["scale"] == 0.8 and ink["scale_key"] == "0.8" and ink["images"] == 4
+    half = 3.1824 * np.std(shifts, ddof=1) / 2
+    assert ink["style_shift_mean"] == pytest.approx(0.025)
+    assert ink["style_shift_high"] - ink["style_shift_mean"] == pytest.approx(half, abs=1e-4)
+    assert ink["agreement_n"] == 0
+    base = agg[agg["lora"] == ""].iloc[0]
+    assert base["clip_score_n"] == 1 and math.isnan(base["clip_score_low"])
+
+
+def test_scale_key_for_single_stack_and_baseline():
+    assert scale_key({"lora": "", "scale": float("nan"), "scales": ""}) == ""
+    assert scale_key({"lora": "ink", "scale": 1.0, "scales": "1"}) == "1"
+    assert scale_key({"lora": "a+b", "scale": 0.8, "scales": "0.8+0.50"}) == "0.8+0.5"
