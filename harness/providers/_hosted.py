@@ -132,9 +132,6 @@ class HostedProvider(Provider):
 
     # -- shared steps ------------------------------------------------------------------------
 
-    def deadline(self) -> float:
-        return self._clock() + self.config.deadline_s
-
     def poll_intervals(self) -> "PollSchedule":
         return PollSchedule(self.config.poll_interval_s, self.config.poll_max_interval_s)
 

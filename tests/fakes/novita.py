@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import random
 import re
-import time
 from typing import Any
 
 from tests.fakes.images import CONTENT_TYPES, make_image

@@ -4,7 +4,6 @@ failures, expiring URLs, base64 output, deadlines and resume."""
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import httpx
 import pytest
