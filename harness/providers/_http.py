@@ -156,10 +156,11 @@ def error_for(
     if status in (401, 403):
         return AuthError(provider, env_var, f"the provider refused the key: {message}", status=status)
     if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
         return RateLimited(
             provider,
-            message,
-            retry_after=parse_retry_after(response.headers.get("retry-after"), now=now),
+            message if retry_after is None else f"{message} (Retry-After {retry_after:g} s)",
+            retry_after=retry_after,
             status=status,
             request_id=request_id,
         )
