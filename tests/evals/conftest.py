@@ -37,3 +37,27 @@ def unit(v) -> np.ndarray:
 def make_image():
     """`make_image(path, seed, size=48)` writes a noise PNG and returns its path."""
     return noise_image
+
+
+@pytest.fixture(scope="session")
+def tiny_run_master(tmp_path_factory) -> Path:
+    """A real run of evals/suites/tiny-styles.yaml (tiny Z-Image pipeline, two random LoRAs,
+    20 images), made once per session with a private generation cache. Copy it before use."""
+    from evals.pytest_plugin import SUITES_DIR
+    from harness.runner import run_suite
+    from harness.store import SharedCache
+    from harness.suite import load_suite
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    summary = run_suite(load_suite(SUITES_DIR / "tiny-styles.yaml"), root / "run", progress=False,
+                        cache=SharedCache(root / "gen-cache"))
+    assert not summary.problems and not summary.fatal
+    return root / "run"
+
+
+@pytest.fixture
+def tiny_run(tiny_run_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's tiny run (tests may score, modify or break it)."""
+    from evals.session import copy_run
+
+    return copy_run(tiny_run_master, tmp_path / "run")

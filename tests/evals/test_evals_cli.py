@@ -1,0 +1,133 @@
+"""`lorascope score / recommend / compare` end to end on a real tiny run (CliRunner, in-process)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lorascope.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
+    return result
+
+
+def test_score_writes_scores_and_parquet_and_rescore_does_no_model_work(tiny_run: Path):
+    (tiny_run / "results.parquet").unlink(missing_ok=True)
+    first = invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "scored 20 image(s)" in first.output and "20 newly embedded" in first.output
+    frame = pd.read_parquet(tiny_run / "results.parquet")
+    for col in ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement", "clip_model"):
+        assert col in frame.columns
+    assert frame["clip_score"].notna().all() and set(frame["clip_model"]) == {"tiny-random-clip-v1"}
+    with sqlite3.connect(tiny_run / "run.db") as conn:
+        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 20
+        before = conn.execute("SELECT cell_id, clip_score FROM scores ORDER BY cell_id").fetchall()
+
+    again = invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress")
+    assert again.exit_code == 0 and "0 newly embedded, 0 forward pass(es)" in again.output
+    with sqlite3.connect(tiny_run / "run.db") as conn:
+        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 20  # replaced, not appended
+        assert conn.execute("SELECT cell_id, clip_score FROM scores ORDER BY cell_id").fetchall() == before
+    assert "tiny-ink" in again.output and "per provider" in again.output
+
+
+def test_score_usage_errors(tmp_path: Path, tiny_run: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    result = invoke("score", str(tmp_path))
+    assert result.exit_code == 2 and "not a lorascope run folder" in result.output
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = invoke("score", str(tiny_run), "--clip", "ViT-B-32:openai", "--no-progress")
+    assert result.exit_code == 2
+    assert "LORASCOPE_CLIP_CHECKPOINT" in result.output.replace("\n", "")
+
+
+def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: Path):
+    result = invoke("recommend", str(tiny_run))
+    assert result.exit_code == 2 and "lorascope score" in result.output
+    assert invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress").exit_code == 0
+
+    shown = invoke("recommend", str(tiny_run))
+    assert shown.exit_code == 0, shown.output
+    assert "tiny-ink" in shown.output and "tiny-neon" in shown.output and "rule:" in shown.output
+    data = json.loads((tiny_run / "recommend.json").read_text())
+    assert {r["lora"] for r in data["recommendations"]} == {"tiny-ink", "tiny-neon"}
+    assert all(len(r["points"]) == 2 for r in data["recommendations"])
+
+    from evals.pytest_plugin import SUITES_DIR
+
+    catalogue = tmp_path / "cat" / "loras.yaml"
+    catalogue.parent.mkdir()
+    shutil.copy(SUITES_DIR / "tiny" / "loras.yaml", catalogue)
+    for f in ("tiny-ink.safetensors", "tiny-neon.safetensors"):
+        shutil.copy(SUITES_DIR / "tiny" / f, catalogue.parent / f)
+    original = catalogue.read_text()
+    # random weights: the rule may or may not find a scale; force one by accepting any CLIPScore and shift
+    written = invoke("recommend", str(tiny_run), "--write", "--catalogue", str(catalogue), "--clip-tolerance", "1.0",
+                     "--target", "0.0")
+    assert written.exit_code == 0, written.output
+    recs = {r["lora"]: r for r in json.loads((tiny_run / "recommend.json").read_text())["recommendations"]}
+    from registry.catalogue import load_catalogue
+
+    cat = load_catalogue(catalogue)
+    for lora_id, rec in recs.items():
+        entry = cat.get(lora_id)
+        if rec["scale"] is not None:
+            assert entry.scale.recommended == rec["scale"]
+            assert str(tiny_run) in entry.provenance["scale"].source
+        else:
+            assert entry.scale.recommended == {"tiny-ink": 1.0, "tiny-neon": 0.5}[lora_id]
+    assert original.splitlines()[0] == catalogue.read_text().splitlines()[0]  # header comment kept
+
+
+def test_compare_same_run_exits_0_and_a_changed_image_exits_1(tiny_run: Path, tmp_path: Path):
+    from evals.session import copy_run
+
+    other = copy_run(tiny_run, tmp_path / "other")
+    same = invoke("compare", str(tiny_run), str(other), "--clip", "tiny-random", "--no-progress")
+    assert same.exit_code == 0, same.output
+    report = json.loads((other / "compare.json").read_text())
+    assert report["overall"] == "same" and report["counts"]["same"] == 20
+
+    # overwrite one stored image with an inverted copy (a different picture)
+    from PIL import Image, ImageOps
+
+    frame = pd.read_parquet(other / "results.parquet") if (other / "results.parquet").exists() else None
+    with sqlite3.connect(other / "run.db") as conn:
+        gid, rel = conn.execute(
+            "SELECT i.generation_id, i.path FROM images i JOIN generations g ON g.id = i.generation_id "
+            "JOIN cells c ON c.fingerprint = g.fingerprint WHERE c.lora = 'tiny-ink' LIMIT 1").fetchone()
+        img = Image.open(other / rel).convert("RGB")
+        new_rel = "images/inverted.png"
+        ImageOps.invert(img).save(other / new_rel)
+        import hashlib
+
+        sha = hashlib.sha256((other / new_rel).read_bytes()).hexdigest()
+        conn.execute("UPDATE images SET path = ?, sha256 = ? WHERE generation_id = ?", (new_rel, sha, gid))
+    del frame
+    changed = invoke("compare", str(tiny_run), str(other), "--clip", "tiny-random", "--no-progress")
+    assert changed.exit_code == 1, changed.output
+    assert "regressed" in changed.output and "tiny-ink" in changed.output
+    report = json.loads((other / "compare.json").read_text())
+    assert report["overall"] == "regressed" and report["counts"]["regressed"] == 1
+    bad = [c for c in report["cells"] if c["verdict"] == "regressed"][0]
+    assert bad["run_image"].endswith("inverted.png") and bad["ssim"] < 0.6
+
+
+def test_compare_usage_errors(tiny_run: Path, tmp_path: Path):
+    result = invoke("compare", str(tiny_run), str(tmp_path), "--clip", "tiny-random")
+    assert result.exit_code == 2 and "not a lorascope run folder" in result.output
+    result = invoke("compare", str(tiny_run), str(tiny_run), "--tolerance", "wobble=3")
+    assert result.exit_code == 2 and "wobble=3" in result.output

@@ -1,0 +1,106 @@
+"""Cell-by-cell comparison: verdicts on hand-built frames with real image files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from evals.compare import Tolerances, compare_frames
+
+
+def save(path: Path, arr: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def row(run_dir: Path, name: str, arr: np.ndarray | None, *, provider="fal", lora="ink", seed=1, status="succeeded", **kw):
+    sha, rel = "", ""
+    if arr is not None:
+        rel = f"images/{name}.png"
+        sha = save(run_dir / rel, arr)
+    base = dict(provider=provider, lora=lora, scale=1.0 if lora else float("nan"), scales="1" if lora else "",
+                prompt_id="p", seed=seed, options="{}", image_index=0, status=status, error=kw.pop("error", ""),
+                image_path=rel, image_sha256=sha, latency_s=1.0, cost_usd=0.01, clip_score=0.8, style_shift=0.05)
+    base.update(kw)
+    return base
+
+
+@pytest.fixture
+def pictures():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3)).astype(np.int16)
+    slightly = np.clip(img + rng.integers(-2, 3, img.shape), 0, 255)
+    other = rng.integers(0, 256, (64, 64, 3))
+    return img, slightly, other
+
+
+def compare(tmp_path, base_rows, run_rows, vectors=None, tol=None):
+    b, r = pd.DataFrame(base_rows), pd.DataFrame(run_rows)
+    vectors = vectors or {}
+    cells = compare_frames(b, r, tmp_path / "base", tmp_path / "run", vectors, vectors, tol or Tolerances())
+    return {(c.provider, c.seed): c for c in cells}
+
+
+def test_verdicts(tmp_path, pictures):
+    img, slightly, other = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    base = [
+        row(B, "same", img, seed=1),
+        row(B, "noise", img, seed=2),
+        row(B, "changed", img, seed=3),
+        row(B, "failing", img, seed=4),
+        row(B, "gone", img, seed=5),
+        row(B, "local", img, provider="diffusers", seed=6),
+        row(B, "clipdrop", img, seed=8, clip_score=0.9),
+    ]
+    run = [
+        row(R, "same", img, seed=1, latency_s=1.5, cost_usd=0.02),
+        row(R, "noise", slightly, seed=2),
+        row(R, "changed", other, seed=3),
+        row(R, "failing", None, seed=4, status="failed", error="ProviderError: 500"),
+        row(R, "local", slightly, provider="diffusers", seed=6),
+        row(R, "fresh", img, seed=7),
+        row(R, "clipdrop", slightly, seed=8, clip_score=0.6),
+    ]
+    cells = compare(tmp_path, base, run)
+    same = cells[("fal", 1)]
+    assert same.verdict == "same" and same.exact and same.latency_delta_s == pytest.approx(0.5)
+    assert same.cost_delta_usd == pytest.approx(0.01)
+    # a non-deterministic provider: bytes differ, picture the same -> same
+    assert cells[("fal", 2)].verdict == "same" and not cells[("fal", 2)].exact and cells[("fal", 2)].ssim > 0.98
+    changed = cells[("fal", 3)]
+    assert changed.verdict == "regressed" and any("SSIM" in r for r in changed.reasons)
+    assert cells[("fal", 4)].verdict == "regressed" and "ProviderError: 500" in cells[("fal", 4)].reasons[0]
+    assert cells[("fal", 5)].verdict == "missing"
+    # the deterministic local provider: the same tiny noise is drift
+    assert cells[("diffusers", 6)].verdict == "drifted"
+    assert cells[("fal", 7)].verdict == "new"
+    assert cells[("fal", 8)].verdict == "regressed" and "CLIPScore" in cells[("fal", 8)].reasons[0]
+    assert cells[("fal", 8)].clip_score_delta == pytest.approx(-0.3)
+
+
+def test_clip_image_cosine_threshold_and_tolerances(tmp_path, pictures):
+    img, slightly, _ = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    b = [row(B, "x", img)]
+    r = [row(R, "x", slightly)]
+    vectors = {b[0]["image_sha256"]: np.array([1.0, 0.0]), r[0]["image_sha256"]: np.array([0.8, 0.6])}
+    cell = compare(tmp_path, b, r, vectors)[("fal", 1)]
+    assert cell.image_cosine == pytest.approx(0.8) and cell.verdict == "regressed"
+    loose = compare(tmp_path, b, r, vectors, Tolerances.parse(["image_cosine=0.5"]))[("fal", 1)]
+    assert loose.verdict == "drifted"  # within tolerance, but below the 'same' cosine
+
+
+def test_tolerance_parsing_names_the_problem():
+    tol = Tolerances.parse(["ssim=0.7", "clip-score=0.02", "latency_ratio=2"])
+    assert (tol.ssim, tol.clip_score, tol.latency_ratio) == (0.7, 0.02, 2.0)
+    with pytest.raises(ValueError) as err:
+        Tolerances.parse(["ssim", "bogus=1", "ssim=high"])
+    text = str(err.value)
+    assert "'ssim'" in text and "'bogus=1'" in text and "'high' is not a number" in text
