@@ -77,25 +77,20 @@ def _ordered_unique(values) -> list:
     return list(seen)
 
 
-def _pick(rows: pd.DataFrame) -> dict[str, Any] | None:
-    """One row for a grid position: its first image when it has several (num_images > 1),
-    else the row that says why there is none."""
-    if rows.empty:
-        return None
-    ok = [r for _, r in rows.iterrows() if row_ok(r)]
-    return (ok[0] if ok else rows.iloc[-1]).to_dict()
-
-
-def _lookup(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
+def _lookup(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Grid position -> its row: the first image when a generation has several
+    (num_images > 1), else the row that says why there is none. Plain dicts: pandas row
+    access is the slow part of a 2,000-image report."""
     table: dict[tuple, dict[str, Any]] = {}
-    for key, rows in df.groupby(["lora", "column_key", "variant", "prompt_id", "seed_key"], sort=False, dropna=False):
-        picked = _pick(rows)
-        if picked is not None:
-            table[key] = picked
+    for row in records:
+        key = (row["lora"], row["column_key"], row["variant"], row["prompt_id"], row["seed_key"])
+        current = table.get(key)
+        if current is None or (not row_ok(current) and row_ok(row)):
+            table[key] = row
     return table
 
 
-def _column_key(row: pd.Series) -> str:
+def _column_key(row: dict[str, Any]) -> str:
     if row["lora"] == "":
         return "baseline"
     if "+" in row["lora"] and row.get("scales"):
@@ -264,9 +259,9 @@ def _per_variant(df: pd.DataFrame, column: str) -> dict[str, str]:
     return out
 
 
-def _problems(df: pd.DataFrame) -> list[ProblemRow]:
+def _problems(records: list[dict[str, Any]]) -> list[ProblemRow]:
     problems = []
-    for _, row in df.iterrows():
+    for row in records:
         failed, nsfw = not row_ok(row), row_nsfw(row)
         if not (failed or nsfw):
             continue
@@ -287,9 +282,9 @@ def _problems(df: pd.DataFrame) -> list[ProblemRow]:
     return problems
 
 
-def _summary(data: RunData, df: pd.DataFrame, variants: list[str]) -> list[KeyValue]:
-    ok = df.apply(row_ok, axis=1) if len(df) else pd.Series(dtype=bool)
-    nsfw = int(df.apply(row_nsfw, axis=1).sum()) if len(df) else 0
+def _summary(data: RunData, df: pd.DataFrame, records: list[dict[str, Any]], variants: list[str]) -> list[KeyValue]:
+    ok = pd.Series([row_ok(r) for r in records], dtype=bool)
+    nsfw = sum(1 for r in records if row_nsfw(r))
     versions = _per_variant(df, "model_version")
     cost = pd.to_numeric(df["cost_usd"], errors="coerce")
     latency = pd.to_numeric(df["latency_s"], errors="coerce")
@@ -319,9 +314,12 @@ def _summary(data: RunData, df: pd.DataFrame, variants: list[str]) -> list[KeyVa
 def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportView:
     report_dir = report_dir or data.run_dir
     df = normalise(data.results)
-    df["column_key"] = df.apply(_column_key, axis=1) if len(df) else pd.Series(dtype=str)
+    records = df.to_dict("records")
+    for row in records:
+        row["column_key"] = _column_key(row)
+    df["column_key"] = [r["column_key"] for r in records]
     thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
-    for _, row in df.iterrows():
+    for row in records:
         if row_ok(row):
             thumbs.want(image_file(data.run_dir, row), sha_of(row))
     thumbs.make()
@@ -333,7 +331,7 @@ def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportVi
     suite_loras = [str(x) for x in data.suite.get("loras") or [] if isinstance(x, str)]
     lora_order = _ordered_unique([*[k for k in suite_loras if k in present],
                                   *[k for k in data.loras if k in present], *df["lora"]])
-    lookup = _lookup(df)
+    lookup = _lookup(records)
     recs = {(r.lora, r.provider): r.scale for r in data.recommendations}
     sections = [
         _section(lora, df, lookup, variants, data, recs, thumbs, prompt_order)
@@ -344,7 +342,7 @@ def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportVi
         title=f"lorascope report: {data.suite_name or data.run_dir.name}",
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         banners=banners,
-        summary=_summary(data, df, variants),
+        summary=_summary(data, df, records, variants),
         scored=data.scored,
         score_note="" if data.scored else (
             "This run is not scored yet: the grids show images, latency and cost only. "
@@ -352,5 +350,5 @@ def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportVi
         providers=variants,
         sections=sections,
         provider_stats=_provider_table(data, df),
-        problems=_problems(df),
+        problems=_problems(records),
     )

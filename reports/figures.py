@@ -18,8 +18,8 @@ from reports.viewmodels import Figure
 
 def asset_url(target: Path, report_dir: Path) -> str:
     """A relative URL from the report file's folder to `target` (percent-encoded)."""
-    rel = os.path.relpath(target.resolve(), report_dir.resolve())
-    return quote(Path(rel).as_posix())
+    rel = os.path.relpath(os.path.abspath(target), os.path.abspath(report_dir))
+    return quote(rel.replace(os.sep, "/"))
 
 
 def row_ok(row: pd.Series | dict[str, Any]) -> bool:

@@ -68,7 +68,7 @@ def make_thumb(image: Path, thumb_dir: Path, sha256: str | None = None) -> Thumb
         fd, tmp = tempfile.mkstemp(dir=thumb_dir, prefix=".tmp-", suffix=".jpg")
         try:
             with os.fdopen(fd, "wb") as fh:
-                img.save(fh, format="JPEG", quality=THUMB_QUALITY, optimize=True)
+                img.save(fh, format="JPEG", quality=THUMB_QUALITY)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
