@@ -7,7 +7,8 @@ Per image (embeddings are L2-normalised, so a dot product is the cosine):
 - `style_cosine` = cos(image, style prompt of the row's LoRA); for a stack, the members'
   style prompts joined with ", ".
 - `style_shift` = style_cosine - cos(baseline image, same style prompt), where the baseline
-  is the no-LoRA image of the same provider, prompt, seed and provider options: how much the
+  is the no-LoRA image of the same provider, prompt, seed, provider options (and image index
+  when a request asks for several images): how much the
   LoRA moved the picture toward its advertised style, with the prompt's own pull taken out.
 - `lora_effect` = 1 - cos(image, baseline image): how much the LoRA changed the picture at all.
 - `agreement` = mean cos(image, image of each other provider for the same cell — same
@@ -90,7 +91,9 @@ def style_prompt_for(lora: str, style_prompts: Mapping[str, str | None]) -> str 
 
 
 def _baseline_key(row: Mapping[str, Any]) -> tuple:
-    return (row["provider"], row["prompt_id"], hashable(row["seed"]), hashable(row.get("options")))
+    # image k of a multi-image request is compared with image k of its baseline request
+    return (row["provider"], row["prompt_id"], hashable(row["seed"]), hashable(row.get("options")),
+            int(row.get("image_index") or 0))
 
 
 def _cell_key(row: Mapping[str, Any]) -> tuple:

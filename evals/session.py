@@ -118,18 +118,38 @@ def run_and_score(
             + "; ".join(f"{p}: {why}" for p, why in skipped.items())
         )
     run_dir = Path(runs_root) / (name or suite.name)
-    summary = run_suite(suite, run_dir, providers=usable, fresh=fresh, progress=False, **run_kwargs)
-    if getattr(summary, "fatal", None):
-        raise RuntimeError(f"suite {suite.name}: run failed: {summary.fatal}")
-    problems = getattr(summary, "problems", None)
-    if problems:
-        raise RuntimeError(f"suite {suite.name}: the grid did not validate:\n" + "\n".join(map(str, problems)))
-    score = score_run(run_dir, clip, progress=False)
+    from evals.scorer import Embedder
+
+    embedder = Embedder.open(clip)
+    try:
+        if _paid(suite, usable):
+            embedder._model()  # no CLIP weights -> ScorerUnavailable before any money is spent
+        summary = run_suite(suite, run_dir, providers=usable, fresh=fresh, progress=False, **run_kwargs)
+        if getattr(summary, "fatal", None):
+            raise RuntimeError(f"suite {suite.name}: run failed: {summary.fatal}")
+        if getattr(summary, "problems", None):
+            raise RuntimeError(f"suite {suite.name}: the grid did not validate:\n" + "\n".join(map(str, summary.problems)))
+        score = score_run(run_dir, embedder=embedder, progress=False)
+    finally:
+        embedder.close()
     with RunStore.open(run_dir) as store:
         entries = store.lora_entries()
     frame = scored_frame(run_dir, score.clip_model)
     frame = frame[frame["provider"].isin(usable)].reset_index(drop=True)
     return ScoredRun(suite.name, run_dir, frame, score.clip_model, entries, summary, score, skipped)
+
+
+def _paid(suite: "Suite", providers: list[str]) -> bool:
+    """Whether any of these providers is a hosted (key-holding, paid) one."""
+    from harness.providers import provider_class
+
+    for name in providers:
+        try:
+            if getattr(provider_class(name), "env_key_var", None):
+                return True
+        except Exception:
+            return True
+    return False
 
 
 def copy_run(src: Path, dst: Path) -> Path:
