@@ -140,6 +140,7 @@ class DiffusersProvider(Provider):
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # sha256 -> adapter (LRU)
         self._sha_cache: dict[tuple[str, int, int], str] = {}
         self._slots: list[str | None] = []  # hotswap mode: sha256 held by slot i
+        self._slot_unit: dict[str, dict[str, float]] = {}  # slot -> layer -> scaling at weight 1
         #: What set_adapters/disable_lora last applied; None when unknown (after a load).
         self._active_state: tuple[Any, ...] | None = None
         self._lora_loads = 0  # files read by the LoRA loader (benchmarks and tests read it)
@@ -245,6 +246,7 @@ class DiffusersProvider(Provider):
                 self._pipe.unload_lora_weights()
                 self._adapters.clear()
                 self._slots = []
+                self._slot_unit = {}
                 if self._hotswap_mode:  # the next first load must prepare slots again
                     self._pipe.enable_lora_hotswap(
                         target_rank=self.config.hotswap_target_rank, check_compiled="warn"
@@ -482,6 +484,7 @@ class DiffusersProvider(Provider):
             self._pipe = None
             self._adapters.clear()
             self._slots = []
+            self._slot_unit = {}
             self._active_state = None
 
     # ---- LoRA activation ---------------------------------------------------------------
@@ -569,6 +572,7 @@ class DiffusersProvider(Provider):
                     self._active_state = None
                 raise
             load_s += time.perf_counter() - started
+            self._slot_unit[slot] = _unit_scalings(pipe.transformer, slot)
             if fresh:
                 self._slots.append(sha)
             else:
@@ -580,9 +584,11 @@ class DiffusersProvider(Provider):
                     del self._adapters[other_sha]
         if self._slots:
             weights = [float(s.scale) for s in loras] + [0.0] * (len(self._slots) - len(loras))
-            state = ("slots", tuple(weights))
+            state = ("slots", len(self._slots), tuple(weights))
             if state != self._active_state:
-                pipe.set_adapters([f"slot{i}" for i in range(len(self._slots))], adapter_weights=weights)
+                names = [f"slot{i}" for i in range(len(self._slots))]
+                activate = self._active_state is None or self._active_state[1] != len(self._slots)
+                _set_slot_weights(pipe.transformer, names, weights, self._slot_unit, activate=activate)
                 self._active_state = state
         return load_s
 
@@ -758,6 +764,49 @@ def _quiet_loader() -> Iterator[None]:
             yield
     finally:
         diffusers_logger.setLevel(previous)
+
+
+def _unit_scalings(transformer: Any, slot: str) -> dict[str, float]:
+    """Each LoRA layer's scaling for `slot` at weight 1 (alpha/rank of the file just loaded
+    or hot-swapped in; peft sets exactly that on load)."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    return {
+        name: float(module.scaling[slot])
+        for name, module in transformer.named_modules()
+        if isinstance(module, LoraLayer) and slot in module.scaling
+    }
+
+
+def _set_slot_weights(
+    transformer: Any,
+    names: list[str],
+    weights: list[float],
+    unit: dict[str, dict[str, float]],
+    *,
+    activate: bool,
+) -> None:
+    """Hotswap mode's `set_adapters`: write each slot's scale into its scaling tensor in
+    place. peft's `set_scale` would put a Python float there, and a compiled graph
+    specialises on float values, so every new scale would recompile; a tensor filled in
+    place keeps the graph. `activate` (re)sets the active adapter list (slots added)."""
+    import torch
+    from peft.tuners.lora.layer import LoraLayer
+
+    for module_name, module in transformer.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        if activate:
+            module.set_adapter(names)
+        for name, weight in zip(names, weights):
+            if name not in module.scaling:
+                continue
+            base = unit[name][module_name]
+            current = module.scaling[name]
+            if isinstance(current, torch.Tensor):
+                current.fill_(weight * base)
+            else:
+                module.scaling[name] = torch.tensor(weight * base, device=module.lora_A[name].weight.device)
 
 
 def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
