@@ -153,14 +153,8 @@ def _apply_triggers(prompt: str, entries: list[Any]) -> str:
 
 
 def _spec_for_entry(entry: Any, scale: float, catalogue_dir: Path, local_file: bool) -> LoraSpec:
-    try:
-        from harness.lora_specs import spec_for_entry
-    except ImportError:  # the hosted-providers helper ships it; until then, the registry's references
-        from registry.references import references
+    from harness.lora_specs import spec_for_entry
 
-        refs = references(entry, catalogue_dir)
-        return LoraSpec(id=entry.id, scale=scale, url=refs.url, repo=refs.repo, file=refs.file,
-                        revision=refs.revision, path=str(refs.path) if refs.path else None, sha256=refs.sha256)
     return spec_for_entry(entry, scale, catalogue_dir, local_file=local_file)
 
 
@@ -243,8 +237,16 @@ def expand(
                 for lora_id, scale in combo:
                     key = (lora_id, scale, local_file)
                     if key not in spec_cache:
-                        spec_cache[key] = _spec_for_entry(entries[lora_id], scale, catalogue_dir, local_file)
+                        try:
+                            spec_cache[key] = _spec_for_entry(entries[lora_id], scale, catalogue_dir, local_file)
+                        except Exception as exc:  # resolution (download, sha256 check) is per entry
+                            msg = f"{suite.where('loras')}: LoRA {lora_id!r} for {setup.name}: {exc}"
+                            if msg not in problems:
+                                problems.append(msg)
+                            continue
                     specs.append(spec_cache[key])
+                if len(specs) != len(combo):
+                    continue
                 ids = tuple(i for i, _ in combo)
                 for prompt in suite.prompts:
                     pkey = (prompt.text, ids)
@@ -274,6 +276,8 @@ def expand(
                                 request=request,
                             )
                         )
+    if problems:
+        raise SuiteError(problems)
     return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None))
 
 

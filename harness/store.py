@@ -295,6 +295,11 @@ class RunStore:
 
     def save_cells(self, cells: list["Cell"], bound: dict[str, tuple[str, str, str]]) -> None:
         """Record the grid; `bound[cell_id]` = (endpoint, model_version, fingerprint)."""
+        digest = hashlib.sha256()
+        for cell in cells:
+            digest.update(f"{cell.cell_id}\0{bound[cell.cell_id][2]}\n".encode())
+        if self.get_meta("cells_digest") == digest.hexdigest():
+            return  # the same grid as last time: nothing to rewrite
         rows = []
         for ord_, cell in enumerate(cells):
             endpoint, model_version, fp = bound[cell.cell_id]
@@ -307,9 +312,9 @@ class RunStore:
                 req.model_dump_json(), endpoint, model_version, fp,
             ))
         with self._tx():
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-            )
+            self._conn.execute("DELETE FROM cells")
+            self._conn.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('cells_digest', ?)", (digest.hexdigest(),))
 
     # ---- epochs (`--fresh`) --------------------------------------------------------
 
@@ -371,29 +376,26 @@ class RunStore:
     def record_intent(self, fingerprint: str, provider: str, epoch: int, attempt: int, estimate_usd: float | None,
                       origin: str = "sent") -> int:
         """Step 1, committed before the request leaves."""
-        with self._tx():
-            cur = self._conn.execute(
-                "INSERT INTO generations (fingerprint, provider, epoch, attempt, status, origin, created_at, estimate_usd)"
-                " VALUES (?,?,?,?, 'intent', ?, ?, ?)",
-                (fingerprint, provider, epoch, attempt, origin, time.time(), estimate_usd),
-            )
-            return int(cur.lastrowid)
+        # one statement in autocommit mode is its own transaction: committed when it returns
+        cur = self._conn.execute(
+            "INSERT INTO generations (fingerprint, provider, epoch, attempt, status, origin, created_at, estimate_usd)"
+            " VALUES (?,?,?,?, 'intent', ?, ?, ?)",
+            (fingerprint, provider, epoch, attempt, origin, time.time(), estimate_usd),
+        )
+        return int(cur.lastrowid)
 
     def record_submitted(self, generation_id: int, task_id: str) -> None:
         """Step 2, the moment the provider accepted the task: from now on, resume by id."""
-        with self._tx():
-            self._conn.execute(
-                "UPDATE generations SET status = 'submitted', task_id = ?, submitted_at = ? WHERE id = ?",
-                (task_id, time.time(), generation_id),
-            )
+        self._conn.execute(
+            "UPDATE generations SET status = 'submitted', task_id = ?, submitted_at = ? WHERE id = ?",
+            (task_id, time.time(), generation_id),
+        )
 
     def mark_resumed(self, generation_id: int) -> None:
-        with self._tx():
-            self._conn.execute("UPDATE generations SET origin = 'resumed' WHERE id = ?", (generation_id,))
+        self._conn.execute("UPDATE generations SET origin = 'resumed' WHERE id = ?", (generation_id,))
 
     def record_cancel_requested(self, generation_id: int) -> None:
-        with self._tx():
-            self._conn.execute("UPDATE generations SET cancel_requested = 1 WHERE id = ?", (generation_id,))
+        self._conn.execute("UPDATE generations SET cancel_requested = 1 WHERE id = ?", (generation_id,))
 
     def record_success(self, generation_id: int, result: "GenerationResult", images: list[StoredImage],
                        latency_s: float) -> None:
@@ -418,12 +420,11 @@ class RunStore:
 
     def record_failure(self, generation_id: int, kind: str, message: str, latency_s: float | None = None,
                        cost_usd: float | None = None, cost_source: str | None = None) -> None:
-        with self._tx():
-            self._conn.execute(
-                "UPDATE generations SET status = 'failed', finished_at = ?, error_kind = ?, error_message = ?,"
-                " latency_s = COALESCE(?, latency_s), cost_usd = ?, cost_source = ? WHERE id = ?",
-                (time.time(), kind, message[:4000], latency_s, cost_usd, cost_source, generation_id),
-            )
+        self._conn.execute(
+            "UPDATE generations SET status = 'failed', finished_at = ?, error_kind = ?, error_message = ?,"
+            " latency_s = COALESCE(?, latency_s), cost_usd = ?, cost_source = ? WHERE id = ?",
+            (time.time(), kind, message[:4000], latency_s, cost_usd, cost_source, generation_id),
+        )
 
     def record_reuse(self, fingerprint: str, provider: str, epoch: int, attempt: int, result: dict[str, Any],
                      images: list[StoredImage]) -> int:
@@ -455,6 +456,14 @@ class RunStore:
         return write_image(self.run_dir, data, fmt)
 
     # ---- results -------------------------------------------------------------------
+
+    def state_token(self) -> str:
+        """Changes whenever anything results.parquet shows changes (cells or generations)."""
+        gen = self._conn.execute(
+            "SELECT MAX(id), COUNT(*), TOTAL(finished_at), TOTAL(length(status)), COUNT(task_id) FROM generations"
+        ).fetchone()
+        cells = self._conn.execute("SELECT COUNT(*), MAX(rowid), TOTAL(ord) FROM cells").fetchone()
+        return json.dumps([list(gen), list(cells), self.get_meta("cells_digest")])
 
     def results_frame(self) -> "pd.DataFrame":
         """One row per image (a generation without an image: one row, empty image fields).
