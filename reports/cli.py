@@ -40,8 +40,7 @@ def report(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's LoRAs, catalogue, suite and run."),
 ) -> None:
-    """Run the whole product offline on random-weight models: write LoRAs and a catalogue,
-    run a suite on the tiny Z-Image pipeline, score with a tiny CLIP, recommend, report."""
+    """Run the whole product offline on random-weight models (LoRAs, catalogue, suite, run, score, report)."""
     from reports.demo import run_demo
     from reports.errors import ReportError
 
@@ -50,7 +49,8 @@ def demo(
     except ReportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    typer.echo(f"demo finished in {result.seconds:.1f} s")
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
+    typer.echo(f"demo finished in {result.seconds:.1f} s ({stages})")
     typer.echo(f"report: {result.report}")
 
 

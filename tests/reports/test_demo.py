@@ -108,6 +108,11 @@ def test_a_changed_lora_shows_first_in_the_comparison_report(demo_dir, browser, 
 
     baseline, current = demo_dir / "run", work / "run"
     runner = CliRunner()
+    # the new run is not scored yet: its report says so and still shows images, latency, cost
+    unscored = runner.invoke(app, ["report", str(current)])
+    assert unscored.exit_code == 0, unscored.output
+    html = (current / "report.html").read_text()
+    assert 'id="not-scored"' in html and "Latency and cost per provider" in html and "<svg" not in html
     compared = runner.invoke(app, ["compare", str(baseline), str(current), "--clip", "tiny-random", "--no-progress"])
     assert compared.exit_code in (0, 1), compared.output
     verdicts = json.loads((current / "compare.json").read_text())["cells"]

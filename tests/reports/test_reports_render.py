@@ -6,6 +6,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import XSS_ERROR, XSS_NOTE, XSS_PROMPT
 from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS
@@ -166,3 +167,23 @@ def test_plot_maps_data_inside_the_frame_and_higher_values_higher():
 def test_plot_without_data_says_why():
     plot = build_plot(PlotSpec(title="t", y_label="y", curves=[]))
     assert plot.empty_reason and not plot.series
+
+
+def test_option_axes_become_side_by_side_variants_and_stacks_get_their_own_grid(scored_run):
+    frame = scored_run.results
+    fal = frame[frame.provider == "fal"]
+    axes = [fal.assign(axes='{"acceleration": "none"}'), fal.assign(axes='{"acceleration": "high"}')]
+    stack = frame[(frame.lora == "ink-wash") & (frame.scale == 0.5) & (frame.provider == "novita")].assign(
+        lora="ink-wash+pixel-art", scales="0.5+0.8", cell_id=lambda d: d.cell_id + "-stack")
+    others = frame[frame.provider != "fal"].assign(axes="{}")
+    data = scored_run.model_copy(update={"results": pd.concat([*axes, others, stack.assign(axes="{}")],
+                                                              ignore_index=True)})
+    view = build_run_view(data)
+    assert view.providers == ["fal [acceleration=none]", "fal [acceleration=high]", "novita"]
+    ink = view.sections[0]
+    assert [f.provider for f in ink.rows[0].cells[1]] == view.providers
+    # the run's recommendation is per provider: both fal variants are marked at fal's scale
+    assert [f.recommended for f in ink.rows[1].cells[2]] == [True, True, False]
+    stacked = next(s for s in view.sections if s.id == "ink-wash+pixel-art")
+    assert stacked.is_stack and [c.label for c in stacked.columns] == ["no LoRA (baseline)", "scale 0.5+0.8"]
+    assert [f.status for f in stacked.rows[1].cells[1]] == ["absent", "absent", "ok"]
