@@ -156,7 +156,15 @@ class DiffusersProvider(Provider):
         return f"diffusers:{self.config.model}"
 
     def model_version(self) -> str:
-        revision = self._loaded_revision or self.config.revision or "main"
+        """`model@revision;dtype` from the settings alone, so it is the same before and after
+        the pipeline loads (it is part of every fingerprint). The commit actually loaded is
+        in each result's `software.revision`."""
+        if self.config.model == TINY_MODEL:
+            from harness.providers.tiny_zimage import TINY_REVISION
+
+            revision = TINY_REVISION
+        else:
+            revision = self.config.revision or "main"
         return f"{self.config.model}@{revision};{self._resolve_dtype_name()}"
 
     def estimate(self, request: GenerationRequest) -> Estimate:
@@ -203,8 +211,9 @@ class DiffusersProvider(Provider):
         return (await self.generate_batch([request]))[0]
 
     async def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Several requests that differ only by seed, in one pipeline call: each image equals
-        its single-request twin (one generator per image)."""
+        """Several requests that differ only by seed, in one pipeline call, one generator per
+        image: each image starts from its single-request noise (equal to the single call up
+        to float rounding of the batched kernels; docs/local.md)."""
         if not requests:
             return []
         self._check_batchable(requests)

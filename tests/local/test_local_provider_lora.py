@@ -235,6 +235,11 @@ async def test_result_records_software_timings_and_cost(lora_dir, base_request):
     assert first.images[0].width == 64 and first.images[0].format == "png"
     assert pixels(first).shape == (64, 64, 3)
     assert provider.model_version() == "tiny-random@tiny-random-v1;float32"
+    unloaded = DiffusersProvider({"model": "tiny-random"})
+    assert unloaded.model_version() == provider.model_version()  # fingerprints never move
+    assert DiffusersProvider({"revision": "abc123", "dtype": "bfloat16"}).model_version() == (
+        "Tongyi-MAI/Z-Image-Turbo@abc123;bfloat16"
+    )
 
 
 async def test_unseeded_request_draws_and_records_a_seed(tiny_provider, base_request):
