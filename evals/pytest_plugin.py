@@ -74,7 +74,7 @@ class LorascopeEvals:
         runs = config.getoption("--lorascope-runs")
         if runs:
             self.runs_root = Path(runs)
-        elif config.cache is not None:
+        elif getattr(config, "cache", None) is not None:
             self.runs_root = Path(config.cache.mkdir("lorascope-runs"))
         else:  # cacheprovider disabled (-p no:cacheprovider)
             self.runs_root = Path(config.rootpath) / ".lorascope-cache" / "runs"
