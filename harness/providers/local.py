@@ -139,6 +139,7 @@ class DiffusersProvider(Provider):
         self._tlock = threading.RLock()
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # sha256 -> adapter (LRU)
         self._sha_cache: dict[tuple[str, int, int], str] = {}
+        self._file_problems: dict[tuple[str, int, int, bool], str | None] = {}
         self._slots: list[str | None] = []  # hotswap mode: sha256 held by slot i
         self._slot_unit: dict[str, dict[str, float]] = {}  # slot -> layer -> scaling at weight 1
         #: What set_adapters/disable_lora last applied; None when unknown (after a load).
@@ -309,13 +310,9 @@ class DiffusersProvider(Provider):
         if not path.is_file():
             problems.append(f"LoRA {path}: file does not exist")
             return problems
-        header_problem = _safetensors_header_problem(path)
-        if header_problem:
-            problems.append(f"LoRA {path}: {header_problem}")
-            return problems
-        incompatible = self._header_incompatibility(path)
-        if incompatible:
-            problems.append(f"LoRA {path}: {incompatible}")
+        file_problem = self._file_problem(path)
+        if file_problem:
+            problems.append(f"LoRA {path}: {file_problem}")
             return problems
         sha = self._sha_of(path)
         if spec.sha256 and spec.sha256 != sha:
@@ -324,6 +321,15 @@ class DiffusersProvider(Provider):
             problems.append(f"LoRA {path}: the same file appears twice in one request")
         seen.add(sha)
         return problems
+
+    def _file_problem(self, path: Path) -> str | None:
+        """Structure and compatibility of one file, checked once per file version (every
+        request is validated, and a grid repeats the same few files many times)."""
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, self._pipe is not None)
+        if key not in self._file_problems:
+            self._file_problems[key] = _safetensors_header_problem(path) or self._header_incompatibility(path)
+        return self._file_problems[key]
 
     def _header_incompatibility(self, path: Path) -> str | None:
         """Header-only verdict from `registry.inspect` (no tensors read, no torch): catches a
