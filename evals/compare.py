@@ -233,6 +233,11 @@ def _compare_images(
         cell.image_cosine, cell.ssim = 1.0, 1.0
         cell.reasons = ["identical image (same sha256)"]
         return
+    absent = [p for p in (cell.baseline_image, cell.run_image) if not p or not Path(p).is_file()]
+    if absent:
+        cell.verdict = "missing"
+        cell.reasons = [f"image file missing on disk: {', '.join(str(p) for p in absent)}"]
+        return
     bv, rv = base_vectors.get(b["image_sha256"]), run_vectors.get(r["image_sha256"])
     if bv is not None and rv is not None:
         cell.image_cosine = float(np.dot(bv, rv))

@@ -5,6 +5,8 @@ Options:
   --lorascope-baseline DIR      baselines live in DIR/<suite name>/ (a run folder)
   --lorascope-update-baseline   copy this session's runs into the baseline folder instead of
                                 comparing (review the diff, then commit or keep it)
+  --lorascope-fresh             generate anew instead of reusing stored generations (a
+                                regression check must see what the provider does today)
   --lorascope-clip MODEL        CLIP model for scoring (default: what each test asks for)
   --lorascope-runs DIR          where eval runs are kept (default: pytest's cache folder), so a
                                 re-run resumes from the store and sends nothing
@@ -48,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Folder of baselines: DIR/<suite name>/ is a run folder to compare against.")
     group.addoption("--lorascope-update-baseline", action="store_true", default=False,
                     help="Write this session's runs as the new baselines instead of comparing.")
+    group.addoption("--lorascope-fresh", action="store_true", default=False,
+                    help="Ask the providers anew instead of reusing stored generations (what a regression "
+                         "check against a baseline needs; hosted providers charge for it).")
     group.addoption("--lorascope-clip", default=None, metavar="MODEL",
                     help="CLIP model for scoring, e.g. ViT-B-32:openai or tiny-random.")
     group.addoption("--lorascope-runs", default=None, metavar="DIR",
@@ -71,6 +76,7 @@ class LorascopeEvals:
         self.baseline_root: Path | None = Path(baseline) if baseline else None
         self.update_baseline: bool = bool(config.getoption("--lorascope-update-baseline"))
         self.clip: str | None = config.getoption("--lorascope-clip")
+        self.fresh: bool = bool(config.getoption("--lorascope-fresh"))
         runs = config.getoption("--lorascope-runs")
         if runs:
             self.runs_root = Path(runs)
@@ -96,18 +102,19 @@ class LorascopeEvals:
         *,
         clip: str | None = None,
         providers: list[str] | None = None,
-        fresh: bool = False,
+        fresh: bool | None = None,
         name: str | None = None,
         **run_kwargs: Any,
     ) -> "ScoredRun":
         """Run the suite through the store (a re-run sends nothing) and score it. `clip`
-        is the test's choice; --lorascope-clip overrides it. Skips the test when every
-        provider lacks its API key."""
+        is the test's choice; --lorascope-clip overrides it. `fresh` defaults to
+        --lorascope-fresh. Skips the test when every provider lacks its API key."""
         from evals.session import MissingProviderKeys, run_and_score
 
         path = self.suite_path(suite)
         chosen_clip = self.clip or clip
         chosen_providers = self.providers or providers
+        fresh = self.fresh if fresh is None else fresh
         key = (str(path), chosen_clip, tuple(chosen_providers or ()), fresh, name)
         if key in self._runs and not run_kwargs:
             return self._runs[key]

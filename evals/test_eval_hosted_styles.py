@@ -34,3 +34,11 @@ def test_style_lora_at_its_recommended_scale_moves_the_style_and_keeps_the_promp
     for provider in hosted.providers:
         assert_style_shift_up(hosted, lora, provider=provider, min_mean=0.0)
         assert_clip_score_near_baseline(hosted, lora, provider=provider, tolerance=0.10)
+
+
+def test_hosted_providers_match_their_baseline(lorascope, hosted):
+    """With --lorascope-baseline DIR (and --lorascope-fresh to see what the providers do today):
+    no cell regressed against the stored run. Skipped without a baseline or keys."""
+    from evals.pytest_plugin import assert_no_regression
+
+    assert_no_regression(lorascope.compare_to_baseline(hosted))
