@@ -268,8 +268,10 @@ def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fre
 # ---- images ------------------------------------------------------------------------
 
 
-def _check_and_write(store: RunStore, result: GenerationResult, expected: int) -> list[StoredImage]:
-    """Decode each image (a provider may send bytes that are not an image), then write it."""
+def _check_and_write(store: RunStore, result: GenerationResult, fingerprint: str,
+                     cache: SharedCache | None) -> list[StoredImage]:
+    """Decode each image (a provider may send bytes that are not an image), write it, and
+    offer the generation to the shared cache (seeded requests only). Runs in a worker thread."""
     from PIL import Image, UnidentifiedImageError
 
     if len(result.images) < 1:
@@ -294,6 +296,8 @@ def _check_and_write(store: RunStore, result: GenerationResult, expected: int) -
         except OSError as exc:
             raise StorageFailure(f"cannot write an image into {store.run_dir}: {exc.strerror or exc}") from None
         stored.append(StoredImage(sha, rel, fmt, width, height, nsfw))
+    if cache is not None:
+        cache.put(fingerprint, result.provider, result, stored, store.run_dir)
     return stored
 
 
@@ -566,8 +570,9 @@ class _Executor:
 
     async def _finish(self, unit: Unit, gid: int, result: GenerationResult, started: float, *, actual_is_new: bool) -> None:
         ps = self.summary.providers[unit.provider]
+        cache = self.cache if unit.request.seed is not None else None
         try:
-            images = await asyncio.to_thread(_check_and_write, self.store, result, unit.request.num_images)
+            images = await asyncio.to_thread(_check_and_write, self.store, result, unit.fingerprint, cache)
         except StorageFailure as exc:
             if actual_is_new:
                 ps.cost += self._settle(unit, result.cost.usd)
@@ -590,8 +595,6 @@ class _Executor:
         cost = self._settle(unit, result.cost.usd) if actual_is_new else (result.cost.usd or 0.0)
         ps.cost += cost
         ps.succeeded += 1
-        if self.cache is not None and unit.request.seed is not None:
-            await asyncio.to_thread(self.cache.put, unit.fingerprint, unit.provider, result, images, self.store.run_dir)
         self._advance(unit, failed=False, cost=cost)
 
     def _record_error(self, unit: Unit, gid: int, exc: BaseException, started: float,
