@@ -19,6 +19,13 @@ METRIC_FORMATS = {
 }
 
 
+METRIC_NAMES = {
+    "clip_score": "CLIPScore", "style_shift": "style shift", "lora_effect": "LoRA effect",
+    "latency_s": "latency", "cost_usd": "cost per image",
+    "image_cosine": "image cosine to baseline", "ssim": "SSIM to baseline",
+}
+
+
 def _value(name: str, value: float | None) -> str:
     return METRIC_FORMATS.get(name, lambda v: fmt.num(v, ".4f"))(value)
 
@@ -77,7 +84,7 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None) -> Com
             reasons=cell.reasons,
             baseline=_figure(cell.baseline, "baseline", cell, thumbs),
             current=_figure(cell.current, "current", cell, thumbs),
-            metrics=[CompareMetric(name=m.name, baseline=_value(m.name, m.baseline),
+            metrics=[CompareMetric(name=METRIC_NAMES.get(m.name, m.name), baseline=_value(m.name, m.baseline),
                                    current=_value(m.name, m.current), delta=_delta(m.name, m.delta))
                      for m in cell.metrics],
         ))

@@ -93,3 +93,28 @@ def test_untrusted_text_shows_as_text_and_runs_no_script(browser, hostile_run):
     assert page.locator("script").count() == 1
     assert page.evaluate("() => document.querySelectorAll('[onerror],[onload]').length") == 0
     screenshot(page, "report-escaping.png")
+
+
+def test_report_served_over_http_loads_every_image(browser, scored_run):
+    """Teams share a run folder through a web server: the CSP's 'self' must cover it."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    write_run_data_report(scored_run)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(scored_run.run_dir)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page, log = open_page(browser, f"http://127.0.0.1:{server.server_port}/report.html")
+        images = load_all_images(page)
+        assert images and [i["src"] for i in images if i["w"] == 0] == []
+        assert log.problems() == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -93,7 +93,10 @@ def test_thumbnails_are_made_once_and_reused(scored_run):
 def test_html_is_self_contained_and_points_at_files_in_the_run_folder(scored_run):
     html = _html(scored_run)
     run = scored_run.run_dir
-    assert "<link" not in html and "<script src" not in html and "@import" not in html
+    # nothing to fetch but the run's own files (the icon is an empty data: URL, so a served
+    # report does not ask the server for /favicon.ico)
+    assert re.findall(r"<link[^>]*>", html) == ['<link rel="icon" href="data:,">']
+    assert "<script src" not in html and "@import" not in html and "url(" not in html
     srcs = re.findall(r'<img src="([^"]+)"', html)
     hrefs = re.findall(r'<a class="thumb" href="([^"]+)"', html)
     assert srcs and hrefs
@@ -187,3 +190,13 @@ def test_option_axes_become_side_by_side_variants_and_stacks_get_their_own_grid(
     stacked = next(s for s in view.sections if s.id == "ink-wash+pixel-art")
     assert stacked.is_stack and [c.label for c in stacked.columns] == ["no LoRA (baseline)", "scale 0.5+0.8"]
     assert [f.status for f in stacked.rows[1].cells[1]] == ["absent", "absent", "ok"]
+
+
+def test_a_run_with_no_generations_yet_still_renders(tmp_path):
+    from reports.inputs import RunData
+
+    data = RunData(run_dir=tmp_path, results=pd.DataFrame(columns=["provider", "lora", "scale", "prompt_id",
+                                                                   "seed", "status", "image_path"]))
+    view = build_run_view(data)
+    assert view.sections == [] and view.problems == [] and view.provider_stats == []
+    assert "no LoRA generations" in write_run_data_report(data).read_text()
