@@ -43,6 +43,9 @@ def run(
     except StoreError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    except KeyboardInterrupt:  # before the runner took over Ctrl-C (planning, setup)
+        err.print("interrupted before sending anything; run the same command again", highlight=False)
+        raise typer.Exit(130)
     _print_summary(out_console, summary)
     if summary.problems:
         err.print(f"{len(summary.problems)} problem(s) a real run would refuse to send:", highlight=False)

@@ -288,8 +288,6 @@ def _line_of(tree: Any, loc: tuple[Any, ...]) -> int | None:
             elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
                 line = node.lc.item(part)[0] + 1
                 node = node[part]
-            elif isinstance(node, list) and len(node) > 0 and isinstance(part, str) and part in ("name", "settings"):
-                continue
             else:
                 break
         except (AttributeError, KeyError, IndexError, TypeError):

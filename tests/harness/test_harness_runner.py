@@ -270,3 +270,14 @@ async def test_rpm_limit_spaces_submissions(write_suite, tmp_path):
     t0 = time.monotonic()
     await run(suite, tmp_path / "r")
     assert time.monotonic() - t0 >= 0.3  # 4 requests at 10/s: 3 gaps of 0.1 s
+
+
+async def test_progress_bar_shows_done_total_failures_and_cost(write_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(FakeAsync, "behaviours", {"dog": "fail"})
+    suite = load_suite(write_suite(BASIC))
+    await run_suite_async(suite, tmp_path / "r", provider_lookup=lookup, progress=True, handle_sigint=False)
+    err = capsys.readouterr().err
+    assert "fakeasync" in err
+    assert f"{N_CELLS}/{N_CELLS}" in err
+    assert f"failed {N_CELLS // 2}" in err  # the dog prompt's cells
+    assert f"${0.01 * N_CELLS / 2:.4f}" in err  # billed: the cat prompt's cells

@@ -154,3 +154,31 @@ def test_basic_suite_counts(write_suite):
 def test_parse_suite_without_file():
     suite = parse_suite("name: inline\nproviders: [fakeasync]\nprompts: [hello]\nsize: 512\n")
     assert suite.prompts[0].id == "p1" and (suite.width, suite.height) == (512, 512)
+
+
+def test_cli_lists_suite_problems_with_lines_and_exits_1(write_suite, tmp_path):
+    from typer.testing import CliRunner
+
+    from lorascope.cli import app
+
+    path = write_suite("name: bad\nproviders: [fakeasync]\nprompts: [a]\nsteps: 0\nsize: 10x\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert result.exit_code == 1
+    out = result.output
+    assert "nothing was sent" in out
+    assert f"{path}:4: steps:" in out and f"{path}:5: size:" in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_fal_starts_at_concurrency_2_unless_the_suite_says_otherwise(monkeypatch, tmp_path):
+    from harness.runner import build_plan
+
+    monkeypatch.setenv("FAL_KEY", "k-test-000000000")
+    plain = parse_suite("name: f\nproviders: [fal, novita]\nprompts: [a]\nsize: 512x512\n")
+    plan, _ = build_plan(plain, providers=None, concurrency=None, lookup=None, factory=None, strict=False)
+    assert plan.concurrency == {"fal": 2, "novita": 4}
+    set_ = parse_suite("name: f\nproviders:\n  - fal: {concurrency: 8}\nprompts: [a]\nsize: 512x512\n")
+    plan, _ = build_plan(set_, providers=None, concurrency=None, lookup=None, factory=None, strict=False)
+    assert plan.concurrency == {"fal": 8}
+    plan, _ = build_plan(plain, providers=["fal"], concurrency=5, lookup=None, factory=None, strict=False)
+    assert plan.concurrency == {"fal": 5}
