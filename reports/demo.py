@@ -181,14 +181,23 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     from harness.store import SharedCache
     from harness.suite import load_suite
 
+    from harness.store import StoreError
+    from harness.suite import SuiteError
+
     t = time.perf_counter()
-    suite = load_suite(suite_path)
-    # A cache of its own: the demo shows real generation work, and leaves the user's shared
-    # cache alone.
-    summary = run_suite(suite, run_dir, progress=progress, cache=SharedCache(out_dir / ".cache"))
+    try:
+        suite = load_suite(suite_path)
+        # A cache of its own: the demo shows real generation work, and leaves the user's
+        # shared cache alone.
+        summary = run_suite(suite, run_dir, progress=progress, cache=SharedCache(out_dir / ".cache"))
+    except (SuiteError, StoreError) as exc:
+        raise ReportError(f"demo run failed: {exc}", exit_code=1) from None
     timings["run"] = time.perf_counter() - t
-    failed = sum(p.failed for p in summary.providers.values()) if hasattr(summary, "providers") else 0
-    echo(f"run: {run_dir} ({failed} failed)")
+    if summary.interrupted or summary.fatal:
+        raise ReportError(f"demo run stopped: {summary.fatal or 'interrupted'}; re-run to resume", exit_code=1)
+    counts = {k: sum(getattr(p, k) for p in summary.providers.values()) for k in ("total", "sent", "stored", "failed")}
+    echo(f"run: {run_dir} ({counts['total']} cells: {counts['sent']} generated now, {counts['stored']} already "
+         f"stored, {counts['failed']} failed)")
 
     t = time.perf_counter()
     echo(_score(run_dir, progress))
