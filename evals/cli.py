@@ -115,6 +115,15 @@ def score(
                 _ci(row, "agreement"),
             )
         console.print(table)
+    if summary.agreement is not None:
+        table = Table(title="cross-provider agreement: mean CLIP image cosine over shared cells")
+        providers = list(summary.agreement.columns)
+        table.add_column("")
+        for p in providers:
+            table.add_column(escape(str(p)), justify="right")
+        for p in providers:
+            table.add_row(escape(str(p)), *(_fmt(summary.agreement.at[p, q]) for q in providers))
+        console.print(table)
     stats = provider_stats(frame)
     if not stats.empty:
         table = Table(title="per provider")

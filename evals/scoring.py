@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evals.metrics import image_metrics, is_scorable, texts_needed
+from evals.metrics import agreement_matrix, image_metrics, is_scorable, texts_needed
 from evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
 from evals.scorer import Embedder
 
@@ -32,6 +32,8 @@ class ScoreSummary:
     unscored: int = 0  # rows without an image (failed / pending)
     problems: list[str] = field(default_factory=list)
     results_path: Path | None = None
+    #: mean image-image cosine per provider pair over shared cells (None with one provider)
+    agreement: "pd.DataFrame | None" = None
 
 
 @dataclass
@@ -77,6 +79,8 @@ def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = 
         scored[col] = metrics[col].astype("float64")
     scored.loc[~scored["image_sha256"].isin(image_vectors), list(SCORE_VALUE_COLUMNS)] = np.nan
     summary.images = int(scored["image_sha256"].isin(image_vectors).sum())
+    if scored["provider"].nunique() > 1:
+        summary.agreement = agreement_matrix(frame, image_vectors)
     return ComputedScores(scored, image_vectors, summary)
 
 

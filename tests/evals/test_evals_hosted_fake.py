@@ -109,3 +109,20 @@ def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_fil
     message = str(err.value)
     assert "fal baseline (no LoRA) prompt=trex seed=1" in message and "SSIM" in message
     assert str(today.run_dir / "images") in message
+
+
+def test_score_prints_the_provider_agreement_table(fal, suite_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from evals.session import run_and_score
+    from harness.store import SharedCache
+    from lorascope.cli import app
+
+    scored = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=SharedCache(tmp_path / "gc"))
+    result = CliRunner().invoke(app, ["score", str(scored.run_dir), "--clip", "tiny-random", "--no-progress"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "cross-provider agreement" in result.output
+    line = next(l for l in result.output.splitlines() if l.strip("│ ").startswith("fal"))
+    expected = f"{scored.frame[scored.frame['provider'] == 'fal']['agreement'].mean():.3f}"
+    assert expected in line and "1.000" in line
