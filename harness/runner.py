@@ -779,6 +779,8 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
         totals = {name: ps.total for name, ps in summary.providers.items()}
         with _Progress(totals, progress) as bar:
             executor = _Executor(plan, store, cache, summary, epoch, max_cost, bar, attempts)
+            # results waiting for their image write: bounded, so memory stays flat when the disk is slow
+            executor.finish_slots = asyncio.Semaphore(min(256, max(8, 2 * sum(plan.concurrency.values()))))
             for unit in plan.units:
                 ps = summary.providers[unit.provider]
                 if unit.action == "stored":

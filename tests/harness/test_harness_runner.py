@@ -281,3 +281,35 @@ async def test_progress_bar_shows_done_total_failures_and_cost(write_suite, tmp_
     assert f"{N_CELLS}/{N_CELLS}" in err
     assert f"failed {N_CELLS // 2}" in err  # the dog prompt's cells
     assert f"${0.01 * N_CELLS / 2:.4f}" in err  # billed: the cat prompt's cells
+
+
+async def test_memory_stays_flat_image_bytes_go_to_disk(write_suite, tmp_path, monkeypatch):
+    """120 generations of ~190 KB each: peak traced memory stays far below their sum."""
+    import io
+    import tracemalloc
+
+    import numpy as np
+    from PIL import Image
+
+    from harness.models import Cost, GeneratedImage, GenerationResult, Timings
+
+    async def big(self, request, on_submitted=None):
+        rng = np.random.default_rng(abs(hash((request.prompt, request.seed))) % 2**32)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(buf, "PNG", compress_level=0)
+        return GenerationResult(provider=self.name, images=[GeneratedImage(data=buf.getvalue(), format="png",
+                                width=256, height=256)], seed=request.seed, timings=Timings(total_s=0.001),
+                                cost=Cost(usd=0.0, source="free"))
+
+    monkeypatch.setattr(FakeAsync, "generate", big)
+    prompts = ", ".join(f"prompt {i}" for i in range(12))
+    suite = load_suite(write_suite(f"name: mem\nproviders: [fakeasync]\nprompts: [{prompts}]\nseeds: {list(range(10))}\n"))
+    tracemalloc.start()
+    try:
+        summary = await run(suite, tmp_path / "r", concurrency=4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    sizes = [p.stat().st_size for p in (tmp_path / "r" / "images").rglob("*.png")]
+    assert summary.providers["fakeasync"].succeeded == 120 and len(sizes) == 120
+    assert peak < sum(sizes) / 4, (peak, sum(sizes))
