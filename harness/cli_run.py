@@ -78,7 +78,8 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
         table.add_column(col, justify="right" if col != "provider" else "left")
     for name, p in summary.providers.items():
         table.add_row(name, str(p.total), str(p.stored), str(p.reused), str(p.sent), str(p.resumed),
-                      str(p.resent_after_crash), str(p.succeeded), str(p.failed), str(p.not_sent), f"{p.cost:.4f}")
+                      str(p.resent_after_crash), str(p.succeeded), str(p.failed), str(p.not_sent),
+                      f"{p.cost:.4f}" + (f" + {p.cost_unknown} unknown" if p.cost_unknown else ""))
     console.print(table)
     resent = sum(p.resent_after_crash for p in summary.providers.values())
     if resent:

@@ -74,6 +74,7 @@ class ProviderSummary(BaseModel):
     to_send: int = 0  # generations planned to be sent
     to_resume: int = 0  # generations planned to be picked up by task id
     cost: float = 0.0  # USD spent now (billed, else estimated)
+    cost_unknown: int = 0  # generations finished now whose cost nobody reported or estimated
     estimated_cost: float = 0.0  # USD the generations still to send would cost
     unpriced: int = 0  # of those: generations whose provider publishes no price
     estimated_seconds: float = 0.0  # wall time they would take at this concurrency
@@ -594,6 +595,8 @@ class _Executor:
         self.store.record_success(gid, result, images, latency)
         cost = self._settle(unit, result.cost.usd) if actual_is_new else (result.cost.usd or 0.0)
         ps.cost += cost
+        if result.cost.usd is None and (unit.estimate is None or unit.estimate.cost.usd is None):
+            ps.cost_unknown += 1
         ps.succeeded += 1
         self._advance(unit, failed=False, cost=cost)
 

@@ -321,3 +321,24 @@ def test_garbage_from_the_provider_is_a_failed_cell_not_a_crash(fakes, project, 
         proc.terminate()
         proc.wait(10)
     del fake_outcome
+
+
+def test_the_issue_suite_runs_as_written_against_all_four_protocols(fakes, tmp_path):
+    servers = {p: fakes(p) for p in ("fal", "novita", "highway", "aimlapi")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "FAL_", "NOVITA_", "HIGHWAY_", "AIMLAPI_"))}
+    for name, fake in servers.items():
+        env[ENV_KEY[name]] = TEST_KEY
+        env[f"LORASCOPE_{name.upper()}_URL"] = fake.url
+    env["LORASCOPE_CACHE"] = str(tmp_path / "cache")
+    result = lorascope([str(ROOT / "suites" / "styles-smoke.yaml"), "--out", str(tmp_path / "run"),
+                        "--concurrency", "12"], env, ROOT)
+    assert result.returncode == 0, result.stderr + result.stdout
+    for name, fake in servers.items():
+        bodies = [r["json"] for r in fake.submits()]
+        assert len(bodies) == 36, name  # (baseline + 2 LoRAs x 4 scales) x 2 prompts x 2 seeds
+        text = json.dumps(bodies)
+        assert "class1cpa1nt" in text and "c0l0ringb00k" in text  # triggers reached the wire
+    frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert len(frame) == 144 and set(frame.status) == {"succeeded"}
+    assert sorted(frame.lora.unique()) == ["", "classic-painting", "coloring-book"]
+    assert (frame.width == 1024).all() and (frame.height == 1024).all()
