@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.models import LoraEntry
@@ -81,10 +80,6 @@ class RunData(BaseModel):
     recommendations: list[Recommendation] = Field(default_factory=list)
     provider_stats: list[ProviderStats] = Field(default_factory=list)
     wall_time_s: float | None = None
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        return self.results
 
 
 class CompareMetricData(BaseModel):
