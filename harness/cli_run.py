@@ -65,7 +65,8 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     if summary.dry_run:
-        table = Table(title=f"dry run: {summary.suite} -> {summary.run_dir} (nothing sent)")
+        console.print(f"dry run: {summary.suite} -> {summary.run_dir} (nothing sent)", highlight=False, soft_wrap=True)
+        table = Table()
         for col in ("provider", "cells", "gens", "stored", "cached", "resume", "send", "est. USD", "est. time"):
             table.add_column(col, justify="right" if col != "provider" else "left")
         for name, p in summary.providers.items():
@@ -73,7 +74,8 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
                           str(p.to_send), f"{p.estimated_cost:.3f}" + (f" + {p.unpriced} unpriced" if p.unpriced else ""), _duration(p.estimated_seconds))
         console.print(table)
         return
-    table = Table(title=f"{summary.suite} -> {summary.run_dir}")
+    console.print(f"{summary.suite} -> {summary.run_dir}", highlight=False, soft_wrap=True)
+    table = Table()
     for col in ("provider", "cells", "stored", "reused", "sent", "resumed", "resent", "ok", "failed", "not sent", "cost USD"):
         table.add_column(col, justify="right" if col != "provider" else "left")
     for name, p in summary.providers.items():
