@@ -199,3 +199,14 @@ def test_a_run_with_no_generations_yet_still_renders(tmp_path):
     view = build_run_view(data)
     assert view.sections == [] and view.problems == [] and view.provider_stats == []
     assert "no LoRA generations" in write_run_data_report(data).read_text()
+
+
+def test_a_report_written_elsewhere_links_back_into_the_run_folder(scored_run, tmp_path):
+    out = tmp_path / "shared" / "smoke report.html"
+    html = write_run_data_report(scored_run, out).read_text()
+    urls = re.findall(r'<img src="([^"]+)"', html) + re.findall(r'<a class="thumb" href="([^"]+)"', html)
+    assert urls and all("%20" not in u for u in urls)
+    from urllib.parse import unquote
+
+    for url in urls:
+        assert (out.parent / unquote(url)).resolve().is_file(), url
