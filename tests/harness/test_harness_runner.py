@@ -313,3 +313,17 @@ async def test_memory_stays_flat_image_bytes_go_to_disk(write_suite, tmp_path, m
     sizes = [p.stat().st_size for p in (tmp_path / "r" / "images").rglob("*.png")]
     assert summary.providers["fakeasync"].succeeded == 120 and len(sizes) == 120
     assert peak < sum(sizes) / 4, (peak, sum(sizes))
+
+
+async def test_a_fresh_run_that_stopped_resumes_instead_of_starting_over(write_suite, tmp_path):
+    suite = load_suite(write_suite(BASIC))
+    await run(suite, tmp_path / "r")
+    FakeAsync.calls.clear()
+    stopped = await run(suite, tmp_path / "r", fresh=True, max_cost=0.045, concurrency=1)
+    assert stopped.budget_stopped and sends() == 4
+    FakeAsync.calls.clear()
+    resumed = await run(suite, tmp_path / "r", fresh=True)
+    assert sends() == N_CELLS - 4 and resumed.providers["fakeasync"].stored == 4
+    FakeAsync.calls.clear()
+    again = await run(suite, tmp_path / "r", fresh=True)  # the fresh run finished: a new one asks again
+    assert sends() == N_CELLS and again.exit_code == 0
