@@ -18,13 +18,10 @@ Order of work, and why:
 from __future__ import annotations
 
 import asyncio
-import errno
 import io
-import json
 import platform
 import signal
 import sqlite3
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,7 +34,7 @@ from harness.errors import BadResponse, ProviderError
 from harness.fingerprint import fingerprint as make_fingerprint
 from harness.grid import Cell, Grid, ProviderSetup, expand
 from harness.models import Estimate, GenerationRequest, GenerationResult
-from harness.store import RunStore, SharedCache, StoredImage, StoreError
+from harness.store import RunStore, SharedCache, StoredImage
 from harness.suite import Suite, SuiteError
 
 #: Concurrency when the suite does not set one: fal accounts start with a limit of 2.

@@ -26,7 +26,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -664,8 +664,3 @@ class SharedCache:
 def integrity_ok(db_path: Path) -> bool:
     with closing(sqlite3.connect(db_path)) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
-def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
