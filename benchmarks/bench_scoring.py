@@ -91,7 +91,7 @@ def bench_rescore(workdir: Path) -> None:
     suite_text = suite_text.split("prompts:")[0] + "prompts:\n" + prompts + "\n" + (
         "seeds: [" + ", ".join(str(s) for s in range(12)) + "]\nsize: 32x32\nsteps: 1\n"
     )
-    suite_text = suite_text.replace("scales: [0.5, 1.0]", "scales: [0.25, 0.5, 1.0, 1.5]").replace(
+    suite_text = suite_text.replace("scales: [0, 0.5, 1.0]", "scales: [0.25, 0.5, 1.0, 1.5]").replace(
         "name: tiny-styles", "name: bench-rescore"
     )
     suite = parse_suite(suite_text, SUITES_DIR / "bench-rescore.yaml")

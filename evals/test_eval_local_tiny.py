@@ -24,18 +24,38 @@ CLIP = "tiny-random"
 def test_every_cell_is_stored_and_scored(lorascope):
     scored = lorascope.run(SUITE, clip=CLIP)
     frame = scored.frame
-    # 2 LoRAs x 2 scales x 2 prompts x 2 seeds + 2 x 2 no-LoRA baselines
-    assert len(frame) == 20
+    # 2 LoRAs x 3 scales x 2 prompts x 2 seeds + 2 x 2 no-LoRA baselines
+    assert len(frame) == 28
     assert (frame["status"] == "succeeded").all(), frame[frame["status"] != "succeeded"][["lora", "error"]]
     assert frame["clip_score"].between(0.0, 2.5).all()
     assert ((frame["clip_score"] - 2.5 * frame["clip_cosine"].clip(lower=0)).abs() < 1e-9).all()
     base = frame[frame["lora"] == ""]
-    loras = frame[frame["lora"] != ""]
+    loras = frame[(frame["lora"] != "") & (frame["scale"] > 0)]
     assert (base["lora_effect"] == 0).all() and base["style_shift"].isna().all()
     # every LoRA image differs from its baseline, and has a style shift (both have style prompts)
     assert (loras["lora_effect"] > 0).all() and loras["style_shift"].notna().all()
     for path in frame["image_path"]:
         assert (scored.run_dir / path).is_file()
+
+
+def test_scale_zero_reproduces_the_no_lora_baseline_exactly(lorascope):
+    """Scale 0 means "LoRA loaded, weight 0": for a LoRA without trigger words, the very same
+    pixels as no LoRA at all, so LoRA effect and style shift are exactly 0 (true for any
+    weights, random included). A LoRA with a trigger word still changes the prompt, and so
+    the picture: at scale 0 its LoRA effect measures the trigger word alone."""
+    scored = lorascope.run(SUITE, clip=CLIP)
+    frame = scored.frame
+    base = frame[frame["lora"] == ""].set_index(["prompt_id", "seed"])
+    assert not scored.entries["tiny-neon"].triggers and scored.entries["tiny-ink"].triggers
+    neon = frame[(frame["lora"] == "tiny-neon") & (frame["scale"] == 0)]
+    assert len(neon) == 4
+    for row in neon.itertuples():
+        assert row.image_sha256 == base.at[(row.prompt_id, row.seed), "image_sha256"], scored.describe(row._asdict())
+    assert (neon["lora_effect"].abs() < 1e-6).all() and (neon["style_shift"].abs() < 1e-6).all()
+    ink = frame[(frame["lora"] == "tiny-ink") & (frame["scale"] == 0)]
+    for row in ink.itertuples():
+        assert "t1nyink" in row.final_prompt and row.final_prompt != base.at[(row.prompt_id, row.seed), "final_prompt"]
+        assert row.image_sha256 != base.at[(row.prompt_id, row.seed), "image_sha256"]
 
 
 def test_a_rerun_sends_nothing_and_rescoring_does_no_forward_pass(lorascope):
@@ -57,10 +77,10 @@ def test_the_local_provider_reproduces_its_baseline_bit_for_bit(lorascope, tmp_p
     baseline = lorascope.run(SUITE, clip=CLIP)
     # fresh generations in a new folder, with a private cache: nothing can be reused
     again = lorascope.run(SUITE, clip=CLIP, fresh=True, name=f"{SUITE}-repeat", cache=SharedCache(tmp_path / "cache"))
-    assert sum(p.sent for p in again.run_summary.providers.values()) == 20
+    assert sum(p.sent for p in again.run_summary.providers.values()) == 28
     report = compare_with(baseline.run_dir, again)
     assert_matches_exactly(report)
-    assert report.overall == "same" and report.counts["same"] == 20
+    assert report.overall == "same" and report.counts["same"] == 28
 
 
 class _ScaleBugProvider:
@@ -91,9 +111,10 @@ def test_a_provider_applying_the_wrong_lora_scale_is_caught_as_drift(lorascope, 
                           cache=SharedCache(tmp_path / "cache"), provider_factory=_ScaleBugProvider.make)
     report = compare_with(baseline.run_dir, buggy)
     changed = assert_drift_detected(report)
-    by_verdict = {c.verdict for c in report.cells if c.lora}
+    by_verdict = {c.verdict for c in report.cells if c.lora and c.scales != "0"}
     assert "same" not in by_verdict, "a LoRA cell at a wrong scale went unnoticed"
-    assert all(c.verdict == "same" and c.exact for c in report.cells if not c.lora), "no-LoRA cells must match"
+    # half of 0 is 0: those cells, and the no-LoRA ones, must still match exactly
+    assert all(c.verdict == "same" and c.exact for c in report.cells if not c.lora or c.scales == "0")
     assert {c.lora for c in changed} == {"tiny-ink", "tiny-neon"}
     assert all(c.ssim is not None and c.ssim < 1.0 for c in changed)
     assert report.overall in ("drifted", "regressed")
@@ -108,7 +129,7 @@ def test_scores_aggregate_with_confidence_intervals(lorascope):
 
     agg = aggregate(lorascope.run(SUITE, clip=CLIP).frame)
     lora_rows = agg[agg["lora"] != ""]
-    assert len(lora_rows) == 4 and (lora_rows["clip_score_n"] == 4).all()
+    assert len(lora_rows) == 6 and (lora_rows["clip_score_n"] == 4).all()
     for _, row in lora_rows.iterrows():
         assert row["clip_score_low"] <= row["clip_score_mean"] <= row["clip_score_high"]
         assert not math.isnan(row["style_shift_high"])

@@ -25,19 +25,21 @@ def test_score_writes_scores_and_parquet_and_rescore_does_no_model_work(tiny_run
     (tiny_run / "results.parquet").unlink(missing_ok=True)
     first = invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress")
     assert first.exit_code == 0, first.output
-    assert "scored 20 image(s)" in first.output and "20 newly embedded" in first.output
+    # 28 images, 24 distinct: tiny-neon at scale 0 reproduces the 4 baselines byte for byte,
+    # and an image is embedded once per content hash
+    assert "scored 28 image(s)" in first.output and "24 newly embedded" in first.output
     frame = pd.read_parquet(tiny_run / "results.parquet")
     for col in ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement", "clip_model"):
         assert col in frame.columns
     assert frame["clip_score"].notna().all() and set(frame["clip_model"]) == {"tiny-random-clip-v1"}
     with sqlite3.connect(tiny_run / "run.db") as conn:
-        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 20
+        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 28
         before = conn.execute("SELECT cell_id, clip_score FROM scores ORDER BY cell_id").fetchall()
 
     again = invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress")
     assert again.exit_code == 0 and "0 newly embedded, 0 forward pass(es)" in again.output
     with sqlite3.connect(tiny_run / "run.db") as conn:
-        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 20  # replaced, not appended
+        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 28  # replaced, not appended
         assert conn.execute("SELECT cell_id, clip_score FROM scores ORDER BY cell_id").fetchall() == before
     assert "tiny-ink" in again.output and "per provider" in again.output
 
@@ -64,7 +66,7 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
     assert "tiny-ink" in shown.output and "tiny-neon" in shown.output and "rule:" in shown.output
     data = json.loads((tiny_run / "recommend.json").read_text())
     assert {r["lora"] for r in data["recommendations"]} == {"tiny-ink", "tiny-neon"}
-    assert all(len(r["points"]) == 2 for r in data["recommendations"])
+    assert all([p["scale"] for p in r["points"]] == [0.0, 0.5, 1.0] for r in data["recommendations"])
 
     from evals.pytest_plugin import SUITES_DIR
 
@@ -99,7 +101,7 @@ def test_compare_same_run_exits_0_and_a_changed_image_exits_1(tiny_run: Path, tm
     same = invoke("compare", str(tiny_run), str(other), "--clip", "tiny-random", "--no-progress")
     assert same.exit_code == 0, same.output
     report = json.loads((other / "compare.json").read_text())
-    assert report["overall"] == "same" and report["counts"]["same"] == 20
+    assert report["overall"] == "same" and report["counts"]["same"] == 28
 
     # overwrite one stored image with an inverted copy (a different picture)
     from PIL import Image, ImageOps
