@@ -138,6 +138,13 @@ def test_a_changed_lora_shows_first_in_the_comparison_report(demo_dir, browser, 
     page.set_viewport_size({"width": 1400, "height": 1400})
     screenshot(page, "report-compare.png")
 
+    # without compare.json, `report --compare` asks evals to compare first (same verdicts)
+    (current / "compare.json").unlink()
+    again = runner.invoke(app, ["report", "--compare", str(baseline), str(current)])
+    assert again.exit_code == 0, again.output
+    redone = json.loads((current / "compare.json").read_text())["cells"]
+    assert [c["verdict"] for c in redone] == [c["verdict"] for c in verdicts]
+
 
 def test_report_of_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
