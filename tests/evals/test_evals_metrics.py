@@ -127,3 +127,27 @@ def test_scale_key_for_single_stack_and_baseline():
     assert scale_key({"lora": "", "scale": float("nan"), "scales": ""}) == ""
     assert scale_key({"lora": "ink", "scale": 1.0, "scales": "1"}) == "1"
     assert scale_key({"lora": "a+b", "scale": 0.8, "scales": "0.8+0.50"}) == "0.8+0.5"
+
+
+def test_a_stack_is_scored_against_its_members_style_prompts():
+    from evals.metrics import style_prompt_for, texts_needed
+
+    prompts = {"ink": "an ink drawing", "neon": "neon lights", "plain": None}
+    assert style_prompt_for("ink+neon", prompts) == "an ink drawing, neon lights"
+    assert style_prompt_for("plain+neon", prompts) == "neon lights"
+    assert style_prompt_for("plain", prompts) is None and style_prompt_for("", prompts) is None
+    frame = pd.DataFrame([row(lora="ink+neon", scale=0.8, scales="0.8+0.5", sha="s")])
+    assert texts_needed(frame, prompts) == ["prompt a", "an ink drawing, neon lights"]
+
+
+@pytest.mark.parametrize("module, heavy", [
+    ("lorascope.cli", ("torch", "open_clip", "diffusers")),  # `lorascope --help` stays fast
+    ("evals.pytest_plugin", ("torch", "open_clip", "diffusers", "pandas")),  # loaded by every pytest run
+])
+def test_start_up_imports_stay_light(module, heavy):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
