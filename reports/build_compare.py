@@ -68,9 +68,9 @@ def _label(path: Path) -> str:
     return "/".join(path.resolve().parts[-2:]) if path.name in ("run", "") else path.name
 
 
-def build_compare_view(data: CompareData, report_dir: Path | None = None) -> CompareReportView:
+def build_compare_view(data: CompareData, report_dir: Path | None = None, progress: bool = False) -> CompareReportView:
     report_dir = report_dir or data.run_dir
-    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
+    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs", progress=progress)
     for cell in data.cells:
         for side in (cell.baseline, cell.current):
             if side.image is not None:

@@ -311,14 +311,14 @@ def _summary(data: RunData, df: pd.DataFrame, records: list[dict[str, Any]], var
     return items
 
 
-def build_run_view(data: RunData, report_dir: Path | None = None) -> RunReportView:
+def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool = False) -> RunReportView:
     report_dir = report_dir or data.run_dir
     df = normalise(data.results)
     records = df.to_dict("records")
     for row in records:
         row["column_key"] = _column_key(row)
     df["column_key"] = [r["column_key"] for r in records]
-    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs")
+    thumbs = ThumbIndex(report_dir, data.run_dir / "thumbs", progress=progress)
     for row in records:
         if row_ok(row):
             thumbs.want(image_file(data.run_dir, row), sha_of(row))

@@ -28,9 +28,9 @@ def report(
 
     try:
         if compare is not None:
-            path = write_compare_report(compare, run, output)
+            path = write_compare_report(compare, run, output, progress=True)
         else:
-            path = write_run_report(run, output)
+            path = write_run_report(run, output, progress=True)
     except ReportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

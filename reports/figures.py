@@ -12,7 +12,7 @@ import pandas as pd
 
 from reports import fmt
 from reports.inputs import OK_STATUSES
-from reports.thumbs import THUMB_DIR, Thumb, ThumbFailure, make_thumbs
+from reports.thumbs import THUMB_DIR, Thumb, ThumbFailure, make_thumbs, missing_count
 from reports.viewmodels import Figure
 
 
@@ -35,9 +35,13 @@ def row_nsfw(row: pd.Series | dict[str, Any]) -> bool:
 class ThumbIndex:
     """Thumbnails for every image a report shows, made in one parallel pass."""
 
-    def __init__(self, report_dir: Path, thumb_dir: Path | None = None) -> None:
+    #: Show a progress bar when at least this many thumbnails must be made.
+    PROGRESS_FROM = 200
+
+    def __init__(self, report_dir: Path, thumb_dir: Path | None = None, progress: bool = False) -> None:
         self.report_dir = report_dir
         self.thumb_dir = thumb_dir or report_dir / THUMB_DIR
+        self.progress = progress
         self._wanted: dict[Path, str | None] = {}
         self._made: dict[Path, Thumb | ThumbFailure] = {}
 
@@ -47,7 +51,17 @@ class ThumbIndex:
 
     def make(self) -> None:
         items = list(self._wanted.items())
-        results = make_thumbs(items, self.thumb_dir)
+        todo = missing_count(items, self.thumb_dir) if self.progress else 0
+        if todo >= self.PROGRESS_FROM:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("thumbnails", total=len(items))
+                results = make_thumbs(items, self.thumb_dir, on_done=lambda: bar.advance(task))
+        else:
+            results = make_thumbs(items, self.thumb_dir)
         self._made.update({path: res for (path, _), res in zip(items, results)})
         self._wanted.clear()
 

@@ -15,6 +15,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -79,12 +80,27 @@ def make_thumb(image: Path, thumb_dir: Path, sha256: str | None = None) -> Thumb
 
 
 def make_thumbs(
-    images: list[tuple[Path, str | None]], thumb_dir: Path, workers: int | None = None
+    images: list[tuple[Path, str | None]],
+    thumb_dir: Path,
+    workers: int | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> list[Thumb | ThumbFailure]:
     """Thumbnails for many images, in order; Pillow releases the GIL while decoding and
-    resizing, so threads use every core."""
+    resizing, so threads use every core. `on_done` is called once per image (progress)."""
     if not images:
         return []
     workers = workers or min(8, (os.cpu_count() or 2))
+
+    def one(item: tuple[Path, str | None]) -> Thumb | ThumbFailure:
+        result = make_thumb(item[0], thumb_dir, item[1])
+        if on_done is not None:
+            on_done()
+        return result
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda item: make_thumb(item[0], thumb_dir, item[1]), images))
+        return list(pool.map(one, images))
+
+
+def missing_count(images: list[tuple[Path, str | None]], thumb_dir: Path) -> int:
+    """How many of `images` have no thumbnail yet (by content hash when known)."""
+    return sum(1 for path, sha in images if not sha or not thumb_path(thumb_dir, sha).is_file())
