@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from report_fixtures import make_run
-
-XSS_PROMPT = 'A <script>alert("prompt")</script> beach "><img src=x onerror=alert(1)>'
-XSS_NOTE = '</div><script>alert("note")</script><img src=x onerror="alert(2)">'
-XSS_ERROR = 'HTTP 422: "><svg onload=alert(3)><script>alert("error")</script>'
+from report_fixtures import XSS_ERROR, XSS_NOTE, XSS_PROMPT, make_run
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,10 @@ from PIL import Image, ImageDraw
 from registry.models import LoraEntry
 from reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
 
+XSS_PROMPT = 'A <script>alert("prompt")</script> beach "><img src=x onerror=alert(1)>'
+XSS_NOTE = '</div><script>alert("note")</script><img src=x onerror="alert(2)">'
+XSS_ERROR = 'HTTP 422: "><svg onload=alert(3)><script>alert("error")</script>'
+
 PROVIDERS = ["fal", "novita"]
 LORAS = ["ink-wash", "pixel-art"]
 SCALES = [0.5, 0.8, 1.0]

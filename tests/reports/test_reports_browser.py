@@ -8,9 +8,8 @@ prompt, a catalogue note or a provider message. Screenshots go to test-artifacts
 from __future__ import annotations
 
 import pytest
-from conftest import XSS_ERROR, XSS_NOTE, XSS_PROMPT
 from report_browser import browser_context, load_all_images, open_page, screenshot
-from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS
+from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS, XSS_ERROR, XSS_NOTE, XSS_PROMPT
 
 from reports.service import write_run_data_report
 

@@ -7,8 +7,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from conftest import XSS_ERROR, XSS_NOTE, XSS_PROMPT
-from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS
+from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS, XSS_ERROR, XSS_NOTE, XSS_PROMPT
 
 from reports.build_run import build_run_view
 from reports.plots import Curve, CurvePoint, PlotSpec, build_plot, nice_ticks
