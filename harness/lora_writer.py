@@ -153,14 +153,13 @@ def write_lora(
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "lorascope_writer": json.dumps(
-            {"key_format": key_format, "rank": rank, "seed": seed, "strength": strength}
-        ),
-        "ss_network_dim": str(rank),
-    }
+    # One metadata key only: safetensors writes its metadata map in no fixed order, and a
+    # LoRA file's bytes are part of every generation's fingerprint, so two writes of the same
+    # LoRA must give the same bytes.
+    made_with = {"key_format": key_format, "rank": rank, "seed": seed, "strength": strength}
     if key_format == "kohya":
-        metadata["ss_network_alpha"] = str(rank / 2)
+        made_with["network_alpha"] = rank / 2
+    metadata = {"lorascope_writer": json.dumps(made_with, sort_keys=True)}
     save_file(lora_state_dict(weights, key_format), str(path), metadata=metadata)
     return path
 

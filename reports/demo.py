@@ -15,7 +15,6 @@ The images are noise from random weights; the report says so in a banner.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,34 +88,9 @@ def write_loras(out_dir: Path) -> dict[str, Path]:
     paths = {}
     for lora_id, _, key_format, seed, strength, *_ in DEMO_LORAS:
         target = out_dir / "loras" / f"{lora_id}.{key_format}.safetensors"
-        fresh = write_lora(target.with_suffix(".tmp"), shapes, key_format=key_format, rank=4, seed=seed,
-                           strength=strength)
-        _keep_if_same(fresh, target)
+        write_lora(target, shapes, key_format=key_format, rank=4, seed=seed, strength=strength)
         paths[lora_id] = target
     return paths
-
-
-def _keep_if_same(fresh: Path, target: Path) -> None:
-    """Keep an existing file when it holds the same tensors and metadata: safetensors does
-    not write its metadata in a fixed order, and a LoRA file's bytes are part of every
-    generation's fingerprint, so rewriting equal content would make a re-run regenerate."""
-    from safetensors import safe_open
-
-    def content(path: Path):
-        with safe_open(str(path), framework="numpy") as fh:
-            return fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
-
-    if target.is_file():
-        try:
-            (meta_a, tensors_a), (meta_b, tensors_b) = content(fresh), content(target)
-            same = meta_a == meta_b and tensors_a.keys() == tensors_b.keys() and all(
-                tensors_a[k].dtype == tensors_b[k].dtype and (tensors_a[k] == tensors_b[k]).all() for k in tensors_a)
-        except Exception:  # noqa: BLE001 - an unreadable old file is replaced
-            same = False
-        if same:
-            fresh.unlink()
-            return
-    os.replace(fresh, target)
 
 
 def catalogue_text() -> str:

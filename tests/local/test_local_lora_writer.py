@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -72,4 +75,15 @@ def test_write_lora_records_how_it_was_made(tmp_path):
     path = write_lora(tmp_path / "x.safetensors", SHAPES, key_format="kohya", rank=2, seed=9)
     with safe_open(str(path), framework="numpy") as fh:
         meta = fh.metadata()
-    assert '"seed": 9' in meta["lorascope_writer"] and meta["ss_network_dim"] == "2"
+    made_with = json.loads(meta["lorascope_writer"])
+    assert made_with["seed"] == 9 and made_with["rank"] == 2 and made_with["network_alpha"] == 1.0
+
+
+def test_write_lora_is_byte_identical_across_writes(tmp_path):
+    """The file's sha256 is part of every fingerprint: rewriting the same LoRA must not
+    change it, or a re-run would pay for every LoRA cell again."""
+    digests = set()
+    for i in range(5):
+        path = write_lora(tmp_path / f"x{i}.safetensors", SHAPES, key_format="kohya", rank=2, seed=3)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
