@@ -301,7 +301,7 @@ def test_budget_cap_with_a_provider_that_publishes_no_price(fakes, project, tmp_
     assert 1 <= len(billed) <= 3 and sum(billed) <= price * 3.5 + 1e-12
 
 
-def test_garbage_from_the_provider_is_a_failed_cell_not_a_crash(fakes, project, tmp_path):
+def test_failed_tasks_are_failed_cells_not_a_crash(fakes, project, tmp_path):
     fake = fakes("novita")
     fake_outcome = project / "x"  # the standalone server's outcome flag makes every task fail
     fake.stop()
@@ -342,3 +342,29 @@ def test_the_issue_suite_runs_as_written_against_all_four_protocols(fakes, tmp_p
     assert len(frame) == 144 and set(frame.status) == {"succeeded"}
     assert sorted(frame.lora.unique()) == ["", "classic-painting", "coloring-book"]
     assert (frame.width == 1024).all() and (frame.height == 1024).all()
+
+
+async def test_garbage_json_and_corrupt_image_bytes_are_failed_cells(project, tmp_path, monkeypatch):
+    """The real AI/ML API provider against its fake (in a thread), scripted to answer one
+    request with truncated JSON and another with an image that is not an image."""
+    from harness.runner import run_suite_async
+    from harness.suite import load_suite
+    from tests.fakes import MALFORMED, AimlapiFake, Reply
+
+    with AimlapiFake(key=TEST_KEY) as fake:
+        monkeypatch.setenv("AIMLAPI_KEY", TEST_KEY)
+        monkeypatch.setenv("LORASCOPE_AIMLAPI_URL", fake.url)
+        fake.script("generate", Reply(200, MALFORMED))
+        fake.script("image", Reply(200, b"\x89PNG\r\n\x1a\n garbage", {"Content-Type": "image/png"}))
+        path = project / "garbage.yaml"
+        path.write_text("name: garbage\nproviders:\n  - aimlapi: {concurrency: 1}\n"
+                        "prompts: [one, two, three, four]\nseeds: [1]\nsize: 512x512\n")
+        summary = await run_suite_async(load_suite(path), tmp_path / "r", progress=False, handle_sigint=False)
+        assert len(fake.hits("generate")) == 4  # nothing re-sent
+    ps = summary.providers["aimlapi"]
+    assert (ps.succeeded, ps.failed) == (2, 2) and summary.exit_code == 1
+    frame = pd.read_parquet(tmp_path / "r" / "results.parquet")
+    failed = frame[frame.status == "failed"]
+    assert set(failed.error_kind) == {"bad_response"}
+    assert all(failed.image_path == "")
+    assert integrity_ok(tmp_path / "r" / "run.db")
