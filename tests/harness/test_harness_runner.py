@@ -15,7 +15,7 @@ from harness import store as store_mod
 from harness.results import export_results
 from harness.runner import GridInvalid, run_suite_async
 from harness.store import RunStore, StoreError, integrity_ok
-from harness.suite import load_suite
+from harness.suite import SuiteError, load_suite
 from tests.helpers.harness_fakes import BASIC, FakeAsync, FakeSync, lookup
 
 N_CELLS = (1 + 2 * 2) * 2 * 2  # BASIC: (baseline + 2 LoRAs x 2 scales) x 2 prompts x 2 seeds
@@ -327,3 +327,12 @@ async def test_a_fresh_run_that_stopped_resumes_instead_of_starting_over(write_s
     FakeAsync.calls.clear()
     again = await run(suite, tmp_path / "r", fresh=True)  # the fresh run finished: a new one asks again
     assert sends() == N_CELLS and again.exit_code == 0
+
+
+async def test_providers_option_runs_a_subset_and_rejects_unknown_names(write_suite, tmp_path):
+    suite = load_suite(write_suite("name: two\nproviders: [fakeasync, fakesync]\nprompts: [a cat]\n"))
+    summary = await run(suite, tmp_path / "r", providers=["fakesync"])
+    assert list(summary.providers) == ["fakesync"] and sends(FakeSync) == 1 and sends(FakeAsync) == 0
+    with pytest.raises(SuiteError) as info:
+        await run(suite, tmp_path / "r", providers=["fal"])
+    assert "--providers names 'fal', which the suite does not list" in info.value.problems[0]
