@@ -596,9 +596,13 @@ class SharedCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self._conn: sqlite3.Connection | None = None
         self.disabled_reason: str | None = None
-        self._lock = threading.Lock()  # puts run in worker threads; one connection
+        self._lock = threading.RLock()  # puts run in worker threads; one connection
 
     def _db(self) -> sqlite3.Connection | None:
+        with self._lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> sqlite3.Connection | None:
         if self._conn is None and self.disabled_reason is None:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
