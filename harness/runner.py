@@ -798,7 +798,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
                         if unit.estimate is None:
                             unit.estimate = plan.instances[unit.provider].estimate(unit.request)
             await _execute(executor, handle_sigint)
-        if summary.notes is not None and cache.disabled_reason:
+        if cache.disabled_reason:
             summary.notes.append(cache.disabled_reason)
         finished = not summary.interrupted and not summary.fatal and not summary.budget_stopped
         if fresh and finished:
@@ -837,8 +837,10 @@ def _estimate(plan: Plan, summary: RunSummary) -> None:
         inst = plan.instances[unit.provider]
         try:
             unit.estimate = inst.estimate(unit.request)
-        except Exception as exc:
-            summary.notes.append(f"{unit.provider}: estimate failed: {exc}")
+        except Exception as exc:  # an estimate is advice: note it once per provider
+            note = f"{unit.provider}: estimate failed: {type(exc).__name__}: {exc}"
+            if note not in summary.notes:
+                summary.notes.append(note)
             continue
         ps = summary.providers[unit.provider]
         ps.estimated_cost += unit.estimate.cost.usd or 0.0
