@@ -279,6 +279,8 @@ def _problems(records: list[dict[str, Any]]) -> list[ProblemRow]:
             provider=row["variant"], lora=lora, scale=scale, prompt_id=row["prompt_id"],
             seed=row["seed_key"], reason=reason,
         ))
+    # failures first (they cost a re-run), then flagged images; stable within each kind
+    problems.sort(key=lambda problem: problem.kind != "failed")
     return problems
 
 
