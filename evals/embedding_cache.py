@@ -20,6 +20,8 @@ from typing import Iterable, Literal, Mapping
 
 import numpy as np
 
+from registry.digest import sha256_file
+
 Kind = Literal["image", "text"]
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's variable limit
 
@@ -114,11 +116,7 @@ class EmbeddingCache:
         ).fetchone()
         if row:
             return row[0]
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        sha = digest.hexdigest()
+        sha = sha256_file(path)
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (*ident, sha))
         return sha

@@ -9,7 +9,6 @@ tables are never altered.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-RESULTS_NAME = "results.parquet"
 SCORE_VALUE_COLUMNS = ("clip_score", "clip_cosine", "style_cosine", "style_shift", "lora_effect", "agreement")
 
 SCHEMA = """
@@ -121,14 +119,6 @@ def scored_frame(run_dir: str | Path, clip: str | None = None) -> "pd.DataFrame"
 
 def export_scored_results(run_dir: str | Path, clip: str | None = None) -> Path:
     """Write `<run_dir>/results.parquet` (base columns + score columns) atomically."""
-    run_dir = Path(run_dir)
-    frame = scored_frame(run_dir, clip)
-    target = run_dir / RESULTS_NAME
-    tmp = run_dir / f".{RESULTS_NAME}.{os.getpid()}.evals.tmp"
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    from harness.results import write_results
+
+    return write_results(scored_frame(run_dir, clip), run_dir)

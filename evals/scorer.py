@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from registry.digest import sha256_file
 from evals.embedding_cache import EmbeddingCache, text_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -166,19 +167,11 @@ def model_id_for(spec: ClipSpec, cache: EmbeddingCache | None = None) -> str:
         return f"open_clip:{spec.arch}:random-seed{RANDOM_WEIGHT_SEED}"
     if spec.checkpoint is not None:
         _check_checkpoint(spec.checkpoint)
-        sha = cache.checkpoint_sha256(spec.checkpoint) if cache else _sha256_file(spec.checkpoint)
+        sha = cache.checkpoint_sha256(spec.checkpoint) if cache else sha256_file(spec.checkpoint)
         return f"open_clip:{spec.arch}@sha256:{sha[:16]}"
     return f"open_clip:{spec.arch}:{spec.pretrained}"
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_checkpoint(path: Path) -> None:

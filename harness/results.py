@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.store import RunStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_NAME = "results.parquet"
 
@@ -23,8 +27,15 @@ def export_results(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     with RunStore.open(run_dir) as store:
         frame = store.results_frame()
-    target = run_dir / RESULTS_NAME
-    tmp = run_dir / f".{RESULTS_NAME}.{os.getpid()}.tmp"
+    return write_results(frame, run_dir)
+
+
+def write_results(frame: "pd.DataFrame", run_dir: str | Path) -> Path:
+    """Replace `<run_dir>/results.parquet` with `frame` atomically: a reader never sees a
+    half-written file, and a crash leaves the previous one. Later stages (evals) call this to
+    add their columns, so the file stays one derived table."""
+    target = Path(run_dir) / RESULTS_NAME
+    tmp = target.with_name(f".{RESULTS_NAME}.{os.getpid()}.tmp")
     try:
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, target)

@@ -6,14 +6,13 @@ not start like a safetensors file is refused before any library sees it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
-CHUNK = 1 << 20
+from registry.digest import CHUNK, sha256_file  # noqa: F401  (re-exported)
 
 
 class NotSafetensorsError(ValueError):
@@ -64,12 +63,3 @@ def read_header(path: Path) -> dict[str, Any]:
     """The parsed JSON header of a local safetensors file (reads only the header bytes)."""
     with open(path, "rb") as fh:
         return read_header_from(fh)
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks so large LoRAs don't fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

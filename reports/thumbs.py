@@ -9,7 +9,6 @@ half-written JPEG that a later render would trust.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
+
+from registry.digest import sha256_file
 
 THUMB_DIR = "thumbs"
 THUMB_MAX_SIDE = 256  # px; shown at 128 CSS px, sharp on 2x screens
@@ -36,14 +37,6 @@ class ThumbFailure:
     reason: str
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def thumb_path(thumb_dir: Path, sha256: str) -> Path:
     return thumb_dir / f"{sha256[:32]}-{THUMB_MAX_SIDE}.jpg"
 
@@ -53,7 +46,7 @@ def make_thumb(image: Path, thumb_dir: Path, sha256: str | None = None) -> Thumb
     if not image.is_file():
         return ThumbFailure(f"image file missing: {image.name}")
     try:
-        sha = sha256 or _file_sha256(image)
+        sha = sha256 or sha256_file(image)
         dest = thumb_path(thumb_dir, sha)
         if dest.is_file():
             try:

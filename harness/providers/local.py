@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -39,6 +38,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from registry.digest import sha256_file
 from harness.errors import InvalidRequest, ProviderError, RejectedRequest
 from harness.models import (
     Cost,
@@ -105,14 +105,6 @@ class _Adapter:
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class DiffusersProvider(Provider):
@@ -382,7 +374,7 @@ class DiffusersProvider(Provider):
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         sha = self._sha_cache.get(key)
         if sha is None:
-            sha = self._sha_cache[key] = _file_sha256(path)
+            sha = self._sha_cache[key] = sha256_file(path)
         return sha
 
     def _check_batchable(self, requests: list[GenerationRequest]) -> None:

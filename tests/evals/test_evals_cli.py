@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from lorascope.cli import app

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import os
 import sqlite3
-from pathlib import Path
 
 import pandas as pd
 import pytest
