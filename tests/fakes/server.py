@@ -181,6 +181,9 @@ class FakeServer:
                 return self.auth_error(missing=given is None)
         if route == "unknown":
             return json_reply(404, {"message": f"no route {method} {parts.path}"})
+        if body and parsed is None:
+            # a client killed mid-send leaves a truncated body: a real API rejects it unbilled
+            return json_reply(400, {"message": "malformed JSON body"})
         return self.answer(rec)
 
 
