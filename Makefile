@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lorascope-installed
-# torch + torchvision that import together on CPU-only x86_64 machines (see docs/INSTALL.md);
+# torch + torchvision that import together on CPU-only x86_64 machines (README "Install");
 # override on other machines, e.g. `make test TORCH_PINS="torch==2.9.1 torchvision==0.24.1"`.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
