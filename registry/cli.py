@@ -212,6 +212,21 @@ def _print_inspection(ins: "LoraInspection") -> None:
     out.print(f"  [bold {colour}]{ins.compatibility.verdict}[/]: {_escape(ins.compatibility.reason)}")
 
 
+_UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError")
+
+
+def _remote_error(target: str, exc: Exception) -> str:
+    """One line for a failed Hub read; when the Hub cannot be reached, say what to do instead."""
+    text = f"{target}: {type(exc).__name__}: {exc}"
+    if type(exc).__name__ in _UNREACHABLE:
+        import os
+
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        text += (f" -- the Hugging Face Hub ({endpoint}) cannot be reached: inspect a downloaded "
+                 "file by its path, or set HF_ENDPOINT to a mirror you can reach")
+    return text
+
+
 @app.command()
 def inspect(
     target: Annotated[str, typer.Argument(metavar="FILE|ID|OWNER/REPO:FILE", help="A local file, a catalogue id, or a Hub file.")],
@@ -245,7 +260,7 @@ def inspect(
     except typer.Exit:
         raise
     except Exception as exc:  # network / hub errors: one line, no traceback
-        raise _err(f"{target}: {type(exc).__name__}: {exc}", 1) from None
+        raise _err(_remote_error(target, exc), 1) from None
     if json_:
         typer.echo(ins.model_dump_json(indent=2))
     else:
@@ -298,7 +313,7 @@ def add(
     except (AddError, CatalogueError) as exc:
         raise _err(str(exc), 1) from None
     except Exception as exc:  # hub errors: one line
-        raise _err(f"{target}: {type(exc).__name__}: {exc}", 1) from None
+        raise _err(_remote_error(target, exc), 1) from None
     out = _console()
     out.print(f"added [bold]{entry['id']}[/] to {_escape(str(path))}: {ins.key_format}, "
               f"{ins.compatibility.verdict} ({_escape(ins.compatibility.reason)})")

@@ -165,6 +165,19 @@ def test_inspect_catalogue_entries(small: Path, tmp_path: Path, fake_hub: FakeHu
     assert fake_hub.server.requests == []
 
 
+def test_inspect_unreachable_hub_says_what_to_do(small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    result = runner.invoke(app, ["inspect", "ink", "-c", str(small)], env={"HF_ENDPOINT": closed})
+    assert result.exit_code == 1
+    assert f"the Hugging Face Hub ({closed}) cannot be reached" in result.output
+    assert "inspect a downloaded file by its path" in result.output and "Traceback" not in result.output
+
+
 def test_add_appends_entry_keeping_comments(small: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
     data = write_safetensors(tmp_path / "w.safetensors", lora_tensors("kohya"),
                              metadata={"trigger_word": "w4tercolor, soft wash"}).read_bytes()
