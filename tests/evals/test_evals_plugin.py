@@ -9,6 +9,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# the inner sessions get the same asyncio settings as the project's own pyproject
+INI = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+
 HOSTED_KEYS = ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY")
 
 
@@ -21,6 +24,7 @@ def no_keys(monkeypatch):
 def test_hosted_suite_is_skipped_naming_the_missing_keys(pytester, no_keys):
     from evals.pytest_plugin import SUITES_DIR
 
+    pytester.makeini(INI)
     pytester.makepyfile(test_hosted=f"""
         import pytest
 
@@ -34,6 +38,7 @@ def test_hosted_suite_is_skipped_naming_the_missing_keys(pytester, no_keys):
 
 
 def test_options_are_registered(pytester):
+    pytester.makeini(INI)
     pytester.makepyfile(test_opts="""
         def test_opts(lorascope):
             assert lorascope.providers == ["diffusers", "fal"]
