@@ -151,3 +151,51 @@ def test_start_up_imports_stay_light(module, heavy):
     code = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_clip_score_uses_the_prompt_without_trigger_words():
+    """The store keeps both: `prompt` (the suite's text) and `final_prompt` (with the LoRA's
+    trigger words, what the provider was sent). CLIP is asked about the former: a trigger is
+    a nonsense token to CLIP, and scoring against it would reward the trigger, not the picture."""
+    from evals.metrics import texts_needed
+
+    frame = pd.DataFrame([
+        row(sha="b1", final_prompt="prompt a"),
+        row(lora="ink", scale=1.0, sha="l1", final_prompt="t1nyink, prompt a"),
+    ])
+    images = {"b1": unit(1, 0, 0), "l1": unit(0, 1, 0)}
+    texts = {"prompt a": unit(1, 0, 0), "t1nyink, prompt a": unit(0, 1, 0), "ink style": unit(0, 0, 1)}
+    out = image_metrics(frame, images, texts, {"ink": "ink style"})
+    # against "t1nyink, prompt a" the LoRA image would score 2.5; against the prompt it scores 0
+    assert out.at[1, "clip_cosine"] == pytest.approx(0.0, abs=1e-6) and out.at[1, "clip_score"] == 0.0
+    assert out.at[0, "clip_score"] == pytest.approx(2.5)
+    assert "t1nyink, prompt a" not in texts_needed(frame, {"ink": "ink style"})
+
+
+def test_style_shift_and_lora_effect_never_borrow_another_provider_or_seed_baseline():
+    """Baselines of another provider, another seed and another prompt sit in the same frame;
+    each LoRA image is measured against the one of its own provider, prompt and seed."""
+    frame = pd.DataFrame([
+        row(provider="fal", seed=1, sha="fal-b1"),
+        row(provider="novita", seed=1, sha="nov-b1"),
+        row(provider="fal", seed=2, sha="fal-b2"),
+        row(provider="fal", seed=1, prompt_id="b", sha="fal-b1-other-prompt"),
+        row(provider="novita", lora="ink", scale=1.0, seed=1, sha="nov-l1"),
+        row(provider="fal", lora="ink", scale=1.0, seed=2, sha="fal-l2"),
+    ])
+    style = unit(0, 0, 1)
+    images = {
+        "fal-b1": unit(1, 0, 1), "nov-b1": unit(0, 1, 0), "fal-b2": unit(1, 1, 0),
+        "fal-b1-other-prompt": unit(0, 0, 1),
+        "nov-l1": unit(0, 1, 1), "fal-l2": unit(0, 1, 0),
+    }
+    out = image_metrics(frame, images, {"ink style": style}, {"ink": "ink style"})
+    s = math.sqrt(0.5)
+    # novita's LoRA image against novita's baseline (0,1,0): cos s, style cos s - 0
+    # (fal's seed-1 baseline would give effect 0.5 and shift 0)
+    assert out.at[4, "lora_effect"] == pytest.approx(1 - s, abs=1e-6)
+    assert out.at[4, "style_shift"] == pytest.approx(s, abs=1e-6)
+    # fal seed 2 against fal seed 2's baseline (1,1,0): cos s, style cos 0 - 0
+    # (seed 1's would give effect 1 and shift -s; prompt b's effect 1 and shift -1)
+    assert out.at[5, "lora_effect"] == pytest.approx(1 - s, abs=1e-6)
+    assert out.at[5, "style_shift"] == pytest.approx(0.0, abs=1e-6)
