@@ -572,21 +572,21 @@ class _Executor:
         try:
             images = await asyncio.to_thread(_check_and_write, self.store, result, unit.fingerprint, cache)
         except StorageFailure as exc:
-            if actual_is_new:
-                ps.cost += self._settle(unit, result.cost.usd)
+            cost = self._settle(unit, result.cost.usd) if actual_is_new else 0.0
+            ps.cost += cost
             self.store.record_failure(gid, "storage", str(exc), cost_usd=result.cost.usd, cost_source=result.cost.source)
             ps.failed += 1
-            self._advance(unit, failed=True)
+            self._advance(unit, failed=True, cost=cost)
             if not self.summary.fatal:
                 self.summary.fatal = f"{exc}; the generation is paid for: its task id is kept, so a re-run fetches it again"
             self.stop.set()
             return
         except BadResponse as exc:  # paid for, but unusable: the cost still counts
-            if actual_is_new:
-                ps.cost += self._settle(unit, result.cost.usd, learn=False)
+            cost = self._settle(unit, result.cost.usd, learn=False) if actual_is_new else 0.0
+            ps.cost += cost
             self._record_error(unit, gid, exc, started, result)
             ps.failed += 1
-            self._advance(unit, failed=True)
+            self._advance(unit, failed=True, cost=cost)
             return
         latency = result.timings.total_s if result.timings.total_s else time.monotonic() - started
         self.store.record_success(gid, result, images, latency)

@@ -282,6 +282,20 @@ async def test_progress_bar_shows_done_total_failures_and_cost(write_suite, tmp_
     assert f"${0.01 * N_CELLS / 2:.4f}" in err  # billed: the cat prompt's cells
 
 
+async def test_progress_bar_cost_matches_the_summary_and_shows_an_eta(write_suite, tmp_path, capsys, monkeypatch):
+    """A billed result whose image does not decode is a failed cell that still cost money:
+    the bar's cost so far says what the summary says."""
+    monkeypatch.setattr(FakeAsync, "behaviours", {"dog": "corrupt"})
+    suite = load_suite(write_suite(BASIC))
+    summary = await run_suite_async(suite, tmp_path / "r", provider_lookup=lookup, progress=True, handle_sigint=False)
+    err = capsys.readouterr().err
+    ps = summary.providers["fakeasync"]
+    assert ps.failed == N_CELLS // 2 and ps.cost == pytest.approx(0.01 * N_CELLS)
+    assert f"failed {N_CELLS // 2}" in err
+    assert f"${ps.cost:.4f}" in err
+    assert "0:00:00" in err  # the ETA column, at the end of the run
+
+
 async def test_memory_stays_flat_image_bytes_go_to_disk(write_suite, tmp_path, monkeypatch):
     """120 generations of ~190 KB each: peak traced memory stays far below their sum."""
     import io
