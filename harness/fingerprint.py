@@ -3,8 +3,8 @@
 Two requests with the same fingerprint would make the same paid call, so the store and the
 shared cache key on it. Canonical means: sorted keys, no whitespace, floats as Python's
 shortest repr, LoRAs by identity (content hash, else pinned revision, else URL) and scale
-in the order they are applied. Provider config (keys, URLs, timeouts, concurrency) is not
-part of it: it changes how we ask, not what we get.
+in the order they are applied. Provider config (keys, URLs, timeouts, concurrency) and
+transport-only options are not part of it: they change how we ask, not what we get.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from harness.models import GenerationRequest
 
 #: Bump when the canonical form changes, so old cache entries stop matching.
 FINGERPRINT_VERSION = 1
+#: Options that only change how the image travels back (a data URI or base64 in the answer
+#: instead of a URL: fal `sync_mode`, Novita/HighwayAPI `enable_base64_output`), never the
+#: image itself; toggling one must not pay for the grid again.
+TRANSPORT_OPTIONS = frozenset({"sync_mode", "enable_base64_output"})
 
 
 def canonical_request(provider: str, endpoint: str, model_version: str, request: GenerationRequest) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def canonical_request(provider: str, endpoint: str, model_version: str, request:
         "seed": request.seed,
         "loras": [[lora.identity, float(lora.scale)] for lora in request.loras],
         "format": request.output_format,
-        "options": request.options,
+        "options": {k: v for k, v in request.options.items() if k not in TRANSPORT_OPTIONS},
         "num_images": request.num_images,
     }
 

@@ -146,6 +146,24 @@ def test_fingerprint_is_canonical_and_sensitive():
     assert fingerprint("p", "e", "v", moved) == fp
 
 
+def test_fingerprint_covers_size_count_and_option_values_but_not_transport_options():
+    base = GenerationRequest(prompt="a cat", width=64, height=64, seed=1, steps=2, options={"acceleration": "none"})
+    fp = fingerprint("fal", "e", "v", base)
+    image_changing = [
+        base.model_copy(update={"width": 128}),
+        base.model_copy(update={"height": 128}),
+        base.model_copy(update={"num_images": 2}),
+        base.model_copy(update={"options": {"acceleration": "high"}}),
+        base.model_copy(update={"options": {"acceleration": "none", "enable_safety_checker": False}}),
+    ]
+    fps = {fingerprint("fal", "e", "v", r) for r in image_changing}
+    assert fp not in fps and len(fps) == len(image_changing)
+    # how the image comes back (data URI / base64 instead of a URL) is not what it is
+    for transport in ({"sync_mode": True}, {"enable_base64_output": True}):
+        inline = base.model_copy(update={"options": {**base.options, **transport}})
+        assert fingerprint("fal", "e", "v", inline) == fp
+
+
 def test_basic_suite_counts(write_suite):
     grid = expand(load_suite(write_suite(BASIC)), lookup=lookup)
     assert len(grid.cells) == (1 + 2 * 2) * 2 * 2
