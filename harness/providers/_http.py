@@ -12,7 +12,11 @@ Why the retry rules look the way they do:
 - A paid submission is not idempotent. If it fails *after* the bytes may have reached the
   provider (read timeout, connection dropped mid-answer), resending could pay twice, so a
   non-idempotent call is only retried when the provider answered with a retryable status
-  (the task was not accepted) or the connection never opened.
+  (the task was not accepted) or the connection never opened. A 502 or 504 is not such an
+  answer: it comes from a gateway that lost the upstream's reply, and the upstream may have
+  run (and billed) the request.
+- No `ProviderError` carries an httpx exception in its `__context__`: httpx exceptions hold
+  the `Request`, whose headers hold the key.
 
 The key is added per request, never as a client default, so image downloads from a CDN
 never carry it. `sleep`, `clock` and `rng` are injectable so tests run retries instantly.
@@ -24,6 +28,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,7 +54,10 @@ Clock = Callable[[], float]
 #: Transport errors where the request certainly never reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+#: Gateway answers: the upstream may have accepted the request before its reply was lost.
+_AMBIGUOUS_STATUSES = frozenset({502, 504})
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 _CONTENT_POLICY_WORDS = ("content_policy", "content policy", "nsfw", "unsafe content", "safety")
 
 
@@ -246,29 +254,27 @@ class ProviderHttp:
         while True:
             attempt += 1
             log.attempts = attempt
-            error: ProviderError
             retry_after: float | None = None
-            try:
-                response = await self.client.request(
-                    method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
-                )
-            except httpx.TransportError as exc:
-                reason = secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
-                if not idempotent and not isinstance(exc, _NOT_SENT):
-                    raise ProviderUnavailable(
-                        self.provider,
-                        f"{reason} while sending {method} {_safe_url(url)}; the provider may have "
-                        "accepted it, so it is not resent automatically",
-                    ) from None
-                error = ProviderUnavailable(self.provider, f"{reason} ({method} {_safe_url(url)})")
-            else:
+            answer = await self._send(method, url, json_body, params, headers, follow_redirects, idempotent)
+            if isinstance(answer, httpx.Response):
+                response = answer
                 if response.is_success:
                     return response
                 error = error_for(self.provider, self.env_var, response, now=self.wall_clock())
                 if response.status_code not in _RETRY_STATUSES:
                     raise error
+                if not idempotent and response.status_code in _AMBIGUOUS_STATUSES:
+                    raise ProviderUnavailable(
+                        self.provider,
+                        f"{error.message} from {method} {_safe_url(url)}; the provider may have accepted it, "
+                        "so it is not resent automatically",
+                        status=response.status_code,
+                        request_id=error.request_id,
+                    )
                 # RFC 9110: Retry-After may come with 429 and 503 (and any retryable answer)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now=self.wall_clock())
+            else:
+                error = answer
             if not retry or attempt > self.policy.max_retries:
                 raise error
             wait = retry_after if retry_after is not None else self.policy.backoff(attempt - 1, self.rng)
@@ -276,6 +282,36 @@ class ProviderHttp:
                 raise error
             log.waits.append(wait)
             await self.sleep(wait)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        json_body: Any,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+        follow_redirects: bool,
+        idempotent: bool,
+    ) -> httpx.Response | ProviderError:
+        """One attempt: the response, or the retryable error a transport failure maps to.
+        Errors are raised outside the `except` so they do not chain the httpx exception."""
+        try:
+            return await self.client.request(
+                method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
+            )
+        except httpx.TransportError as exc:
+            reason, outcome = _describe(exc), ("not sent" if isinstance(exc, _NOT_SENT) else "maybe sent")
+        except httpx.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
+            reason, outcome = _describe(exc), "unreadable"
+        where = f"{method} {_safe_url(url)}"
+        if outcome == "unreadable":
+            raise BadResponse(self.provider, f"{reason} ({where})")
+        if outcome == "maybe sent" and not idempotent:
+            raise ProviderUnavailable(
+                self.provider,
+                f"{reason} while sending {where}; the provider may have accepted it, so it is not resent automatically",
+            )
+        return ProviderUnavailable(self.provider, f"{reason} ({where})")
 
     async def get_json(self, url: str, **kw: Any) -> tuple[Any, httpx.Response]:
         response = await self.request("GET", url, **kw)
@@ -289,15 +325,20 @@ class ProviderHttp:
         try:
             return response.json()
         except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
-            snippet = secrets.redact_text(response.text[:200])
-            raise BadResponse(
-                self.provider,
-                f"malformed JSON from {response.request.method} {_safe_url(str(response.request.url))} "
-                f"(HTTP {response.status_code}): {snippet!r}",
-                status=response.status_code,
-            ) from None
+            pass  # raised below, outside the handler: the decode error's context holds the whole body
+        snippet = secrets.redact_text(response.text[:200])
+        raise BadResponse(
+            self.provider,
+            f"malformed JSON from {response.request.method} {_safe_url(str(response.request.url))} "
+            f"(HTTP {response.status_code}): {snippet!r}",
+            status=response.status_code,
+        )
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    return secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def _safe_url(url: str) -> str:
-    """URL without its query string (signed URLs carry tokens)."""
-    return secrets.redact_text(url.split("?", 1)[0])
+    """URL without its query string (signed URLs carry tokens) or `user:password@`."""
+    return secrets.redact_text(_USERINFO.sub(r"\1", url.split("?", 1)[0].split("#", 1)[0]))

@@ -109,11 +109,33 @@ async def test_rate_limit_that_outlasts_the_budget_gives_up(fake_factory, make_p
 
 async def test_500s_exhaust_max_retries(fake_factory, make_provider, clock):
     fake = fake_factory("aimlapi")
-    fake.script("generate", *[Reply(502, {"message": "bad gateway"})] * 5)
+    fake.script("generate", *[Reply(500, {"message": "internal error"})] * 5)
     async with make_provider("aimlapi", fake, max_retries=2) as provider:
-        with pytest.raises(ProviderUnavailable, match="bad gateway"):
+        with pytest.raises(ProviderUnavailable, match="internal error"):
             await provider.generate(request())
     assert len(fake.hits("generate")) == 3 and clock.sleeps == [0.25, 0.5]
+
+
+@pytest.mark.parametrize("status", [502, 504])
+async def test_gateway_error_on_a_billed_call_is_not_resent(fake_factory, make_provider, clock, status):
+    # the gateway lost the upstream's answer: the image may have been made and billed
+    fake = fake_factory("aimlapi")
+    fake.script("generate", Reply(status, {"message": "upstream timed out"}))
+    async with make_provider("aimlapi", fake) as provider:
+        with pytest.raises(ProviderUnavailable, match="not resent") as info:
+            await provider.generate(request())
+    assert len(fake.hits("generate")) == 1 and clock.sleeps == []
+    assert info.value.status == status and "upstream timed out" in info.value.message
+
+
+async def test_unreadable_answer_is_a_bad_response_not_a_raw_httpx_error(fake_factory, make_provider):
+    fake = fake_factory("aimlapi")
+    fake.script("generate", Reply(200, b"this is not gzip", {"Content-Encoding": "gzip"}))
+    async with make_provider("aimlapi", fake) as provider:
+        with pytest.raises(BadResponse, match="DecodingError") as info:
+            await provider.generate(request())
+    assert len(fake.hits("generate")) == 1
+    assert info.value.__context__ is None and info.value.__cause__ is None
 
 
 async def test_read_timeout_on_a_billed_call_is_not_resent(fake_factory, make_provider):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import socket
 import time
+import traceback
 
 import httpx
 import pytest
@@ -122,4 +123,52 @@ async def test_auth_header_only_when_asked(fake_factory, http):
     cdn, api = fake.requests
     assert "authorization" not in cdn.headers and api.headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in repr(client)
+    await client.aclose()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_transport_errors_do_not_chain_the_httpx_request_that_holds_the_key(http, method):
+    # httpx exceptions carry the Request, and its headers carry the key: a ProviderError must
+    # not keep one in __context__ (a logger or error reporter walking the chain would find it)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = http(max_retries=0)
+    with pytest.raises(ProviderUnavailable) as info:
+        await client.request(method, f"http://user:pw-secret@127.0.0.1:{port}/v1/x?token=t-secret-1", json_body={})
+    (only,) = _chain(info.value)
+    assert not isinstance(only, httpx.HTTPError)
+    text = "".join(traceback.format_exception_only(info.value)) + repr(vars(info.value))
+    for leaked in (KEY, "pw-secret", "t-secret-1"):
+        assert leaked not in text
+    await client.aclose()
+
+
+async def test_malformed_json_error_does_not_chain_the_body(fake_factory, http):
+    fake = fake_factory("novita")
+    fake.script("result", Reply(200, f'{{"echo": "Bearer {KEY}", '))
+    client = http()
+    response = await client.request("GET", f"{fake.url}/v3/async/task-result")
+    with pytest.raises(Exception) as info:
+        client.decode_json(response)
+    assert _chain(info.value) == [info.value]  # the JSONDecodeError held the whole body
+    assert KEY not in str(info.value)
+    await client.aclose()
+
+
+async def test_gateway_errors_are_retried_for_reads(fake_factory, http, clock):
+    fake = fake_factory("novita")
+    fake.script("result", Reply(502, {"message": "bad gateway"}), Reply(504, {"message": "gateway timeout"}))
+    client = http()
+    with pytest.raises(RejectedRequest):  # after two retries, the fake's own 404 for an unknown task
+        await client.request("GET", f"{fake.url}/v3/async/task-result", params={"task_id": "x"})
+    assert len(fake.hits("result")) == 3 and len(clock.sleeps) == 2
     await client.aclose()
