@@ -158,7 +158,14 @@ class DiffusersProvider(Provider):
             revision = TINY_REVISION
         else:
             revision = self.config.revision or "main"
-        return f"{self.config.model}@{revision};{self._resolve_dtype_name()}"
+        version = f"{self.config.model}@{revision};{self._resolve_dtype_name()}"
+        # Settings that change the pixels are named when they differ from Turbo's defaults
+        # (a suite sets them as config, which the fingerprint does not otherwise see).
+        for field, label in (("guidance_scale", "guidance"), ("max_sequence_length", "max_seq")):
+            value = getattr(self.config, field)
+            if value != DiffusersConfig.model_fields[field].default:
+                version += f";{label}={value:g}"
+        return version
 
     def estimate(self, request: GenerationRequest) -> Estimate:
         # Rough figures only: local generation costs no money; time depends on the device.

@@ -242,6 +242,20 @@ async def test_result_records_software_timings_and_cost(lora_dir, base_request):
     )
 
 
+def test_settings_that_change_the_pixels_change_the_model_version():
+    """guidance_scale and max_sequence_length are provider config in a suite (not request
+    options), so the model version (part of every fingerprint) must name them, or a shared
+    cache would hand back images made with other settings."""
+    from harness.providers.local import DiffusersProvider
+
+    default = DiffusersProvider({"model": "tiny-random"}).model_version()
+    assert default == "tiny-random@tiny-random-v1;float32"
+    guided = DiffusersProvider({"model": "tiny-random", "guidance_scale": 1.5}).model_version()
+    shorter = DiffusersProvider({"model": "tiny-random", "max_sequence_length": 128}).model_version()
+    assert len({default, guided, shorter}) == 3
+    assert guided.endswith(";guidance=1.5") and shorter.endswith(";max_seq=128")
+
+
 async def test_unseeded_request_draws_and_records_a_seed(tiny_provider, base_request):
     result = await tiny_provider.generate(base_request.model_copy(update={"seed": None}))
     assert result.metadata["seed_drawn"] is True
