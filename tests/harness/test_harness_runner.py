@@ -252,6 +252,45 @@ async def test_crash_leftovers_async_resumes_by_id_sync_resends_and_says_so(writ
     assert rows[0] == 2
 
 
+async def test_write_ahead_intent_before_sending_task_id_the_moment_it_comes_back(write_suite, tmp_path, monkeypatch):
+    """What another process would read in run.db at each step of one async generation: the
+    intent is committed before the request leaves, the task id as soon as the provider
+    accepts it (before any polling), the result only at the end."""
+    out = tmp_path / "r"
+    seen: list[tuple[str, tuple]] = []
+
+    def row_for(request) -> tuple:
+        conn = sqlite3.connect(out / "run.db")  # a separate connection: sees committed data only
+        try:
+            return conn.execute(
+                "SELECT g.status, g.task_id FROM generations g JOIN cells c ON c.fingerprint = g.fingerprint"
+                " WHERE c.final_prompt = ? AND c.seed = ? ORDER BY g.id DESC LIMIT 1",
+                (request.prompt, request.seed),
+            ).fetchone()
+        finally:
+            conn.close()
+
+    async def observed(self, request, on_submitted=None):
+        seen.append(("before send", row_for(request)))
+        task_id = f"task-{request.prompt}-{request.seed}"
+        await on_submitted(task_id)
+        seen.append(("accepted", row_for(request)))
+        return self._result(request, task_id)
+
+    monkeypatch.setattr(FakeAsync, "generate", observed)
+    suite = load_suite(write_suite("name: wal\nproviders: [fakeasync]\nprompts: [a cat, a dog]\nseeds: [1, 2]\n"))
+    summary = await run(suite, out, concurrency=2)
+    assert summary.providers["fakeasync"].succeeded == 4
+    assert [step for step, _ in seen].count("before send") == 4
+    for step, row in seen:
+        if step == "before send":
+            assert row == ("intent", None)
+        else:
+            assert row[0] == "submitted" and row[1].startswith("task-")
+    stored = sqlite3.connect(out / "run.db").execute("SELECT status, task_id FROM generations").fetchall()
+    assert sorted(stored) == sorted(("succeeded", row[1]) for step, row in seen if step == "accepted")
+
+
 async def test_duplicate_requests_share_one_generation(write_suite, tmp_path):
     suite = load_suite(write_suite(
         "name: dup\nproviders: [fakeasync]\nprompts:\n  - {id: one, text: a cat}\n  - {id: two, text: a cat}\n"
