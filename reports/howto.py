@@ -15,12 +15,13 @@ from reports.viewmodels import Banner, CodeSnippet
 
 RANDOM_MARKERS = ("tiny-random",)
 
-#: provider name -> (environment variable holding its key, where to get one)
+#: provider name -> (environment variable holding its key, where to get one). Written
+#: without the scheme: the report holds no URL at all, so nothing in it can reach the network.
 HOSTED_KEYS = {
-    "fal": ("FAL_KEY", "https://fal.ai/dashboard/keys"),
-    "novita": ("NOVITA_API_KEY", "https://novita.ai/settings/key-management"),
-    "highway": ("HIGHWAY_API_KEY", "https://highwayapi.ai"),
-    "aimlapi": ("AIMLAPI_KEY", "https://aimlapi.com/app/keys"),
+    "fal": ("FAL_KEY", "fal.ai/dashboard/keys"),
+    "novita": ("NOVITA_API_KEY", "novita.ai/settings/key-management"),
+    "highway": ("HIGHWAY_API_KEY", "highwayapi.ai"),
+    "aimlapi": ("AIMLAPI_KEY", "aimlapi.com/app/keys"),
 }
 
 

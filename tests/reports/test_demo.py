@@ -60,6 +60,10 @@ def test_demo_writes_loras_in_each_key_format_catalogue_suite_and_run(demo_dir):
 
 
 def test_demo_report_in_the_browser(demo_dir, browser):
+    import re
+
+    html = (demo_dir / "run" / "report.html").read_text(encoding="utf-8")
+    assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []  # offline: no URL anywhere
     page, log = open_page(browser, (demo_dir / "run" / "report.html").as_uri())
     images = load_all_images(page)
     assert images and [i["src"] for i in images if i["w"] == 0] == []

@@ -95,6 +95,7 @@ def test_html_is_self_contained_and_points_at_files_in_the_run_folder(scored_run
     # report does not ask the server for /favicon.ico)
     assert re.findall(r"<link[^>]*>", html) == ['<link rel="icon" href="data:,">']
     assert "<script src" not in html and "@import" not in html and "url(" not in html
+    assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []  # no URL of any scheme, anywhere
     srcs = re.findall(r'<img src="([^"]+)"', html)
     hrefs = re.findall(r'<a class="thumb" href="([^"]+)"', html)
     assert srcs and hrefs
@@ -209,3 +210,14 @@ def test_a_report_written_elsewhere_links_back_into_the_run_folder(scored_run, t
 
     for url in urls:
         assert (out.parent / unquote(url)).resolve().is_file(), url
+
+
+def test_random_weight_banner_says_so_and_names_every_hosted_key_without_a_url(scored_run):
+    """The demo's banner: plain words that the pictures are noise, how to run the suite on the
+    hosted providers, where to get each key (as text, not a link: the file holds no URL)."""
+    data = scored_run.model_copy(update={"results": scored_run.results.assign(model_version="tiny-random")})
+    html = write_run_data_report(data, scored_run.run_dir / "random.html").read_text(encoding="utf-8")
+    assert "These images come from random-weight models" in html
+    for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "fal.ai/dashboard/keys"):
+        assert needle in html, needle
+    assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []
