@@ -221,3 +221,47 @@ def test_random_weight_banner_says_so_and_names_every_hosted_key_without_a_url(s
     for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "fal.ai/dashboard/keys"):
         assert needle in html, needle
     assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []
+
+
+def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_path):
+    """The comparison report shows the same kinds of outside text as the run report, plus
+    evals' reasons (which carry file paths): all of it as text, and a hostile folder name
+    neither breaks out of an attribute nor stops the images from resolving."""
+    from urllib.parse import unquote
+
+    from report_fixtures import png
+
+    from reports.build_compare import build_compare_view
+    from reports.inputs import CompareCellData, CompareData, CompareSide
+    from reports.render import render, write_html
+
+    folder = 'run "><img src=x onerror=alert(4)>'
+    base_dir, run_dir = tmp_path / "base", tmp_path / folder
+    base_sha = png(base_dir / "images" / "a.png", (10, 20, 30))
+    run_sha = png(run_dir / "images" / "a.png", (200, 20, 30))
+    cells = [
+        CompareCellData(provider="fal", lora="ink", scale="1", prompt_id="trex", prompt=XSS_PROMPT, seed="42",
+                        verdict="regressed", drifted=True,
+                        reasons=[f"SSIM 0.1 < 0.6; image {run_dir / 'images' / 'a.png'}"],
+                        baseline=CompareSide(image=base_dir / "images" / "a.png", sha256=base_sha, status="succeeded"),
+                        current=CompareSide(image=run_dir / "images" / "a.png", sha256=run_sha, status="succeeded")),
+        CompareCellData(provider="fal", lora="ink", scale="1", prompt_id="trex", prompt=XSS_PROMPT, seed="7",
+                        verdict="regressed", drifted=True, reasons=[f"no image now ({XSS_ERROR})"],
+                        baseline=CompareSide(image=base_dir / "images" / "a.png", sha256=base_sha, status="succeeded"),
+                        current=CompareSide(status="failed", error=XSS_ERROR)),
+    ]
+    data = CompareData(baseline_dir=base_dir, run_dir=run_dir, overall="regressed", regressed=True,
+                       settings={"Notes": XSS_NOTE}, cells=cells)
+    out = write_html(run_dir / "compare.html", render("compare.html.j2", build_compare_view(data)))
+    html = out.read_text(encoding="utf-8")
+    for payload in (XSS_PROMPT, XSS_NOTE, XSS_ERROR, folder):
+        assert payload not in html, payload
+    assert "&lt;script&gt;alert(&#34;prompt&#34;)&lt;/script&gt;" in html
+    assert "&lt;svg onload=alert(3)&gt;" in html and "run &#34;&gt;&lt;img src=x onerror=alert(4)&gt;" in html
+    tags = _tags(html)
+    assert [t for t, _ in tags if t == "script"] == ["script"]
+    assert [(t, a) for t, attrs in tags for a, _ in attrs if a.startswith("on")] == []
+    urls = [v for t, attrs in tags for a, v in attrs if (t, a) in (("img", "src"), ("a", "href"))]
+    assert len(urls) == 6  # thumbnail + full-size link: 2 baseline images, 1 current (the other failed)
+    for url in urls:
+        assert (out.parent / unquote(url)).resolve().is_file(), url
