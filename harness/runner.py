@@ -34,7 +34,7 @@ from harness.errors import BadResponse, ProviderError
 from harness.fingerprint import fingerprint as make_fingerprint
 from harness.grid import Cell, Grid, ProviderSetup, expand
 from harness.models import Estimate, GenerationRequest, GenerationResult
-from harness.store import RunStore, SharedCache, StoredImage
+from harness.store import COLLECTABLE_FAILURES, IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage
 from harness.suite import Suite, SuiteError
 
 #: Concurrency when the suite does not set one: fal accounts start with a limit of 2.
@@ -223,36 +223,37 @@ def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fre
     """Set each unit's action from what the store and the cache already hold."""
     min_epoch = epoch if (fresh and epoch is not None) else 0
     done = store.succeeded_fingerprints(min_epoch) if store else set()
-    in_flight = store.in_flight() if store else {}
-    storage_failed = store.storage_failed_with_task() if store else {}
+    leftovers = store.leftovers() if store else {}
     cached = set()
     if cache is not None and not fresh:
         cached = cache.lookup_many(u.fingerprint for u in plan.units if u.request.seed is not None and u.fingerprint not in done)
     for unit in plan.units:
         inst = plan.instances[unit.provider]
         asynchronous = bool(getattr(inst, "asynchronous", False))
-        row = in_flight.get(unit.fingerprint) or storage_failed.get(unit.fingerprint)
+        row = leftovers.get(unit.fingerprint)
         ps = summary.providers[unit.provider]
-        if row is not None and row.task_id and asynchronous:
-            unit.action = "resume"
+        in_flight = row is not None and row.status in IN_FLIGHT
+        if (row is not None and row.task_id and asynchronous
+                and (in_flight or row.error_kind in COLLECTABLE_FAILURES)):
+            unit.action = "resume"  # accepted (and maybe finished and billed): poll it by id
             unit.resume_task_id = row.task_id
             unit.resume_generation = row.id
             unit.cancel_requested = row.cancel_requested
-        elif row is not None and row.status in ("intent", "submitted"):
-            unit.resume_generation = row.id  # closed as interrupted before anything is sent again
-            if unit.fingerprint in done:
-                unit.action = "stored"
-            else:
-                unit.action = "send"
-                unit.resent_after_crash = True
-                if asynchronous:
-                    ps.unconfirmed_submits += 1
         elif unit.fingerprint in done:
             unit.action = "stored"
-        elif unit.fingerprint in cached:
+            if in_flight:
+                unit.resume_generation = row.id  # closed as interrupted
+        elif unit.fingerprint in cached and not in_flight:
             unit.action = "reuse"
         else:
             unit.action = "send"
+            if in_flight or (row is not None and row.error_kind == INTERRUPTED):
+                # in flight when a run stopped: the provider may have it (and bill it) already
+                unit.resent_after_crash = True
+                if asynchronous:
+                    ps.unconfirmed_submits += 1
+                if in_flight:
+                    unit.resume_generation = row.id  # closed as interrupted before sending again
         if unit.action == "stored":
             ps.stored += len(unit.cells)
         elif unit.action == "reuse":
@@ -445,7 +446,9 @@ class _Executor:
             except Exception as exc:
                 self._record_error(unit, gid, exc, started)
                 if unit.cancel_requested and not self.stop.is_set():
+                    # the row keeps the provider's answer; the new request gets its own row
                     unit.action, unit.resume_task_id, unit.cancel_requested = "send", None, False
+                    unit.resume_generation = None
                     await self.run_unit(unit, limiter)  # cancelled at our request: ask again
                     return
                 ps.failed += 1

@@ -41,6 +41,13 @@ IMAGES_DIR = "images"
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "intent", "submitted", "succeeded", "failed")
 IN_FLIGHT = ("intent", "submitted")
+#: Failures after which the provider may still hold the finished (and billed) task, so a
+#: re-run collects it by task id instead of paying again: `storage` (the image arrived and
+#: could not be written), `provider_error` / `rate_limited` (polling gave up on a transient
+#: error while the task ran on).
+COLLECTABLE_FAILURES = ("storage", "provider_error", "rate_limited")
+#: A request that was in flight when the run stopped (Ctrl-C, or a crash closed on resume).
+INTERRUPTED = "interrupted"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -343,18 +350,13 @@ class RunStore:
         )
         return {r[0] for r in rows}
 
-    def in_flight(self) -> dict[str, GenerationRow]:
-        """Generations a stopped run left between intent and result, by fingerprint (latest)."""
+    def leftovers(self) -> dict[str, GenerationRow]:
+        """Per fingerprint, its latest generation when that one did not succeed: left in
+        flight by a stopped run (`intent`, `submitted`) or `failed`. The runner decides from
+        these whether to poll a task again by id, send again (and say so), or just retry."""
         rows = self._conn.execute(
-            f"SELECT {_GEN_COLS} FROM generations WHERE status IN ('intent','submitted') ORDER BY id"
-        ).fetchall()
-        return {r[1]: _gen_row(r) for r in rows}
-
-    def storage_failed_with_task(self) -> dict[str, GenerationRow]:
-        """Paid generations whose image could not be written; their task id can fetch it again."""
-        rows = self._conn.execute(
-            f"SELECT {_GEN_COLS} FROM generations g WHERE status = 'failed' AND error_kind = 'storage' "
-            "AND task_id IS NOT NULL AND id = (SELECT MAX(id) FROM generations WHERE fingerprint = g.fingerprint)"
+            f"SELECT {_GEN_COLS} FROM generations g WHERE status != 'succeeded' "
+            "AND id = (SELECT MAX(id) FROM generations WHERE fingerprint = g.fingerprint)"
         ).fetchall()
         return {r[1]: _gen_row(r) for r in rows}
 

@@ -291,6 +291,69 @@ async def test_write_ahead_intent_before_sending_task_id_the_moment_it_comes_bac
     assert sorted(stored) == sorted(("succeeded", row[1]) for step, row in seen if step == "accepted")
 
 
+async def test_a_task_whose_polling_gave_up_is_collected_by_id_on_rerun_not_paid_again(write_suite, tmp_path,
+                                                                                       monkeypatch):
+    """The provider accepted the tasks, then polling failed on a transient error: the tasks
+    ran on (and were billed), so a re-run asks for them by id instead of submitting again.
+    A task the provider itself says failed is sent again."""
+    from harness.errors import ProviderUnavailable, TaskFailed
+
+    original = FakeAsync.generate
+
+    async def accepted_then_lost(self, request, on_submitted=None):
+        self.calls.append(("generate", request))
+        await on_submitted(f"task-{request.prompt}")
+        if "owl" in request.prompt:
+            raise TaskFailed(self.name, "the provider says the task failed")
+        raise ProviderUnavailable(self.name, "status polling: connection reset; retry budget spent")
+
+    monkeypatch.setattr(FakeAsync, "generate", accepted_then_lost)
+    suite = load_suite(write_suite("name: lost\nproviders: [fakeasync]\nprompts: [a cat, a dog, an owl]\n"))
+    first = await run(suite, tmp_path / "r")
+    assert first.providers["fakeasync"].failed == 3 and sends() == 3
+
+    monkeypatch.setattr(FakeAsync, "generate", original)
+    FakeAsync.calls.clear()
+    second = await run(suite, tmp_path / "r")
+    ps = second.providers["fakeasync"]
+    assert sorted(arg for kind, arg in FakeAsync.calls if kind == "resume") == ["task-a cat", "task-a dog"]
+    assert [r.prompt for kind, r in FakeAsync.calls if kind == "generate"] == ["an owl"]
+    assert (ps.resumed, ps.sent, ps.succeeded, ps.resent_after_crash) == (2, 1, 3, 0) and second.exit_code == 0
+
+
+async def test_ctrl_c_in_process_records_in_flight_requests_and_the_rerun_counts_them(write_suite, tmp_path,
+                                                                                      monkeypatch):
+    """SIGINT while two requests are in flight at a synchronous provider: both recorded as
+    interrupted, nothing more submitted, exit 130; the re-run sends them again and says so."""
+    import asyncio
+    import signal
+
+    original = FakeSync.generate
+
+    async def slow(self, request, on_submitted=None):
+        self.calls.append(("generate", request))
+        if sends(FakeSync) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(30)
+        raise AssertionError("should have been cancelled")
+
+    monkeypatch.setattr(FakeSync, "generate", slow)
+    suite = load_suite(write_suite("name: stop\nproviders:\n  - fakesync: {concurrency: 2}\nprompts: [a, b, c, d]\n"))
+    stopped = await run(suite, tmp_path / "r", handle_sigint=True)
+    ps = stopped.providers["fakesync"]
+    assert stopped.interrupted and stopped.exit_code == 130
+    assert sends(FakeSync) == 2 and ps.not_sent == 2
+    rows = sqlite3.connect(tmp_path / "r" / "run.db").execute("SELECT status, error_kind FROM generations").fetchall()
+    assert rows == [("failed", "interrupted")] * 2
+    assert integrity_ok(tmp_path / "r" / "run.db")
+
+    monkeypatch.setattr(FakeSync, "generate", original)
+    FakeSync.calls.clear()
+    again = await run(suite, tmp_path / "r")
+    ps = again.providers["fakesync"]
+    assert sends(FakeSync) == 4 and ps.resent_after_crash == 2 and again.exit_code == 0
+
+
 async def test_duplicate_requests_share_one_generation(write_suite, tmp_path):
     suite = load_suite(write_suite(
         "name: dup\nproviders: [fakeasync]\nprompts:\n  - {id: one, text: a cat}\n  - {id: two, text: a cat}\n"
