@@ -4,6 +4,7 @@ Differences from Novita, all from HighwayAPI's own page:
 - one documented endpoint, `/v3/async/z-image-turbo-lora` (`loras` may be empty), so every
   request goes there;
 - `output_format` (jpeg|png|webp, default webp) is sent from the request's output_format;
+- `enable_base64_output` is documented on the LoRA endpoint;
 - img2img `image_url` + `strength` (0..1) and inpainting `mask` (needs `image_url`) are sent
   only when given as request options;
 - the page states no size range, so sides are not range-checked (only positive).
@@ -27,6 +28,7 @@ class HighwayProvider(NovitaProvider):
     known_options = frozenset({"enable_base64_output", "endpoint", "image_url", "strength", "mask"})
     size_range = None
     has_base_endpoint = False
+    base64_on_lora_endpoint = True
     docs_url = "https://api.highwayapi.ai (HighwayAPI docs: POST /v3/async/z-image-turbo-lora)"
 
     def body(self, request: GenerationRequest) -> dict[str, Any]:

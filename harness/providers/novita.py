@@ -1,10 +1,12 @@
 """Novita's asynchronous task protocol for Z-Image Turbo.
 
 Wire protocol (provider-docs 000/001, Novita's "Task Result API"):
-  POST {root}/v3/async/z-image-turbo-lora   (or z-image-turbo when no LoRA is asked for)
+  POST {root}/v3/async/z-image-turbo-lora   {prompt, size: "W*H", seed (-1 = random), loras: [{path, scale}]}
+  POST {root}/v3/async/z-image-turbo        {prompt, size, seed, enable_base64_output}  (no LoRA asked for)
        Authorization: Bearer $NOVITA_API_KEY
-       {prompt, size: "W*H", seed (-1 = random), loras: [{path, scale}], enable_base64_output}
        -> {task_id}
+Each page lists its own fields: `enable_base64_output` and the 256..1536 side range are on the
+base page only, so they are sent and checked there only.
   GET  {root}/v3/async/task-result?task_id=ID
        -> {task: {task_id, status: TASK_STATUS_QUEUED|PROCESSING|SUCCEED|FAILED, reason, ...},
            images: [{image_url, image_url_ttl, image_type}], extra: {seed, debug_info: {...}}}
@@ -57,8 +59,11 @@ class NovitaProvider(HostedProvider):
     lora_path: ClassVar[str] = "/v3/async/z-image-turbo-lora"
     base_path: ClassVar[str] = "/v3/async/z-image-turbo"
     result_path: ClassVar[str] = "/v3/async/task-result"
-    #: Documented side range ("Each dimension ranges from 256 to 1536 pixels"); None = not documented.
+    #: Side range the base page documents ("Each dimension ranges from 256 to 1536 pixels");
+    #: the LoRA page states none. None = not documented anywhere.
     size_range: ClassVar[tuple[int, int] | None] = (256, 1536)
+    #: Whether the LoRA endpoint's page documents `enable_base64_output` (Novita's does not).
+    base64_on_lora_endpoint: ClassVar[bool] = False
     seed_range: ClassVar[tuple[int, int]] = (-1, 2147483647)
     scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     #: Z-Image Turbo's fixed step count; the API has no steps parameter.
@@ -94,7 +99,8 @@ class NovitaProvider(HostedProvider):
         return body
 
     def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
-        if self.size_range:
+        lora_endpoint = self.uses_lora_endpoint(request)
+        if self.size_range and not lora_endpoint:
             lo, hi = self.size_range
             for label, side in (("width", request.width), ("height", request.height)):
                 check_range(problems, label, side, lo, hi)
@@ -109,6 +115,11 @@ class NovitaProvider(HostedProvider):
             problems.append(f"num_images={request.num_images}: {self.name} returns one image per task")
         check_enum_option(problems, request.options, "endpoint", ("auto", "lora", "base") if self.has_base_endpoint else ("auto", "lora"))
         check_bool_options(problems, request.options, ("enable_base64_output",))
+        if request.options.get("enable_base64_output") and lora_endpoint and not self.base64_on_lora_endpoint:
+            problems.append(
+                f"option enable_base64_output: {self.name} documents it for {self.base_path} only, "
+                f"not for {self.lora_path} (which takes prompt, size, seed and loras)"
+            )
         if request.options.get("endpoint") == "base" and request.loras:
             problems.append("option endpoint=base cannot take LoRAs (the base endpoint has no loras field)")
         for i, spec in enumerate(request.loras):

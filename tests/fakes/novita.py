@@ -30,8 +30,15 @@ class NovitaFake(FakeServer):
     protocol = "novita"
     auth_scheme = "Bearer"
     endpoints = ("/v3/async/z-image-turbo-lora", "/v3/async/z-image-turbo")
+    #: body fields each endpoint's page documents (000, 001); anything else is refused, so a
+    #: provider that strays from the documented protocol fails its tests
+    fields = {
+        "/v3/async/z-image-turbo-lora": frozenset({"prompt", "size", "seed", "loras"}),
+        "/v3/async/z-image-turbo": frozenset({"prompt", "size", "seed", "enable_base64_output"}),
+    }
     default_format = "png"
-    size_range: tuple[int, int] | None = (256, 1536)
+    #: side range per endpoint: only the base page (001) states one
+    size_ranges: dict[str, tuple[int, int]] = {"/v3/async/z-image-turbo": (256, 1536)}
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -73,15 +80,15 @@ class NovitaFake(FakeServer):
             return 302, {"Location": f"{self.url}/cdn/{rec.path[len('/redirect/'):]}?{query}"}, b""
         return self.image(rec)
 
-    def problems(self, body: dict[str, Any]) -> list[str]:
-        problems = []
+    def problems(self, body: dict[str, Any], path: str) -> list[str]:
+        problems = [f"unknown field {name!r}" for name in sorted(set(body) - self.fields[path])]
         if not isinstance(body.get("prompt"), str) or not body["prompt"]:
             problems.append("prompt is required")
         match = _SIZE.match(str(body.get("size", "1024*1024")))
         if not match:
             problems.append("size must be 'width*height'")
-        elif self.size_range:
-            lo, hi = self.size_range
+        elif path in self.size_ranges:
+            lo, hi = self.size_ranges[path]
             if not all(lo <= int(v) <= hi for v in match.groups()):
                 problems.append(f"size sides must be in [{lo}, {hi}]")
         seed = body.get("seed", -1)
@@ -98,7 +105,7 @@ class NovitaFake(FakeServer):
     def submit(self, rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         if not isinstance(rec.json, dict):
             return json_reply(400, {"code": 400, "reason": "INVALID_REQUEST_BODY", "message": "body is not JSON"})
-        problems = self.problems(rec.json)
+        problems = self.problems(rec.json, rec.path)
         if problems:
             return json_reply(400, {"code": 400, "reason": "INVALID_REQUEST_BODY", "message": "; ".join(problems)})
         with self.lock:
@@ -182,11 +189,15 @@ class HighwayFake(NovitaFake):
 
     protocol = "highway"
     endpoints = ("/v3/async/z-image-turbo-lora",)
+    fields = {
+        "/v3/async/z-image-turbo-lora": frozenset({"prompt", "size", "seed", "loras", "mask", "strength", "image_url",
+                                                   "output_format", "enable_base64_output"}),
+    }
     default_format = "webp"
-    size_range = None
+    size_ranges: dict[str, tuple[int, int]] = {}  # 002 states no side range
 
-    def problems(self, body: dict[str, Any]) -> list[str]:
-        problems = super().problems(body)
+    def problems(self, body: dict[str, Any], path: str) -> list[str]:
+        problems = super().problems(body, path)
         if body.get("output_format", "webp") not in ("jpeg", "png", "webp"):
             problems.append("output_format must be jpeg, png or webp")
         if ("mask" in body or "strength" in body) and "image_url" not in body:

@@ -43,6 +43,14 @@ async def test_no_lora_still_uses_the_documented_lora_endpoint(fake_factory, mak
     assert result.images[0].format == "jpeg"
 
 
+async def test_base64_output_on_the_lora_endpoint(fake_factory, make_provider):
+    fake = fake_factory("highway")  # 002 documents enable_base64_output on the LoRA endpoint
+    async with make_provider("highway", fake) as provider:
+        result = await provider.generate(request(width=512, height=512, options={"enable_base64_output": True}))
+    assert fake.hits("submit")[0].json["enable_base64_output"] is True and fake.hits("image") == []
+    assert result.images[0].format == "webp"
+
+
 async def test_img2img_and_mask_only_when_given(fake_factory, make_provider):
     fake = fake_factory("highway")
     options = {"image_url": "https://example.org/in.png", "strength": 0.4, "mask": "https://example.org/m.png"}

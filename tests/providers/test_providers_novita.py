@@ -126,8 +126,8 @@ async def test_image_url_that_stays_expired_is_a_clear_error(fake_factory, make_
 
 async def test_base64_output_is_decoded_without_a_download(fake_factory, make_provider):
     fake = fake_factory("novita")
-    async with make_provider("novita", fake) as provider:
-        result = await provider.generate(request(options={"enable_base64_output": True}))
+    async with make_provider("novita", fake) as provider:  # documented on the base endpoint only (001)
+        result = await provider.generate(request(loras=(), options={"enable_base64_output": True}))
     assert fake.hits("submit")[0].json["enable_base64_output"] is True
     assert fake.hits("image") == []
     assert result.images[0].data == make_image("png", 512, 768, 42)
@@ -226,15 +226,29 @@ async def test_missing_key_fails_before_any_request(fake_factory, make_provider,
 async def test_invalid_request_lists_every_problem_and_sends_nothing(fake_factory, make_provider):
     fake = fake_factory("novita")
     bad = request(width=2048, height=128, seed=-5, steps=4, num_images=2,
-                  loras=(LoraSpec(scale=5.0, repo="a/b"),), options={"bogus": 1})
+                  loras=(LoraSpec(scale=5.0, repo="a/b"),), options={"bogus": 1, "enable_base64_output": True})
+    bad_base = request(width=2048, height=128, loras=())
     async with make_provider("novita", fake) as provider:
         with pytest.raises(InvalidRequest) as info:
             await provider.generate(bad)
+        with pytest.raises(InvalidRequest) as base_info:
+            await provider.generate(bad_base)
     problems = info.value.problems
-    joined = "\n".join(problems)
-    for needle in ("width 2048", "height 128", "seed -5", "steps=4", "num_images=2", "scale 5", "https URL", "bogus"):
+    joined = "\n".join(problems + base_info.value.problems)
+    for needle in ("width 2048", "height 128", "seed -5", "steps=4", "num_images=2", "scale 5", "https URL", "bogus",
+                   "enable_base64_output: novita documents it for /v3/async/z-image-turbo only"):
         assert needle in joined, needle
+    # the side range is on the base page (001) only; the LoRA page (000) states none
+    assert not any(p.startswith(("width", "height")) for p in problems)
     assert fake.requests == []
+
+
+async def test_lora_endpoint_takes_sizes_its_page_does_not_limit(fake_factory, make_provider):
+    fake = fake_factory("novita")
+    async with make_provider("novita", fake) as provider:
+        result = await provider.generate(request(width=2048, height=1024))
+    assert fake.hits("submit")[0].json["size"] == "2048*1024"
+    assert (result.images[0].width, result.images[0].height) == (2048, 1024)
 
 
 async def test_ctrl_c_during_polling_reraises(fake_factory, make_provider):
