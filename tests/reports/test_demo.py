@@ -59,6 +59,27 @@ def test_demo_writes_loras_in_each_key_format_catalogue_suite_and_run(demo_dir):
     assert len(list((run / "thumbs").glob("*.jpg"))) == results.image_sha256.nunique()
 
 
+def test_demo_runs_again_in_the_same_folder_generating_nothing(demo_dir):
+    """Re-runnable: the same command again resumes the stored run (nothing regenerated),
+    rewrites the same LoRA files and catalogue byte for byte, and reuses every thumbnail."""
+    import hashlib
+
+    def digests() -> dict[str, str]:
+        files = [*(demo_dir / "loras").glob("*.safetensors"), demo_dir / "loras.yaml", demo_dir / "suite.yaml",
+                 *(demo_dir / "run" / "thumbs").glob("*.jpg")]
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    thumbs_mtime = {p: p.stat().st_mtime_ns for p in (demo_dir / "run" / "thumbs").glob("*.jpg")}
+    total = len(DEMO_PROMPTS) * len(DEMO_SEEDS) * (1 + len(DEMO_LORAS) * len(DEMO_SCALES))
+    result = CliRunner().invoke(app, ["demo", "--out", str(demo_dir)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"({total} cells: 0 generated now, {total} already stored, 0 failed)" in result.output
+    assert f"report: {demo_dir / 'run' / 'report.html'}" in result.output
+    assert digests() == before
+    assert {p: p.stat().st_mtime_ns for p in (demo_dir / "run" / "thumbs").glob("*.jpg")} == thumbs_mtime
+
+
 def test_demo_report_in_the_browser(demo_dir, browser):
     import re
 
