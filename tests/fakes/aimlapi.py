@@ -20,6 +20,11 @@ CREDITS = 17850
 _ids = itertools.count(1)
 
 
+#: the request schema of provider-docs 003; anything else is refused
+BODY_FIELDS = frozenset({"model", "prompt", "image_size", "output_format", "enable_prompt_expansion",
+                         "num_inference_steps", "seed", "num_images", "enable_safety_checker", "acceleration", "loras"})
+
+
 class AimlapiFake(FakeServer):
     protocol = "aimlapi"
     auth_scheme = "Bearer"
@@ -48,7 +53,7 @@ class AimlapiFake(FakeServer):
         return self.generate(rec) if rec.route == "generate" else self.image(rec)
 
     def problems(self, body: dict[str, Any]) -> list[str]:
-        problems = []
+        problems = [f"property {name} should not exist" for name in sorted(set(body) - BODY_FIELDS)]
         if body.get("model") != "alibaba/z-image-turbo-lora":
             problems.append("model must be alibaba/z-image-turbo-lora")
         size = body.get("image_size", {"width": 1024, "height": 768})

@@ -19,6 +19,9 @@ from tests.fakes.server import FakeServer, Recorded, json_reply
 from tests.fakes.tasks import TaskBook
 
 APP = "/fal-ai/z-image"
+#: the Input Schema of provider-docs 004; anything else is refused like fal's pydantic models do
+INPUT_FIELDS = frozenset({"prompt", "image_size", "num_inference_steps", "seed", "sync_mode", "num_images",
+                          "enable_safety_checker", "output_format", "acceleration", "enable_prompt_expansion", "loras"})
 PRESETS = {
     "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
     "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
@@ -81,6 +84,8 @@ class FalFake(FakeServer):
             bad("image_size", "unexpected value")
         if len(body.get("loras", [])) > 3:
             bad("loras", "ensure this value has at most 3 items")
+        for name in sorted(set(body) - INPUT_FIELDS):
+            bad(name, "extra fields not permitted")
         if "loras" in body and not lora:
             bad("loras", "extra fields not permitted")
         return detail
