@@ -529,12 +529,15 @@ class DiffusersProvider(Provider):
         pipe = self._pipe
         load_s = 0.0
         names: list[str] = []
-        for spec in loras:
+        shas = [self._sha_of(Path(spec.path or "")) for spec in loras]
+        for sha in shas:  # this request's loaded adapters are the last to be evicted
+            if sha in self._adapters:
+                self._adapters.move_to_end(sha)
+        for spec, sha in zip(loras, shas):
             path = Path(spec.path or "")
-            sha = self._sha_of(path)
             adapter = self._adapters.get(sha)
             if adapter is None:
-                self._evict_for(len(loras))
+                self._evict_oldest()
                 self._adapter_counter += 1
                 adapter = _Adapter(f"lora{self._adapter_counter}_{sha[:8]}", str(path), sha)
                 started = time.perf_counter()
@@ -556,7 +559,8 @@ class DiffusersProvider(Provider):
             self._active_state = state
         return load_s
 
-    def _evict_for(self, needed_now: int) -> None:
+    def _evict_oldest(self) -> None:
+        """Make room for one more adapter (least recently used first)."""
         while len(self._adapters) >= self.config.max_adapters:
             sha, adapter = next(iter(self._adapters.items()))
             self._active_state = None

@@ -95,6 +95,29 @@ async def test_scale_sweep_never_reloads(lora_dir, base_request, monkeypatch):
     assert fused == []
 
 
+async def test_adapter_cache_evicts_least_recently_used_never_the_requests_own(lora_dir, base_request, tiny_provider):
+    """max_adapters bounds the adapters kept loaded; an evicted file reloads to the same
+    image; a request's own loaded adapters are not evicted to make room for its new one."""
+    from harness.providers.local import DiffusersProvider
+
+    provider = DiffusersProvider({"model": "tiny-random", "max_adapters": 3})
+    f0, f1, f2 = (lora_dir / f"style.{fmt}.safetensors" for fmt in ("diffusers", "ai-toolkit", "kohya"))
+    f3 = lora_dir / "other.safetensors"
+    first = await provider.generate(with_loras(base_request, (f0, 0.8)))
+    await provider.generate(with_loras(base_request, (f1, 0.8)))
+    await provider.generate(with_loras(base_request, (f2, 0.8)))
+    assert provider.lora_loads == 3
+    # f0 is the oldest, but this request needs it: f1 makes room for f3 instead
+    await provider.generate(with_loras(base_request, (f3, 0.5), (f0, 0.5)))
+    assert provider.lora_loads == 4
+    assert sorted(provider.loaded_adapters.values()) == sorted(map(str, (f0, f2, f3)))
+    again = await provider.generate(with_loras(base_request, (f1, 0.8)))  # evicted: loaded again
+    assert provider.lora_loads == 5 and len(provider.loaded_adapters) == 3
+    assert again.images[0].data == first.images[0].data  # the same weights in another key format
+    base = await tiny_provider.generate(base_request)
+    assert (await provider.generate(base_request)).images[0].data == base.images[0].data
+
+
 async def test_same_seed_same_pixels_different_seed_different_pixels(tiny_provider, base_request):
     from harness.providers.local import DiffusersProvider
 
