@@ -58,7 +58,7 @@ class HostedProvider(Provider):
             secrets.register(key)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={self.root!r})"
+        return f"{type(self).__name__}(root={_safe_url(self.root)!r})"
 
     # -- configuration ---------------------------------------------------------------------
 

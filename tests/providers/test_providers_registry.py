@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from harness import providers
+from harness.models import GenerationRequest
 
 
 @pytest.fixture
@@ -45,3 +46,33 @@ def test_a_plugin_package_adds_a_provider_in_one_module(tmp_path, monkeypatch, f
     assert "acme" in providers.available()
     cls = providers.provider_class("acme")
     assert cls.__name__ == "AcmeProvider" and cls().endpoint(None) == "acme/v1"
+
+
+@pytest.mark.parametrize(("name", "key_var", "url_var", "default_root"), [
+    ("fal", "FAL_KEY", "LORASCOPE_FAL_URL", "https://queue.fal.run"),
+    ("novita", "NOVITA_API_KEY", "LORASCOPE_NOVITA_URL", "https://api.novita.ai"),
+    ("highway", "HIGHWAY_API_KEY", "LORASCOPE_HIGHWAY_URL", "https://api.highwayapi.ai"),
+    ("aimlapi", "AIMLAPI_KEY", "LORASCOPE_AIMLAPI_URL", "https://api.aimlapi.com"),
+])
+async def test_key_and_root_from_the_documented_variables(monkeypatch, fake_factory, name, key_var, url_var,
+                                                          default_root):
+    cls = providers.provider_class(name)
+    assert cls().root == default_root
+    with pytest.raises(Exception, match=key_var):
+        cls().require_key()
+    fake = fake_factory(name)
+    monkeypatch.setenv(url_var, f"{fake.url}/")
+    monkeypatch.setenv(key_var, "env-key-0123456789")
+    provider = cls()
+    assert provider.root == fake.url
+    # a suite's providers section wins over the environment
+    assert cls({"base_url": "http://127.0.0.1:9/gw", "api_key": "suite-key-0123456789"}).root == "http://127.0.0.1:9/gw"
+    with pytest.raises(Exception):  # the fake knows only the test key: the env key went over the wire
+        async with provider:
+            await provider.generate(GenerationRequest(prompt="a fox", width=512, height=512, seed=1))
+    sent = fake.requests[0]
+    assert sent.path.startswith(("/fal-ai/", "/v3/async/", "/v1/images/"))
+    assert sent.headers["authorization"].endswith(" env-key-0123456789")
+    assert "env-key-0123456789" not in repr(provider)
+    monkeypatch.setenv(url_var, "https://user:proxy-secret@gateway.example/api")
+    assert "proxy-secret" not in repr(cls())
