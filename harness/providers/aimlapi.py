@@ -28,7 +28,7 @@ from harness.providers._hosted import (
 )
 from harness.providers._images import decode_base64_image, slim, to_image
 from harness.providers.base import OnSubmitted
-from harness.secrets import redact
+from harness.secrets import redact, redact_headers
 
 MODEL = "alibaba/z-image-turbo-lora"
 DOCS_URL = "https://docs.aimlapi.com/api-references/image-models/alibaba-cloud/z-image-turbo-lora"
@@ -148,9 +148,9 @@ class AimlapiProvider(HostedProvider):
                 "endpoint": self.endpoint(request),
                 "request_s": round(inference_s, 6),
                 "response": slim(redact(data)),
-                "billing_headers": {
-                    k: v for k, v in response.headers.items() if k.lower().startswith("x-aimlapi-")
-                },
+                "billing_headers": redact_headers(
+                    {k: v for k, v in response.headers.items() if k.lower().startswith("x-aimlapi-")}
+                ),
             },
         )
 

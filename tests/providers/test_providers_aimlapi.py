@@ -193,9 +193,11 @@ async def test_key_echoed_by_the_provider_is_masked_in_metadata(fake_factory, ma
     fake = fake_factory("aimlapi")
     png = base64.b64encode(make_image("png", 512, 512, 1)).decode()
     fake.script("generate", Reply(200, {"data": [{"b64_json": png}], "meta": {"usage": {"credits_used": 100}},
-                                        "debug": {"echo": f"Authorization: Bearer {KEY}", "api_key": KEY}}))
+                                        "debug": {"echo": f"Authorization: Bearer {KEY}", "api_key": KEY}},
+                                  {"x-aimlapi-credits-used": "100", "x-aimlapi-debug": f"caller {KEY}"}))
     async with make_provider("aimlapi", fake) as provider:
         result = await provider.generate(request(width=512, height=512))
     assert KEY not in repr(result.metadata) and KEY not in json.dumps(result.metadata)
     assert result.metadata["response"]["debug"]["api_key"] == "***"
+    assert result.metadata["billing_headers"]["x-aimlapi-credits-used"] == "100"
     assert result.cost.usd == pytest.approx(100 / 2_000_000)
