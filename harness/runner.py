@@ -440,9 +440,6 @@ class _Executor:
             started = time.monotonic()
             try:
                 result = await self._call(unit, gid, lambda: inst.resume(unit.resume_task_id, unit.request))
-            except asyncio.CancelledError:
-                self._advance(unit, failed=False, done=False)
-                raise
             except Exception as exc:
                 self._record_error(unit, gid, exc, started)
                 if unit.cancel_requested and not self.stop.is_set():
@@ -461,13 +458,6 @@ class _Executor:
         if self.stop.is_set():
             ps.not_sent += 1
             return
-        if unit.resume_generation is not None:
-            self.store.record_failure(
-                unit.resume_generation, "interrupted",
-                "the run stopped while this request was in flight and no task id had come back; "
-                + ("sent again" if unit.action == "send" else "an earlier generation already holds the image"),
-            )
-            unit.resume_generation = None
         if not await self._reserve(unit):
             ps.not_sent += 1
             self.stop.set()
@@ -478,13 +468,7 @@ class _Executor:
             self._settle(unit, 0.0, learn=False)
             ps.not_sent += 1
             return
-        attempt = self.attempts.get(unit.fingerprint, 0) + 1
-        self.attempts[unit.fingerprint] = attempt
-        est = unit.estimate.cost.usd if unit.estimate else None
-        gid = self.store.record_intent(unit.fingerprint, unit.provider, self.epoch, attempt, est)
-        ps.sent += 1
-        if unit.resent_after_crash:
-            ps.resent_after_crash += 1
+        gid = self._write_intent(unit)
 
         async def on_submitted(task_id: str) -> None:
             self.store.record_submitted(gid, task_id)
@@ -495,8 +479,6 @@ class _Executor:
         started = time.monotonic()
         try:
             result = await self._call(unit, gid, lambda: inst.generate(unit.request, on_submitted))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             self._record_error(unit, gid, exc, started)
             self._settle(unit, 0.0, learn=False)
@@ -504,6 +486,24 @@ class _Executor:
             self._advance(unit, failed=True)
             return
         await self._spawn_finish(unit, gid, result, started, actual_is_new=True)
+
+    def _write_intent(self, unit: Unit) -> int:
+        """Write-ahead step 1, just before the request leaves: close the row a stopped run
+        left in flight (if any), then commit this attempt's intent; returns its row id."""
+        ps = self.summary.providers[unit.provider]
+        if unit.resume_generation is not None:
+            self.store.record_failure(unit.resume_generation, INTERRUPTED,
+                                      "the run stopped while this request was in flight (no task id to poll); "
+                                      "sent again")
+            unit.resume_generation = None
+        attempt = self.attempts.get(unit.fingerprint, 0) + 1
+        self.attempts[unit.fingerprint] = attempt
+        est = unit.estimate.cost.usd if unit.estimate else None
+        gid = self.store.record_intent(unit.fingerprint, unit.provider, self.epoch, attempt, est)
+        ps.sent += 1
+        if unit.resent_after_crash:
+            ps.resent_after_crash += 1
+        return gid
 
     async def run_batch(self, units: list[Unit], limiter: _RateLimiter) -> None:
         """Seeds of one cell group in one `generate_batch` call (local GPU providers)."""
@@ -516,16 +516,7 @@ class _Executor:
                 self.stop.set()
                 self._wake_all()
                 continue
-            if unit.resume_generation is not None:
-                self.store.record_failure(unit.resume_generation, "interrupted",
-                                          "the run stopped while this request was in flight; sent again")
-            attempt = self.attempts.get(unit.fingerprint, 0) + 1
-            self.attempts[unit.fingerprint] = attempt
-            est = unit.estimate.cost.usd if unit.estimate else None
-            ready.append((unit, self.store.record_intent(unit.fingerprint, unit.provider, self.epoch, attempt, est)))
-            ps.sent += 1
-            if unit.resent_after_crash:
-                ps.resent_after_crash += 1
+            ready.append((unit, self._write_intent(unit)))
         if not ready:
             return
         await limiter.wait()
@@ -536,7 +527,7 @@ class _Executor:
                 raise BadResponse(units[0].provider, f"generate_batch returned {len(results)} results for {len(ready)} requests")
         except asyncio.CancelledError:
             for unit, gid in ready:
-                self.store.record_failure(gid, "interrupted", "stopped (Ctrl-C) before the batch finished")
+                self.store.record_failure(gid, INTERRUPTED, "stopped (Ctrl-C) before the batch finished")
             raise
         except Exception as exc:
             for unit, gid in ready:
@@ -610,8 +601,8 @@ class _Executor:
         self.store.record_failure(gid, kind, _redact(message), latency_s=time.monotonic() - started,
                                   cost_usd=cost.usd if cost else None, cost_source=cost.source if cost else None)
 
-    def _advance(self, unit: Unit, *, failed: bool, done: bool = True, cost: float = 0.0) -> None:
-        if self.progress is not None and done:
+    def _advance(self, unit: Unit, *, failed: bool, cost: float = 0.0) -> None:
+        if self.progress is not None:
             self.progress.advance(unit.provider, len(unit.cells), failed=failed, cost=cost)
 
     def _wake_all(self) -> None:
@@ -636,7 +627,7 @@ class _Executor:
         for record in list(self.in_flight.values()):
             if not record.task_id:
                 self.store.record_failure(
-                    record.generation_id, "interrupted",
+                    record.generation_id, INTERRUPTED,
                     "stopped (Ctrl-C) before the provider answered; the provider may still bill it",
                 )
             record.task.cancel()
@@ -788,7 +779,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
                 ps = summary.providers[unit.provider]
                 if unit.action == "stored":
                     if unit.resume_generation is not None:
-                        store.record_failure(unit.resume_generation, "interrupted",
+                        store.record_failure(unit.resume_generation, INTERRUPTED,
                                              "the run stopped while this request was in flight; an earlier generation holds the image")
                     bar.advance(unit.provider, len(unit.cells))
                 elif unit.action == "reuse":
