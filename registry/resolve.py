@@ -7,12 +7,15 @@
   matches, so a bad download never sits in the cache.
 - Local paths are used as they are.
 Every result is checked to be a safetensors file: pickle weights are refused everywhere.
+Messages show a URL without its query string or `user:password@` (download links often carry
+a token there, e.g. `?token=...`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +27,12 @@ from registry.safetensors_header import CHUNK, NotSafetensorsError, read_header,
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: far above any LoRA, far below a disk filler
 TRUE = {"1", "on", "yes", "true"}
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages may show it: no query string, fragment or credentials."""
+    return _USERINFO.sub(r"\1", url.split("?", 1)[0].split("#", 1)[0])
 
 
 class ResolveError(Exception):
@@ -156,7 +165,7 @@ def _resolve_url(src: UrlSource, cache_dir: Path, max_bytes: int, where: str) ->
     if target.is_file():  # only ever renamed into place after its sha256 matched
         return ResolvedFile(path=target, sha256=src.sha256, size=target.stat().st_size)
     if os.environ.get("LORASCOPE_OFFLINE", "").lower() in TRUE:
-        raise ResolveError(f"{where}: {src.url} is not cached and LORASCOPE_OFFLINE is set")
+        raise ResolveError(f"{where}: {shown_url(src.url)} is not cached and LORASCOPE_OFFLINE is set")
     cache_dir.mkdir(parents=True, exist_ok=True)
     size, digest = download_verified(src.url, target, src.sha256, max_bytes, where)
     return ResolvedFile(path=target, sha256=digest, size=size)
@@ -166,6 +175,7 @@ def download_verified(url: str, target: Path, sha256: str, max_bytes: int, where
     """Stream `url` into `target`; the file appears only if its sha256 matches and it is safetensors."""
     import httpx
 
+    shown = shown_url(url)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
@@ -174,28 +184,29 @@ def download_verified(url: str, target: Path, sha256: str, max_bytes: int, where
         with os.fdopen(fd, "wb") as out:
             with httpx.stream("GET", url, follow_redirects=True, timeout=httpx.Timeout(30.0)) as response:
                 if response.status_code != 200:
-                    raise ResolveError(f"{where}: GET {url} answered HTTP {response.status_code}")
+                    raise ResolveError(f"{where}: GET {shown} answered HTTP {response.status_code}")
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise ResolveError(
-                        f"{where}: {url} is {int(declared)} bytes, over the {max_bytes}-byte download cap"
+                        f"{where}: {shown} is {int(declared)} bytes, over the {max_bytes}-byte download cap"
                     )
                 for chunk in response.iter_bytes(CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise ResolveError(f"{where}: {url} exceeded the {max_bytes}-byte download cap")
+                        raise ResolveError(f"{where}: {shown} exceeded the {max_bytes}-byte download cap")
                     digest.update(chunk)
                     out.write(chunk)
         got = digest.hexdigest()
         if got != sha256:
-            raise ResolveError(f"{where}: {url} has sha256 {got}, the catalogue pins {sha256}; nothing was cached")
+            raise ResolveError(f"{where}: {shown} has sha256 {got}, the catalogue pins {sha256}; nothing was cached")
         try:
             read_header(tmp)
         except NotSafetensorsError as exc:
-            raise ResolveError(f"{where}: {url}: {exc}") from None
+            raise ResolveError(f"{where}: {shown}: {exc}") from None
         os.replace(tmp, target)
         return size, got
-    except httpx.HTTPError as exc:
-        raise ResolveError(f"{where}: GET {url} failed: {exc}") from None
+    except httpx.HTTPError as exc:  # raised below: the httpx error holds the full URL
+        failure = f"{where}: GET {shown} failed: {type(exc).__name__}: {str(exc).replace(url, shown)}"
     finally:
         tmp.unlink(missing_ok=True)
+    raise ResolveError(failure)

@@ -80,6 +80,24 @@ def test_url_http_error(loopback: Loopback, tmp_path: Path) -> None:
         resolve(entry, cache_dir=tmp_path / "c")
 
 
+def test_url_tokens_never_reach_messages(loopback: Loopback, lora_bytes: bytes, tmp_path: Path) -> None:
+    # download links often carry a credential in the query string (e.g. ?token=...)
+    loopback.routes["/l.safetensors"] = Route(lora_bytes)
+    base = loopback.url.replace("http://", "http://user:pw-secret-1@")
+    cases = [
+        (f"{base}/missing.safetensors?token=tk-secret-1", "a" * 64, "HTTP 404"),
+        (f"{base}/l.safetensors?token=tk-secret-1", "0" * 64, "the catalogue pins"),
+        ("http://127.0.0.1:9/l.safetensors?token=tk-secret-1", "a" * 64, "ConnectError"),
+    ]
+    for url, sha, expected in cases:
+        with pytest.raises(ResolveError) as info:
+            resolve(make_entry(type="url", url=url, sha256=sha), cache_dir=tmp_path / "c")
+        message = str(info.value)
+        assert expected in message and ".safetensors" in message  # still says which file
+        assert "tk-secret-1" not in message and "pw-secret-1" not in message
+        assert info.value.__context__ is None  # an httpx error would carry the whole URL
+
+
 def test_local_path_relative_to_catalogue(tmp_path: Path, lora_bytes: bytes) -> None:
     (tmp_path / "cat" / "w").mkdir(parents=True)
     (tmp_path / "cat" / "w" / "l.safetensors").write_bytes(lora_bytes)
