@@ -23,7 +23,7 @@ import platform
 import signal
 import sqlite3
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -353,7 +353,11 @@ class _Executor:
     probing: dict[str, bool] = field(default_factory=dict)
     price_events: dict[str, asyncio.Event] = field(default_factory=dict)
     finishers: set[asyncio.Task] = field(default_factory=set)
-    finish_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
+    finish_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        # results waiting for their image write: bounded, so memory stays flat when the disk is slow
+        self.finish_slots = asyncio.Semaphore(min(256, max(8, 2 * sum(self.plan.concurrency.values()))))
 
     # -- budget ------------------------------------------------------------------------
     # Spent = finished requests (billed, else estimated) + the estimates of those in flight.
@@ -677,13 +681,14 @@ def _batches(units: list[Unit], inst: Any) -> list[list[Unit]]:
     if not hasattr(inst, "generate_batch") or not getattr(inst, "batch_seeds", True):
         return [[u] for u in units]
     out: list[list[Unit]] = []
+    open_key: GenerationRequest | None = None  # the seedless request of the batch being filled
     for unit in units:
-        key = unit.request.model_copy(update={"seed": None})
-        if (out and unit.action == "send" and out[-1][0].action == "send" and len(out[-1]) < MAX_BATCH
-                and out[-1][0].request.model_copy(update={"seed": None}) == key):
+        key = unit.request.model_copy(update={"seed": None}) if unit.action == "send" else None
+        if key is not None and key == open_key and len(out[-1]) < MAX_BATCH:
             out[-1].append(unit)
         else:
             out.append([unit])
+            open_key = key
     return out
 
 
@@ -773,8 +778,6 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
         totals = {name: ps.total for name, ps in summary.providers.items()}
         with _Progress(totals, progress) as bar:
             executor = _Executor(plan, store, cache, summary, epoch, max_cost, bar, attempts)
-            # results waiting for their image write: bounded, so memory stays flat when the disk is slow
-            executor.finish_slots = asyncio.Semaphore(min(256, max(8, 2 * sum(plan.concurrency.values()))))
             for unit in plan.units:
                 ps = summary.providers[unit.provider]
                 if unit.action == "stored":
@@ -865,12 +868,12 @@ def _reuse(store: RunStore, cache: SharedCache, unit: Unit, epoch: int, attempts
 
 async def _execute(executor: _Executor, handle_sigint: bool) -> None:
     plan = executor.plan
-    queues: dict[str, list[list[Unit]]] = {}
+    queues: dict[str, deque[list[Unit]]] = {}
     for name, inst in plan.instances.items():
         units = [u for u in plan.units if u.provider == name and u.action in ("send", "resume")]
         # resumes first: they are paid for already and cost nothing to collect
         units.sort(key=lambda u: u.action != "resume")
-        queues[name] = _batches(units, inst)
+        queues[name] = deque(_batches(units, inst))
 
     interrupt_task: list[asyncio.Task] = []
     loop = asyncio.get_running_loop()
@@ -887,9 +890,9 @@ async def _execute(executor: _Executor, handle_sigint: bool) -> None:
         except (NotImplementedError, RuntimeError, ValueError):
             installed = False
 
-    async def worker(name: str, queue: list[list[Unit]], limiter: _RateLimiter) -> None:
+    async def worker(queue: deque[list[Unit]], limiter: _RateLimiter) -> None:
         while queue and not executor.stop.is_set():
-            batch = queue.pop(0)
+            batch = queue.popleft()
             try:
                 if len(batch) == 1:
                     await executor.run_unit(batch[0], limiter)
@@ -907,7 +910,7 @@ async def _execute(executor: _Executor, handle_sigint: bool) -> None:
         inst = plan.instances[name]
         limiter = _RateLimiter(getattr(inst.config, "rpm", None))
         for _ in range(min(plan.concurrency[name], max(1, len(queue)))):
-            workers.append(asyncio.create_task(worker(name, queue, limiter)))
+            workers.append(asyncio.create_task(worker(queue, limiter)))
     try:
         results = await asyncio.gather(*workers, return_exceptions=True)
         if interrupt_task:
