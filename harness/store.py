@@ -404,11 +404,7 @@ class RunStore:
         """Step 3: the images are on disk already; this commit makes them part of the run."""
         t = result.timings
         with self._tx():
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?)",
-                [(generation_id, i, im.sha256, im.path, im.format, im.width, im.height,
-                  None if im.nsfw is None else int(im.nsfw)) for i, im in enumerate(images)],
-            )
+            self._insert_images(generation_id, images)
             self._conn.execute(
                 "UPDATE generations SET status = 'succeeded', finished_at = ?, latency_s = ?, queue_s = ?,"
                 " inference_s = ?, cost_usd = ?, cost_source = ?, cost_basis = ?, seed = ?, request_id = ?,"
@@ -447,11 +443,7 @@ class RunStore:
                  json.dumps(result.get("metadata") or {}, sort_keys=True, default=str)),
             )
             gid = int(cur.lastrowid)
-            self._conn.executemany(
-                "INSERT INTO images VALUES (?,?,?,?,?,?,?,?)",
-                [(gid, i, im.sha256, im.path, im.format, im.width, im.height,
-                  None if im.nsfw is None else int(im.nsfw)) for i, im in enumerate(images)],
-            )
+            self._insert_images(gid, images)
         return gid
 
     def write_image(self, data: bytes, fmt: str) -> tuple[str, str]:
@@ -546,6 +538,14 @@ class RunStore:
 
     def _tx(self) -> "_Tx":
         return _Tx(self._conn)
+
+    def _insert_images(self, generation_id: int, images: list[StoredImage]) -> None:
+        """The image rows of one generation (inside the caller's transaction)."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?)",
+            [(generation_id, i, im.sha256, im.path, im.format, im.width, im.height,
+              None if im.nsfw is None else int(im.nsfw)) for i, im in enumerate(images)],
+        )
 
 
 RESULT_COLUMNS = [
