@@ -82,7 +82,8 @@ def generate(
             raise typer.BadParameter(f"provider {provider!r} has no model setting", param_hint="--model")
         settings["model"] = model
 
-    specs, entries = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)
+    # every problem is collected before failing: a bad --lora does not hide a bad size
+    specs, entries, problems = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)
     if entries:
         from registry.prompts import apply_triggers
 
@@ -92,15 +93,21 @@ def generate(
 
     from harness.models import GenerationRequest
 
+    instance = request = None
     try:
         instance = cls(settings or None)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, "--config ")
+    try:
         request = GenerationRequest(prompt=prompt, width=width, height=height, seed=seed, steps=steps,
                                     loras=tuple(specs), output_format=fmt, options=options)
     except ValidationError as exc:
-        _fail(err, [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()])
-    problems = instance.validate(request)
+        problems += _pydantic_problems(exc)
+    if instance is not None and request is not None:
+        problems += instance.validate(request)
     if problems:
         _fail(err, problems, f"{provider} cannot take this request ({len(problems)} problem(s)); nothing was sent:")
+    assert instance is not None and request is not None
 
     async def _run() -> Any:
         async with instance:
@@ -136,8 +143,13 @@ def generate(
         err.print("note: the provider flagged this image as NSFW")
 
 
-def _lora_specs(values: list[str], catalogue_path: Path | None, local_file: bool, err: Any) -> tuple[list, list]:
-    """Specs for each --lora, and the catalogue entries among them (for trigger words)."""
+def _pydantic_problems(exc: Any, prefix: str = "") -> list[str]:
+    return [f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+
+
+def _lora_specs(values: list[str], catalogue_path: Path | None, local_file: bool, err: Any) -> tuple[list, list, list]:
+    """Specs for each --lora, the catalogue entries among them (for trigger words), and the
+    problems with the others."""
     from harness.lora_specs import LoraOptionError, _split_scale, looks_like_file, parse_lora_option
 
     catalogue = None
@@ -165,9 +177,7 @@ def _lora_specs(values: list[str], catalogue_path: Path | None, local_file: bool
         specs.append(spec)
         if spec.id and catalogue is not None:
             entries.append(catalogue.get(spec.id))
-    if problems:
-        _fail(err, problems)
-    return specs, entries
+    return specs, entries, problems
 
 
 def _fail(err: Any, problems: list[str], title: str | None = None) -> None:

@@ -97,6 +97,22 @@ def test_unknown_lora_and_pickle_are_reported_together(fal, catalogue, tmp_path)
     assert fal.requests == []
 
 
+def test_lora_problems_and_request_problems_in_one_list(fal, catalogue, tmp_path):
+    result = invoke("--provider", "fal", "--lora", "colouring-book", "--seed", "1", "--steps", "12",
+                    "--config", "deadline_s=-1", "--catalogue", str(catalogue),
+                    "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    for needle in ("did you mean 'coloring-book'", "--config deadline_s"):
+        assert needle in result.output, needle
+    assert fal.requests == []
+    # with a valid config, the request's own problems join the LoRA's
+    result = invoke("--provider", "fal", "--lora", "colouring-book", "--seed", "1", "--steps", "12",
+                    "--catalogue", str(catalogue), "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    assert "did you mean 'coloring-book'" in result.output and "steps 12" in result.output
+    assert fal.requests == []
+
+
 @pytest.mark.parametrize("args", [
     ["--size", "big"],
     ["--lora", "a", "--lora", "b", "--lora", "c", "--lora", "d"],
