@@ -34,7 +34,10 @@ from harness.errors import BadResponse, ProviderError
 from harness.fingerprint import fingerprint as make_fingerprint
 from harness.grid import Cell, Grid, ProviderSetup, expand
 from harness.models import Estimate, GenerationRequest, GenerationResult
-from harness.store import COLLECTABLE_FAILURES, IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage
+from harness.secrets import redact
+from harness.store import (
+    COLLECTABLE_FAILURES, IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage, link_or_copy,
+)
 from harness.suite import Suite, SuiteError
 
 #: Concurrency when the suite does not set one: fal accounts start with a limit of 2.
@@ -298,14 +301,6 @@ def _check_and_write(store: RunStore, result: GenerationResult, fingerprint: str
     if cache is not None:
         cache.put(fingerprint, result.provider, result, stored, store.run_dir)
     return stored
-
-
-def _redact(text: str) -> str:
-    try:
-        from harness.secrets import redact
-    except ImportError:  # pragma: no cover - secrets ships with the hosted providers
-        return text
-    return redact(text)
 
 
 # ---- execution ---------------------------------------------------------------------
@@ -602,7 +597,7 @@ class _Executor:
         else:
             kind, message = "internal", f"{type(exc).__name__}: {exc}"
         cost = result.cost if result is not None else None
-        self.store.record_failure(gid, kind, _redact(message), latency_s=time.monotonic() - started,
+        self.store.record_failure(gid, kind, redact(message), latency_s=time.monotonic() - started,
                                   cost_usd=cost.usd if cost else None, cost_source=cost.source if cost else None)
 
     def _advance(self, unit: Unit, *, failed: bool, cost: float = 0.0) -> None:
@@ -793,7 +788,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
                         unit.action = "send"
                         ps.to_send += 1
                         if unit.estimate is None:
-                            unit.estimate = plan.instances[unit.provider].estimate(unit.request)
+                            _estimate_unit(plan, unit, summary)
             await _execute(executor, handle_sigint)
         if cache.disabled_reason:
             summary.notes.append(cache.disabled_reason)
@@ -826,18 +821,22 @@ def _refresh_results(store: RunStore, out_dir: Path, summary: RunSummary) -> Non
         summary.notes.append(f"results.parquet not written: {exc}")
 
 
+def _estimate_unit(plan: Plan, unit: Unit, summary: RunSummary) -> Estimate | None:
+    """Set and return the unit's estimate; a failure is advice lost, noted once per provider."""
+    try:
+        unit.estimate = plan.instances[unit.provider].estimate(unit.request)
+    except Exception as exc:
+        note = f"{unit.provider}: estimate failed: {type(exc).__name__}: {exc}"
+        if note not in summary.notes:
+            summary.notes.append(note)
+        return None
+    return unit.estimate
+
+
 def _estimate(plan: Plan, summary: RunSummary) -> None:
     seconds: dict[str, float] = defaultdict(float)
     for unit in plan.units:
-        if unit.action not in ("send",):
-            continue
-        inst = plan.instances[unit.provider]
-        try:
-            unit.estimate = inst.estimate(unit.request)
-        except Exception as exc:  # an estimate is advice: note it once per provider
-            note = f"{unit.provider}: estimate failed: {type(exc).__name__}: {exc}"
-            if note not in summary.notes:
-                summary.notes.append(note)
+        if unit.action != "send" or _estimate_unit(plan, unit, summary) is None:
             continue
         ps = summary.providers[unit.provider]
         ps.estimated_cost += unit.estimate.cost.usd or 0.0
@@ -849,8 +848,6 @@ def _estimate(plan: Plan, summary: RunSummary) -> None:
 
 
 def _reuse(store: RunStore, cache: SharedCache, unit: Unit, epoch: int, attempts: dict[str, int]) -> bool:
-    from harness.store import link_or_copy
-
     found = cache.get(unit.fingerprint)
     if found is None:
         return False
