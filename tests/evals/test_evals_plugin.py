@@ -98,3 +98,84 @@ def test_assertion_failures_name_lora_scale_prompt_seed_numbers_and_images(tmp_p
     lora_mean, base_mean = assert_clip_score_near_baseline(scored, "ink", tolerance=0.2)
     assert (lora_mean, base_mean) == pytest.approx((0.7, 0.8))
     assert assert_style_shift_up(scored, "ink", min_mean=-0.01) == pytest.approx(-0.004)
+
+
+ONE_CELL_SUITE = """\
+name: one-cell
+catalogue: {catalogue}
+providers:
+  - diffusers: {{model: tiny-random}}
+prompts:
+  - id: trex
+    text: A T-Rex relaxing on a beach
+seeds: [7]
+size: 64x64
+steps: 2
+"""
+
+
+def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_path):
+    """The baseline workflow through the plugin's options: no folder -> skip; folder but no
+    baseline -> skip saying how to make one; --lorascope-update-baseline writes it; the next
+    session compares against it (and the run under --lorascope-runs is reused, not redone);
+    a changed picture fails with the cell, the numbers and both image paths."""
+    import hashlib
+    import sqlite3
+
+    from PIL import Image, ImageOps
+
+    from evals.pytest_plugin import SUITES_DIR
+
+    suite = tmp_path / "one-cell.yaml"
+    suite.write_text(ONE_CELL_SUITE.format(catalogue=SUITES_DIR / "tiny" / "loras.yaml"))
+    baselines, runs = tmp_path / "baselines", tmp_path / "runs"
+    pytester.makeini(INI)
+    pytester.makepyfile(test_baseline=f"""
+        import pytest
+        from evals.pytest_plugin import assert_no_regression
+
+        @pytest.mark.lorascope
+        def test_matches_baseline(lorascope):
+            scored = lorascope.run({str(suite)!r}, clip="tiny-random")
+            print("SENT", sum(p.sent for p in scored.run_summary.providers.values()))
+            assert_no_regression(lorascope.compare_to_baseline(scored))
+    """)
+    # NAME=VALUE: a bare path argument would make pytest look for its ini file there
+    common = ("-rsP", "-p", "no:randomly", f"--lorascope-runs={runs}")
+    # The run once out here first. Inner in-process sessions drop the modules they imported
+    # when they end, and torch cannot be imported twice in one process; and it proves that
+    # the sessions below use --lorascope-runs (they find this run there and send nothing).
+    from evals.session import run_and_score
+
+    assert run_and_score(suite, runs, clip="tiny-random").run_summary.providers["diffusers"].sent == 1
+
+    result = pytester.runpytest_inprocess(*common)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no baseline folder given (--lorascope-baseline DIR)*"])
+
+    result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*no baseline at {baselines / 'one-cell'}*--lorascope-update-baseline*"])
+
+    result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}", "--lorascope-update-baseline")
+    result.assert_outcomes(passed=1)
+    assert (baselines / "one-cell" / "run.db").is_file()
+
+    result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["SENT 0"])  # the run stored under --lorascope-runs is reused
+
+    # the baseline's picture now differs (as if the pipeline had changed since it was stored)
+    base = baselines / "one-cell"
+    with sqlite3.connect(base / "run.db") as conn:
+        gid, idx, rel = conn.execute("SELECT generation_id, idx, path FROM images").fetchone()
+        ImageOps.invert(Image.open(base / rel).convert("RGB")).save(base / "images" / "inverted.png")
+        sha = hashlib.sha256((base / "images" / "inverted.png").read_bytes()).hexdigest()
+        conn.execute("UPDATE images SET path = ?, sha256 = ? WHERE generation_id = ? AND idx = ?",
+                     ("images/inverted.png", sha, gid, idx))
+    result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*regressed against*",
+        "*regressed: diffusers baseline (no LoRA) prompt=trex seed=7*SSIM*inverted.png*",
+    ])
