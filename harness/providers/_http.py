@@ -28,7 +28,6 @@ import asyncio
 import email.utils
 import json
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,7 @@ from harness.errors import (
     RateLimited,
     RejectedRequest,
 )
+from registry.resolve import shown_url
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -54,10 +54,11 @@ Clock = Callable[[], float]
 #: Transport errors where the request certainly never reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+#: RFC 9110 §9.2.2; a POST (a paid submission) is not among them.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: Gateway answers: the upstream may have accepted the request before its reply was lost.
 _AMBIGUOUS_STATUSES = frozenset({502, 504})
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 _CONTENT_POLICY_WORDS = ("content_policy", "content policy", "nsfw", "unsafe content", "safety")
 
 
@@ -235,13 +236,10 @@ class ProviderHttp:
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         auth: bool = True,
-        idempotent: bool | None = None,
-        retry: bool = True,
         follow_redirects: bool = False,
     ) -> httpx.Response:
         """Send with retries; return a 2xx response or raise a `ProviderError`."""
-        if idempotent is None:
-            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        idempotent = method.upper() in _IDEMPOTENT_METHODS
         headers: dict[str, str] = {}
         if auth and self._auth_header:
             headers[self._auth_header[0]] = self._auth_header[1]
@@ -275,7 +273,7 @@ class ProviderHttp:
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now=self.wall_clock())
             else:
                 error = answer
-            if not retry or attempt > self.policy.max_retries:
+            if attempt > self.policy.max_retries:
                 raise error
             wait = retry_after if retry_after is not None else self.policy.backoff(attempt - 1, self.rng)
             if self.clock() - started + wait > self.policy.budget_s:
@@ -341,4 +339,4 @@ def _describe(exc: httpx.HTTPError) -> str:
 
 def _safe_url(url: str) -> str:
     """URL without its query string (signed URLs carry tokens) or `user:password@`."""
-    return secrets.redact_text(_USERINFO.sub(r"\1", url.split("?", 1)[0].split("#", 1)[0]))
+    return secrets.redact_text(shown_url(url))
