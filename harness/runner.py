@@ -508,17 +508,23 @@ class _Executor:
         """Seeds of one cell group in one `generate_batch` call (local GPU providers)."""
         inst = self.plan.instances[units[0].provider]
         ps = self.summary.providers[units[0].provider]
-        ready: list[tuple[Unit, int]] = []
+        reserved: list[Unit] = []
         for unit in units:
             if self.stop.is_set() or not await self._reserve(unit):
                 ps.not_sent += 1
                 self.stop.set()
                 self._wake_all()
                 continue
-            ready.append((unit, self._write_intent(unit)))
-        if not ready:
+            reserved.append(unit)
+        if not reserved:
             return
         await limiter.wait()
+        if self.stop.is_set():  # Ctrl-C (or the budget) while waiting for the rate limit
+            for unit in reserved:
+                self._settle(unit, 0.0, learn=False)
+            ps.not_sent += len(reserved)
+            return
+        ready = [(unit, self._write_intent(unit)) for unit in reserved]
         started = time.monotonic()
         try:
             results = await self._call(ready[0][0], ready[0][1], lambda: inst.generate_batch([u.request for u, _ in ready]))

@@ -354,6 +354,35 @@ async def test_ctrl_c_in_process_records_in_flight_requests_and_the_rerun_counts
     assert sends(FakeSync) == 4 and ps.resent_after_crash == 2 and again.exit_code == 0
 
 
+async def test_ctrl_c_while_a_batch_waits_for_the_rate_limit_sends_nothing_more(write_suite, tmp_path):
+    """A batching provider (like the local one) under an rpm limit: Ctrl-C lands while the
+    second batch waits for its slot; that batch is never sent."""
+    import asyncio
+    import signal
+
+    batches: list[list[int]] = []
+
+    class FakeBatch(FakeSync):
+        name = "fakebatch"
+        batch_seeds = True
+
+        async def generate_batch(self, requests):
+            batches.append([r.seed for r in requests])
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(30)
+            raise AssertionError("should have been cancelled")
+
+    suite = load_suite(write_suite(
+        "name: batch\nproviders:\n  - fakebatch: {concurrency: 2, rpm: 60}\nprompts: [a cat, a dog]\nseeds: [1, 2]\n"
+    ))
+    summary = await run_suite_async(suite, tmp_path / "r", provider_lookup=lambda name: FakeBatch, progress=False,
+                                    handle_sigint=True)
+    assert summary.interrupted and batches == [[1, 2]]
+    assert summary.providers["fakebatch"].not_sent == 2
+    rows = sqlite3.connect(tmp_path / "r" / "run.db").execute("SELECT status, error_kind FROM generations").fetchall()
+    assert rows == [("failed", "interrupted")] * 2  # only the batch that was sent
+
+
 async def test_duplicate_requests_share_one_generation(write_suite, tmp_path):
     suite = load_suite(write_suite(
         "name: dup\nproviders: [fakeasync]\nprompts:\n  - {id: one, text: a cat}\n  - {id: two, text: a cat}\n"
