@@ -35,6 +35,9 @@ class HostedProvider(Provider):
     auth_scheme: ClassVar[str] = "Bearer"
     #: Planning figure for `estimate` (seconds per request, queue excluded); see docs/providers.md.
     typical_seconds: ClassVar[float] = 5.0
+    #: The no-LoRA endpoint beside the LoRA one, if the provider documents one; the `endpoint`
+    #: option (auto|lora|base) then picks, `auto` meaning base unless LoRAs are given.
+    base_endpoint: ClassVar[str | None] = None
 
     config: HostedConfig
 
@@ -116,8 +119,22 @@ class HostedProvider(Provider):
             problems.append(f"unknown option(s) {', '.join(unknown)} for {self.name} (known: {known})")
         if request.width <= 0 or request.height <= 0:
             problems.append(f"size {request.width}x{request.height} must be positive")
+        if "endpoint" in self.known_options:
+            self._check_endpoint_option(request, problems)
         self._validate(request, problems)
         return problems
+
+    def uses_lora_endpoint(self, request: GenerationRequest) -> bool:
+        if self.base_endpoint is None:
+            return True
+        choice = request.options.get("endpoint", "auto")
+        return choice == "lora" or (choice == "auto" and bool(request.loras))
+
+    def _check_endpoint_option(self, request: GenerationRequest, problems: list[str]) -> None:
+        choices = ("auto", "lora", "base") if self.base_endpoint else ("auto", "lora")
+        check_enum_option(problems, request.options, "endpoint", choices)
+        if request.options.get("endpoint") == "base" and request.loras and self.base_endpoint:
+            problems.append(f"option endpoint=base cannot take LoRAs ({self.base_endpoint} has no loras field)")
 
     def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
         """Provider-specific checks; append to `problems`."""

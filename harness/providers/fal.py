@@ -62,16 +62,13 @@ class FalProvider(HostedProvider):
     steps_range: ClassVar[tuple[int, int]] = (1, 8)
     num_images_range: ClassVar[tuple[int, int]] = (1, 4)
     scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
+    base_endpoint = BASE_ENDPOINT
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._urls: dict[str, dict[str, str]] = {}
 
     # -- request mapping --------------------------------------------------------------------
-
-    def uses_lora_endpoint(self, request: GenerationRequest) -> bool:
-        choice = request.options.get("endpoint", "auto")
-        return choice == "lora" or (choice == "auto" and bool(request.loras))
 
     def endpoint(self, request: GenerationRequest) -> str:
         return LORA_ENDPOINT if self.uses_lora_endpoint(request) else BASE_ENDPOINT
@@ -100,10 +97,7 @@ class FalProvider(HostedProvider):
         check_range(problems, "steps", request.steps, *self.steps_range)
         check_range(problems, "num_images", request.num_images, *self.num_images_range)
         check_enum_option(problems, request.options, "acceleration", ACCELERATION)
-        check_enum_option(problems, request.options, "endpoint", ("auto", "lora", "base"))
         check_bool_options(problems, request.options, ("enable_prompt_expansion", "enable_safety_checker", "sync_mode"))
-        if request.options.get("endpoint") == "base" and request.loras:
-            problems.append("option endpoint=base cannot take LoRAs (fal-ai/z-image/turbo has no loras field)")
         for i, spec in enumerate(request.loras):
             label = f"lora {i + 1} ({spec.label})"
             check_range(problems, f"{label} scale", spec.scale, *self.scale_range)

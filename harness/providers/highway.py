@@ -27,7 +27,7 @@ class HighwayProvider(NovitaProvider):
     typical_seconds = 6.0
     known_options = frozenset({"enable_base64_output", "endpoint", "image_url", "strength", "mask"})
     size_range = None
-    has_base_endpoint = False
+    base_endpoint = None
     base64_on_lora_endpoint = True
     docs_url = "https://api.highwayapi.ai (HighwayAPI docs: POST /v3/async/z-image-turbo-lora)"
 

@@ -29,7 +29,6 @@ from harness.providers._hosted import (
     as_float,
     as_int,
     check_bool_options,
-    check_enum_option,
     check_range,
     lora_url,
 )
@@ -69,22 +68,15 @@ class NovitaProvider(HostedProvider):
     #: Z-Image Turbo's fixed step count; the API has no steps parameter.
     fixed_steps: ClassVar[int] = 8
     docs_url: ClassVar[str] = "https://novita.ai/docs/api-reference/model-apis-z-image-turbo-lora"
-    has_base_endpoint: ClassVar[bool] = True
+    base_endpoint = base_path
 
     # -- request mapping --------------------------------------------------------------------
 
-    def uses_lora_endpoint(self, request: GenerationRequest) -> bool:
-        choice = request.options.get("endpoint", "auto")
-        if not self.has_base_endpoint:
-            return True
-        if choice == "lora":
-            return True
-        if choice == "base":
-            return False
-        return bool(request.loras)
+    def path_for(self, request: GenerationRequest) -> str:
+        return self.lora_path if self.uses_lora_endpoint(request) else self.base_path
 
     def endpoint(self, request: GenerationRequest) -> str:
-        return (self.lora_path if self.uses_lora_endpoint(request) else self.base_path).lstrip("/")
+        return self.path_for(request).lstrip("/")
 
     def body(self, request: GenerationRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -113,15 +105,12 @@ class NovitaProvider(HostedProvider):
             )
         if request.num_images != 1:
             problems.append(f"num_images={request.num_images}: {self.name} returns one image per task")
-        check_enum_option(problems, request.options, "endpoint", ("auto", "lora", "base") if self.has_base_endpoint else ("auto", "lora"))
         check_bool_options(problems, request.options, ("enable_base64_output",))
         if request.options.get("enable_base64_output") and lora_endpoint and not self.base64_on_lora_endpoint:
             problems.append(
                 f"option enable_base64_output: {self.name} documents it for {self.base_path} only, "
                 f"not for {self.lora_path} (which takes prompt, size, seed and loras)"
             )
-        if request.options.get("endpoint") == "base" and request.loras:
-            problems.append("option endpoint=base cannot take LoRAs (the base endpoint has no loras field)")
         for i, spec in enumerate(request.loras):
             label = f"lora {i + 1} ({spec.label})"
             check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
@@ -144,8 +133,7 @@ class NovitaProvider(HostedProvider):
     async def generate(self, request: GenerationRequest, on_submitted: OnSubmitted | None = None) -> GenerationResult:
         self.check(request)
         started = self._clock()
-        url = self.root + (self.lora_path if self.uses_lora_endpoint(request) else self.base_path)
-        submitted, _ = await self.http.post_json(url, self.body(request))
+        submitted, _ = await self.http.post_json(self.root + self.path_for(request), self.body(request))
         task_id = submitted.get("task_id") if isinstance(submitted, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise BadResponse(self.name, f"submit answered without a task_id: {slim(redact(submitted))!r}")
