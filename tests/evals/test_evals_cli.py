@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from lorascope.cli import app
@@ -132,3 +133,24 @@ def test_compare_usage_errors(tiny_run: Path, tmp_path: Path):
     assert result.exit_code == 2 and "not a lorascope run folder" in result.output
     result = invoke("compare", str(tiny_run), str(tiny_run), "--tolerance", "wobble=3")
     assert result.exit_code == 2 and "wobble=3" in result.output
+
+
+def test_compare_latency_ratio_tolerance_turns_a_slower_provider_into_a_regression(tiny_run: Path, tmp_path: Path):
+    """Same pictures, three times slower: off by default (drift in time is not a picture
+    change), a regression with --tolerance latency_ratio=2, and compare.json says why."""
+    from evals.session import copy_run
+
+    slow = copy_run(tiny_run, tmp_path / "slow")
+    with sqlite3.connect(slow / "run.db") as conn:
+        conn.execute("UPDATE generations SET latency_s = latency_s * 3")
+    default = invoke("compare", str(tiny_run), str(slow), "--clip", "tiny-random", "--no-progress")
+    assert default.exit_code == 0, default.output
+    info = json.loads((slow / "compare.json").read_text())["providers"]["diffusers"]
+    assert info["latency_ratio"] == pytest.approx(3.0)
+
+    gated = invoke("compare", str(tiny_run), str(slow), "--clip", "tiny-random", "--no-progress",
+                   "--tolerance", "latency_ratio=2")
+    assert gated.exit_code == 1, gated.output
+    report = json.loads((slow / "compare.json").read_text())
+    assert report["overall"] == "regressed" and report["counts"]["same"] == 28
+    assert any("diffusers: median latency x3.00" in n for n in report["notes"])
