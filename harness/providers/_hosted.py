@@ -15,7 +15,7 @@ import httpx
 
 from harness import secrets
 from harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
-from harness.models import GeneratedImage, GenerationRequest
+from harness.models import GeneratedImage, GenerationRequest, LoraSpec
 from harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
 from harness.providers._images import decode_base64_image, to_image
 from harness.providers.base import HostedConfig, Provider, env_or
@@ -38,6 +38,10 @@ class HostedProvider(Provider):
     #: The no-LoRA endpoint beside the LoRA one, if the provider documents one; the `endpoint`
     #: option (auto|lora|base) then picks, `auto` meaning base unless LoRAs are given.
     base_endpoint: ClassVar[str | None] = None
+    #: LoRA scale range the provider documents (all four pages say 0..4).
+    scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
+    #: What `lora_reference` accepts, for the validation message.
+    lora_reference_form: ClassVar[str] = "an https URL to the .safetensors file"
 
     config: HostedConfig
 
@@ -121,6 +125,7 @@ class HostedProvider(Provider):
             problems.append(f"size {request.width}x{request.height} must be positive")
         if "endpoint" in self.known_options:
             self._check_endpoint_option(request, problems)
+        self._check_loras(request, problems)
         self._validate(request, problems)
         return problems
 
@@ -129,6 +134,23 @@ class HostedProvider(Provider):
             return True
         choice = request.options.get("endpoint", "auto")
         return choice == "lora" or (choice == "auto" and bool(request.loras))
+
+    def lora_reference(self, spec: LoraSpec) -> str | None:
+        """The `loras[].path` this provider is sent for `spec`, or None if it takes no form
+        the spec has. Validation and the request body both use it, so they cannot disagree."""
+        url = lora_url(spec)
+        return url if url and url.startswith("https://") else None
+
+    def lora_bodies(self, request: GenerationRequest) -> list[dict[str, Any]]:
+        return [{"path": self.lora_reference(spec), "scale": spec.scale} for spec in request.loras]
+
+    def _check_loras(self, request: GenerationRequest, problems: list[str]) -> None:
+        for i, spec in enumerate(request.loras):
+            label = f"lora {i + 1} ({spec.label})"
+            check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
+            if self.lora_reference(spec) is None:
+                got = lora_url(spec) or spec.path or spec.repo
+                problems.append(f"{label}: {self.name} needs {self.lora_reference_form}, got {got!r}")
 
     def _check_endpoint_option(self, request: GenerationRequest, problems: list[str]) -> None:
         choices = ("auto", "lora", "base") if self.base_endpoint else ("auto", "lora")

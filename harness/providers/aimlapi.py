@@ -17,7 +17,7 @@ import re
 from typing import Any, ClassVar
 
 from harness.errors import BadResponse, ProviderTimeout
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
+from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
 from harness.providers._hosted import (
     HostedProvider,
     as_float,
@@ -50,13 +50,14 @@ class AimlapiProvider(HostedProvider):
     side_multiple: ClassVar[int] = 32
     steps_range: ClassVar[tuple[int, int]] = (1, 8)
     num_images_range: ClassVar[tuple[int, int]] = (1, 4)
-    scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     max_prompt_chars: ClassVar[int] = 4000
 
     def endpoint(self, request: GenerationRequest) -> str:
         return f"v1/images/generations:{MODEL}"
 
-    def lora_path(self, spec: Any) -> str | None:
+    lora_reference_form = "a URL or a Hugging Face owner/repo id"
+
+    def lora_reference(self, spec: LoraSpec) -> str | None:
         """A URL pins the exact file; a bare `owner/repo` lets the provider pick one."""
         return lora_url(spec) or (spec.repo if spec.repo and _REPO_ID.match(spec.repo) else None)
 
@@ -78,7 +79,7 @@ class AimlapiProvider(HostedProvider):
             if name in options:
                 body[name] = options[name]
         if request.loras:
-            body["loras"] = [{"path": self.lora_path(spec), "scale": spec.scale} for spec in request.loras]
+            body["loras"] = self.lora_bodies(request)
         return body
 
     def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
@@ -94,11 +95,6 @@ class AimlapiProvider(HostedProvider):
             problems.append(f"prompt has {len(request.prompt)} characters; the limit is {self.max_prompt_chars}")
         check_enum_option(problems, request.options, "acceleration", ("none", "regular", "high"))
         check_bool_options(problems, request.options, ("enable_prompt_expansion", "enable_safety_checker"))
-        for i, spec in enumerate(request.loras):
-            label = f"lora {i + 1} ({spec.label})"
-            check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
-            if self.lora_path(spec) is None:
-                problems.append(f"{label}: aimlapi needs a URL or a Hugging Face owner/repo id, got {spec.path!r}")
 
     def estimate(self, request: GenerationRequest) -> Estimate:
         return Estimate(

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import httpx
 
 from harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
+from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
 from harness.providers._http import looks_like_content_policy
 from harness.providers._hosted import (
     HostedProvider,
@@ -61,8 +61,8 @@ class FalProvider(HostedProvider):
     )
     steps_range: ClassVar[tuple[int, int]] = (1, 8)
     num_images_range: ClassVar[tuple[int, int]] = (1, 4)
-    scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     base_endpoint = BASE_ENDPOINT
+    lora_reference_form = "a URL to the .safetensors file"
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -90,7 +90,7 @@ class FalProvider(HostedProvider):
             if name in options:
                 body[name] = options[name]
         if self.uses_lora_endpoint(request):
-            body["loras"] = [{"path": lora_url(spec), "scale": spec.scale} for spec in request.loras]
+            body["loras"] = self.lora_bodies(request)
         return body
 
     def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
@@ -98,12 +98,10 @@ class FalProvider(HostedProvider):
         check_range(problems, "num_images", request.num_images, *self.num_images_range)
         check_enum_option(problems, request.options, "acceleration", ACCELERATION)
         check_bool_options(problems, request.options, ("enable_prompt_expansion", "enable_safety_checker", "sync_mode"))
-        for i, spec in enumerate(request.loras):
-            label = f"lora {i + 1} ({spec.label})"
-            check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
-            url = lora_url(spec)
-            if not url or not url.startswith(("https://", "http://")):
-                problems.append(f"{label}: fal needs a URL to the .safetensors file, got {url or spec.path or spec.repo!r}")
+
+    def lora_reference(self, spec: LoraSpec) -> str | None:
+        url = lora_url(spec)
+        return url if url and url.startswith(("https://", "http://")) else None
 
     def estimate(self, request: GenerationRequest) -> Estimate:
         return Estimate(

@@ -30,7 +30,6 @@ from harness.providers._hosted import (
     as_int,
     check_bool_options,
     check_range,
-    lora_url,
 )
 from harness.providers._images import decode_base64_image, slim, to_image
 from harness.providers.base import OnSubmitted
@@ -64,7 +63,6 @@ class NovitaProvider(HostedProvider):
     #: Whether the LoRA endpoint's page documents `enable_base64_output` (Novita's does not).
     base64_on_lora_endpoint: ClassVar[bool] = False
     seed_range: ClassVar[tuple[int, int]] = (-1, 2147483647)
-    scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     #: Z-Image Turbo's fixed step count; the API has no steps parameter.
     fixed_steps: ClassVar[int] = 8
     docs_url: ClassVar[str] = "https://novita.ai/docs/api-reference/model-apis-z-image-turbo-lora"
@@ -85,7 +83,7 @@ class NovitaProvider(HostedProvider):
             "seed": -1 if request.seed is None else request.seed,
         }
         if self.uses_lora_endpoint(request):
-            body["loras"] = [{"path": lora_url(spec), "scale": spec.scale} for spec in request.loras]
+            body["loras"] = self.lora_bodies(request)
         if request.options.get("enable_base64_output"):
             body["enable_base64_output"] = True
         return body
@@ -111,12 +109,6 @@ class NovitaProvider(HostedProvider):
                 f"option enable_base64_output: {self.name} documents it for {self.base_path} only, "
                 f"not for {self.lora_path} (which takes prompt, size, seed and loras)"
             )
-        for i, spec in enumerate(request.loras):
-            label = f"lora {i + 1} ({spec.label})"
-            check_range(problems, f"{label} scale", spec.scale, *self.scale_range)
-            url = lora_url(spec)
-            if not url or not url.startswith("https://"):
-                problems.append(f"{label}: {self.name} needs an https URL to the .safetensors file, got {url or spec.path or spec.repo!r}")
 
     def estimate(self, request: GenerationRequest) -> Estimate:
         return Estimate(cost=self.price(), seconds=self.typical_seconds)
