@@ -40,26 +40,25 @@ _CREDENTIAL_SHAPES = [
 ]
 
 _lock = threading.Lock()
-_known: set[str] = set()
+#: Registered keys, longest first (a key containing another is masked whole). Rebuilt on the
+#: rare `register`, read lock-free on every redaction (a tuple is replaced, never mutated).
+_known: tuple[str, ...] = ()
 
 
 def register(secret: str | None) -> None:
     """Remember a key so that any text containing it is masked from now on."""
+    global _known
     if secret and len(secret) >= 4:
         with _lock:
-            _known.add(secret)
-
-
-def _known_sorted() -> list[str]:
-    with _lock:
-        return sorted(_known, key=len, reverse=True)
+            if secret not in _known:
+                _known = tuple(sorted({*_known, secret}, key=len, reverse=True))
 
 
 def redact_text(text: str) -> str:
     """Mask registered keys and credential-shaped substrings."""
     if not text:
         return text
-    for secret in _known_sorted():
+    for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)
     for shape in _CREDENTIAL_SHAPES:
