@@ -225,57 +225,67 @@ def expand(
     combos += [tuple((i, float(s)) for i, s in stack.loras) for stack in suite.stacks]
 
     catalogue_dir = catalogue.dir if catalogue is not None else Path.cwd()
-    spec_cache: dict[tuple[str, float, bool], LoraSpec] = {}
+    # Resolving an entry may download it and hashes the whole file (local providers): once
+    # per entry, whatever the number of scales, stacks and option values it appears in.
+    resolved: dict[tuple[str, bool], LoraSpec | None] = {}
     prompt_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def specs_for(combo: tuple[tuple[str, float], ...], local_file: bool) -> list[LoraSpec] | None:
+        """The combo's LoRA specs, or None when an entry could not be resolved (noted once)."""
+        specs = []
+        for lora_id, scale in combo:
+            key = (lora_id, local_file)
+            if key not in resolved:
+                try:
+                    resolved[key] = _spec_for_entry(entries[lora_id], 1.0, catalogue_dir, local_file)
+                except Exception as exc:  # download, sha256 check, missing file
+                    resolved[key] = None
+                    needed = " (needed as a local file)" if local_file else ""
+                    problems.append(f"{suite.where('loras')}: LoRA {lora_id!r}{needed}: {exc}")
+            spec = resolved[key]
+            if spec is not None:
+                specs.append(spec.model_copy(update={"scale": float(scale)}))
+        return specs if len(specs) == len(combo) else None
+
+    def final_prompt(text: str, ids: tuple[str, ...]) -> str:
+        if (text, ids) not in prompt_cache:
+            prompt_cache[(text, ids)] = _apply_triggers(text, [entries[i] for i in ids]) if ids else text
+        return prompt_cache[(text, ids)]
+
     cells: list[Cell] = []
     for setup in setups.values():
         local_file = bool(getattr(setup.cls, "needs_local_files", False))
         for axes in setup.option_combos():
             options = {**setup.options, **dict(axes)}
             for combo in combos:
-                specs = []
-                for lora_id, scale in combo:
-                    key = (lora_id, scale, local_file)
-                    if key not in spec_cache:
-                        try:
-                            spec_cache[key] = _spec_for_entry(entries[lora_id], scale, catalogue_dir, local_file)
-                        except Exception as exc:  # resolution (download, sha256 check) is per entry
-                            msg = f"{suite.where('loras')}: LoRA {lora_id!r} for {setup.name}: {exc}"
-                            if msg not in problems:
-                                problems.append(msg)
-                            continue
-                    specs.append(spec_cache[key])
-                if len(specs) != len(combo):
+                specs = specs_for(combo, local_file)
+                if specs is None:
                     continue
                 ids = tuple(i for i, _ in combo)
-                for prompt in suite.prompts:
-                    pkey = (prompt.text, ids)
-                    if pkey not in prompt_cache:
-                        prompt_cache[pkey] = _apply_triggers(prompt.text, [entries[i] for i in ids]) if ids else prompt.text
-                    for seed in suite.seeds:
-                        request = GenerationRequest(
-                            prompt=prompt_cache[pkey],
-                            width=suite.width,
-                            height=suite.height,
+                for prompt, seed in itertools.product(suite.prompts, suite.seeds):
+                    request = GenerationRequest(
+                        prompt=final_prompt(prompt.text, ids),
+                        width=suite.width,
+                        height=suite.height,
+                        seed=seed,
+                        steps=suite.steps,
+                        loras=tuple(specs),
+                        num_images=suite.num_images,
+                        output_format=suite.output_format,
+                        options=options,
+                    )
+                    cells.append(
+                        Cell(
+                            cell_id=_cell_id(setup.name, axes, prompt.id, seed, combo),
+                            provider=setup.name,
+                            prompt_id=prompt.id,
+                            prompt=prompt.text,
                             seed=seed,
-                            steps=suite.steps,
-                            loras=tuple(specs),
-                            num_images=suite.num_images,
-                            output_format=suite.output_format,
-                            options=options,
+                            loras=combo,
+                            axes=axes,
+                            request=request,
                         )
-                        cells.append(
-                            Cell(
-                                cell_id=_cell_id(setup.name, axes, prompt.id, seed, combo),
-                                provider=setup.name,
-                                prompt_id=prompt.id,
-                                prompt=prompt.text,
-                                seed=seed,
-                                loras=combo,
-                                axes=axes,
-                                request=request,
-                            )
-                        )
+                    )
     if problems:
         raise SuiteError(problems)
     return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None))

@@ -164,6 +164,40 @@ def test_fingerprint_covers_size_count_and_option_values_but_not_transport_optio
         assert fingerprint("fal", "e", "v", inline) == fp
 
 
+def test_a_local_file_is_resolved_and_hashed_once_per_entry_not_per_scale(write_suite, project, monkeypatch):
+    """A local provider needs each LoRA as a verified file: resolving hashes the whole file
+    (hundreds of MB for a real LoRA), so a scale sweep must not repeat it per scale."""
+    import registry.resolve as resolve_mod
+    from tests.helpers.harness_fakes import FakeSync
+
+    class FakeLocal(FakeSync):
+        name = "fakelocal"
+        needs_local_files = True
+
+    (project / "loras").mkdir()
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"x.lora_A.weight": np.zeros((2, 2), dtype=np.float32)}, str(project / "loras" / "one.safetensors"))
+    (project / "loras.yaml").write_text(
+        "version: 1\nloras:\n  - id: one\n    name: One\n    source: {path: loras/one.safetensors}\n"
+        "    kind: style\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n"
+    )
+    hashed: list[str] = []
+    real = resolve_mod.sha256_file
+    monkeypatch.setattr(resolve_mod, "sha256_file", lambda path, *a, **k: (hashed.append(str(path)), real(path, *a, **k))[1])
+    suite = load_suite(write_suite(
+        "name: sweep\nproviders:\n  - fakelocal: {quality: [low, high]}\nloras: [one]\nscales: [0, 0.5, 1.0, 1.5]\n"
+        "prompts: [a cat]\n"
+    ))
+    grid = expand(suite, lookup=lambda name: FakeLocal)
+    painted = [c for c in grid.cells if c.lora == "one"]
+    assert len(painted) == 2 * 4
+    assert sorted({c.request.loras[0].scale for c in painted}) == [0.0, 0.5, 1.0, 1.5]
+    assert all(c.request.loras[0].path and c.request.loras[0].sha256 for c in painted)
+    assert len(hashed) == 1
+
+
 def test_basic_suite_counts(write_suite):
     grid = expand(load_suite(write_suite(BASIC)), lookup=lookup)
     assert len(grid.cells) == (1 + 2 * 2) * 2 * 2
