@@ -125,8 +125,7 @@ class FalProvider(HostedProvider):
         target, root = httpx.URL(url), httpx.URL(self.root)
         if (target.scheme, target.host, target.port) == (root.scheme, root.host, root.port):
             return url
-        rebased = self.root + target.raw_path.decode("ascii")
-        return rebased
+        return self.root + target.raw_path.decode("ascii")
 
     def urls_for(self, request_id: str) -> dict[str, str]:
         """Status/response/cancel URLs: as returned at submit, else rebuilt from the id."""
@@ -150,8 +149,11 @@ class FalProvider(HostedProvider):
             if isinstance(submitted.get(key), str) and submitted[key]:
                 urls[key] = self.rebase(submitted[key])
         self._urls[request_id] = urls
-        await self.announce(request_id, on_submitted)
-        return await self.guard_cancel(request_id, self._finish(request_id, request, started))
+        try:
+            await self.announce(request_id, on_submitted)
+            return await self.guard_cancel(request_id, self._finish(request_id, request, started))
+        finally:  # done, failed or cancelled: the URLs are not needed again (resume rebuilds them)
+            self._urls.pop(request_id, None)
 
     async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
         self.require_key()
@@ -215,7 +217,6 @@ class FalProvider(HostedProvider):
         if inference_s is None:
             inference_s = as_float(timings.get("inference"))
         megapixels = sum(img.width * img.height for img in images) / 1_000_000
-        self._urls.pop(request_id, None)
         return GenerationResult(
             provider=self.name,
             images=images,

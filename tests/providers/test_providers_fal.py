@@ -121,6 +121,7 @@ async def test_failed_request_reports_error(fake_factory, make_provider):
     async with make_provider("fal", fake) as provider:
         with pytest.raises(TaskFailed, match="LoRA weights could not be downloaded"):
             await provider.generate(request())
+        assert provider._urls == {}  # a long run of failures does not pile up returned URLs
 
 
 async def test_content_policy_is_content_filtered(fake_factory, make_provider):
