@@ -19,6 +19,7 @@ from harness.models import GeneratedImage, GenerationRequest, LoraSpec
 from harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
 from harness.providers._images import decode_base64_image, to_image
 from harness.providers.base import HostedConfig, Provider, env_or
+from registry.references import hub_file_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -270,7 +271,7 @@ def lora_url(spec: Any) -> str | None:
     if spec.url:
         return spec.url
     if spec.repo and spec.file:
-        return f"https://huggingface.co/{spec.repo}/resolve/{spec.revision or 'main'}/{spec.file}"
+        return hub_file_url(spec.repo, spec.file, spec.revision)
     return None
 
 

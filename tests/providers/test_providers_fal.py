@@ -225,6 +225,12 @@ def test_validate_lists_fal_problems(make_provider):
         assert needle in problems, needle
 
 
+def test_hub_lora_url_is_the_registry_one_quoted(make_provider):
+    spec = LoraSpec(scale=1.0, repo="owner/repo", file="my lora v2.safetensors", revision="refs/pr/3")
+    (lora,) = make_provider("fal").body(request(loras=(spec,)))["loras"]
+    assert lora["path"] == "https://huggingface.co/owner/repo/resolve/refs%2Fpr%2F3/my%20lora%20v2.safetensors"
+
+
 def test_estimate_cites_the_price_page(make_provider):
     provider = make_provider("fal")
     est = provider.estimate(request(width=1024, height=1024, options={"enable_prompt_expansion": True}))
