@@ -116,6 +116,11 @@ class HostedProvider(Provider):
         problems: list[str] = []
         if not self._key():
             problems.append(f"no API key: set {self.env_key_var} (or the suite's providers.{self.name}.api_key)")
+        if not self.root.startswith(("https://", "http://")):
+            problems.append(
+                f"API root {_safe_url(self.root)!r} is not an http(s) URL "
+                f"(set {self.env_url_var} or the suite's providers.{self.name}.base_url)"
+            )
         if not request.prompt.strip():
             problems.append("prompt is empty")
         unknown = sorted(set(request.options) - self.known_options)

@@ -297,6 +297,8 @@ class ProviderHttp:
             return await self.client.request(
                 method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
             )
+        except httpx.UnsupportedProtocol as exc:  # a misconfigured root: retrying cannot help
+            reason, outcome = _describe(exc), "unsendable"
         except httpx.TransportError as exc:
             reason, outcome = _describe(exc), ("not sent" if isinstance(exc, _NOT_SENT) else "maybe sent")
         except httpx.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
@@ -304,6 +306,8 @@ class ProviderHttp:
         where = f"{method} {_safe_url(url)}"
         if outcome == "unreadable":
             raise BadResponse(self.provider, f"{reason} ({where})")
+        if outcome == "unsendable":
+            raise ProviderError(self.provider, f"{reason} ({where}); nothing was sent")
         if outcome == "maybe sent" and not idempotent:
             raise ProviderUnavailable(
                 self.provider,

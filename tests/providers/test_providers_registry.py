@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from harness import providers
+from harness.errors import ProviderError
 from harness.models import GenerationRequest
 
 
@@ -76,3 +77,15 @@ async def test_key_and_root_from_the_documented_variables(monkeypatch, fake_fact
     assert "env-key-0123456789" not in repr(provider)
     monkeypatch.setenv(url_var, "https://user:proxy-secret@gateway.example/api")
     assert "proxy-secret" not in repr(cls())
+
+
+async def test_a_root_without_a_scheme_is_a_problem_before_sending_and_never_retried(monkeypatch, clock):
+    monkeypatch.setenv("LORASCOPE_NOVITA_URL", "api.novita.example")
+    provider = providers.provider_class("novita")({"api_key": "k-0123456789"}, sleep=clock.sleep, clock=clock)
+    request = GenerationRequest(prompt="a fox", width=512, height=512, seed=1)
+    (problem,) = provider.validate(request)
+    assert "LORASCOPE_NOVITA_URL" in problem and "'api.novita.example' is not an http(s) URL" in problem
+    with pytest.raises(ProviderError, match="nothing was sent"):  # the transport refuses it outright
+        async with provider:
+            await provider.http.request("GET", f"{provider.root}/v3/async/task-result")
+    assert clock.sleeps == []
