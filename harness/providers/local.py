@@ -39,6 +39,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from registry.digest import sha256_file
+from registry.models import PICKLE_SUFFIXES, REPO_ID
+from registry.safetensors_header import NotSafetensorsError, read_header
 from harness.errors import InvalidRequest, ProviderError, RejectedRequest
 from harness.models import (
     Cost,
@@ -55,8 +57,6 @@ DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny-random"
 MAX_LORAS = 3
 SCALE_MIN, SCALE_MAX = 0.0, 4.0
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Height/width multiple for the real model: vae_scale_factor (8) * 2.
 REAL_SIZE_MULTIPLE = 16
 JPEG_WEBP_QUALITY = 95
@@ -719,19 +719,15 @@ def _encode(image: Any, fmt: str) -> GeneratedImage:
 
 
 def _safetensors_header_problem(path: Path) -> str | None:
-    """Cheap structural check (8-byte length + JSON header) before handing a file to torch."""
+    """Cheap structural check (the registry's header reader) before handing a file to torch."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return "not a safetensors file (shorter than its 8-byte header length)"
-            length = int.from_bytes(head, "little")
-            if length <= 0 or length > 100_000_000 or length + 8 > path.stat().st_size:
-                return "not a safetensors file (bad header length)"
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        header = read_header(path)
+    except NotSafetensorsError as exc:
+        reason = str(exc)
+        return reason if reason.startswith("not a safetensors file") else f"not a safetensors file ({reason})"
+    except OSError as exc:
         return f"not a readable safetensors file ({_one_line(exc, 120)})"
-    if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
+    if not any(k != "__metadata__" for k in header):
         return "safetensors file holds no tensors"
     return None
 
