@@ -61,3 +61,27 @@ def test_model_flag_is_refused_for_providers_without_a_model_setting(tmp_path):
     )
     assert result.exit_code == 2
     assert "no model setting" in result.output
+
+
+def test_generate_takes_a_catalogue_id_resolved_to_its_local_file(tmp_path, lora_dir):
+    """`--lora ID:SCALE` with the local provider: the entry is resolved to its verified file
+    and its trigger word is added, so the image is the file's at that scale with the
+    triggered prompt."""
+    catalogue = tmp_path / "loras.yaml"
+    catalogue.write_text(
+        "version: 1\nloras:\n  - id: tiny-style\n    name: Tiny style\n"
+        f"    source: {{path: {lora_dir / 'style.diffusers.safetensors'}}}\n"
+        "    kind: style\n    triggers: [st7le]\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n"
+    )
+    runner = CliRunner()
+    args = ["generate", "--provider", "diffusers", "--model", "tiny-random", "--seed", "5", "--size", "64x64"]
+    by_id = runner.invoke(app, [*args, "--catalogue", str(catalogue), "--lora", "tiny-style:0.8", "a red barn",
+                                "-o", str(tmp_path / "id.png")])
+    assert by_id.exit_code == 0, by_id.output
+    by_file = runner.invoke(app, [*args, "--lora", f"{lora_dir / 'style.kohya.safetensors'}:0.8", "st7le, a red barn",
+                                  "-o", str(tmp_path / "file.png")])
+    assert by_file.exit_code == 0, by_file.output
+    assert (tmp_path / "id.png").read_bytes() == (tmp_path / "file.png").read_bytes()
+    unknown = runner.invoke(app, [*args, "--catalogue", str(catalogue), "--lora", "tiny-styel", "a red barn",
+                                  "-o", str(tmp_path / "x.png")])
+    assert unknown.exit_code != 0 and "tiny-styel" in unknown.output and not (tmp_path / "x.png").exists()
