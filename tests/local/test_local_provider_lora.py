@@ -279,6 +279,31 @@ def test_settings_that_change_the_pixels_change_the_model_version():
     assert guided.endswith(";guidance=1.5") and shorter.endswith(";max_seq=128")
 
 
+def test_device_auto_prefers_cuda_then_mps_then_cpu_with_bf16_and_batching_on_gpu(monkeypatch):
+    """Without a GPU here, the choice itself is checked: what `device: auto` picks given
+    what torch reports, and the dtype and batching defaults that follow from it."""
+    import torch
+
+    from harness.providers.local import DiffusersProvider
+
+    def pick(cuda: bool, mps: bool) -> DiffusersProvider:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        return DiffusersProvider({"model": "tiny-random"})
+
+    on_cuda = pick(True, True)
+    assert on_cuda._resolve_device() == "cuda" and on_cuda.batch_seeds is True
+    assert on_cuda.model_version().endswith(";bfloat16")
+    on_mps = pick(False, True)
+    assert on_mps._resolve_device() == "mps" and on_mps.batch_seeds is False
+    assert on_mps.model_version().endswith(";bfloat16")
+    on_cpu = pick(False, False)
+    assert on_cpu._resolve_device() == "cpu" and on_cpu.model_version().endswith(";float32")
+    forced = DiffusersProvider({"model": "tiny-random", "device": "cpu", "dtype": "bfloat16", "batch_seeds": True})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert forced._resolve_device() == "cpu" and forced.model_version().endswith(";bfloat16") and forced.batch_seeds
+
+
 async def test_unseeded_request_draws_and_records_a_seed(tiny_provider, base_request):
     result = await tiny_provider.generate(base_request.model_copy(update={"seed": None}))
     assert result.metadata["seed_drawn"] is True
