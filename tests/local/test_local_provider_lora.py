@@ -304,6 +304,19 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu_with_bf16_and_batching_on_gp
     assert forced._resolve_device() == "cpu" and forced.model_version().endswith(";bfloat16") and forced.batch_seeds
 
 
+async def test_turbo_settings_are_passed_8_transformer_passes_without_cfg(tiny_provider, base_request):
+    """ZImagePipeline's own defaults are 50 steps with guidance 5 (CFG doubles each pass);
+    Turbo is 8 passes without guidance. Counted at the transformer."""
+    transformer = tiny_provider.load_pipeline().transformer
+    batches: list[int] = []
+    handle = transformer.register_forward_hook(lambda module, args, out: batches.append(len(args[0])))
+    try:
+        await tiny_provider.generate(base_request.model_copy(update={"steps": 8}))
+    finally:
+        handle.remove()
+    assert batches == [1] * 8  # 8 passes, one latent each (CFG would send 2)
+
+
 async def test_unseeded_request_draws_and_records_a_seed(tiny_provider, base_request):
     result = await tiny_provider.generate(base_request.model_copy(update={"seed": None}))
     assert result.metadata["seed_drawn"] is True
