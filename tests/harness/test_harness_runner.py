@@ -393,6 +393,33 @@ async def test_duplicate_requests_share_one_generation(write_suite, tmp_path):
     assert list(frame.prompt_id) == ["one", "two"] and frame.image_sha256.nunique() == 1
 
 
+async def test_concurrency_bounds_requests_in_flight_per_provider(write_suite, tmp_path, monkeypatch):
+    import asyncio
+
+    in_flight = {"now": 0, "max": 0}
+    original = FakeAsync.generate
+
+    async def counted(self, request, on_submitted=None):
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        try:
+            await asyncio.sleep(0.02)
+            return await original(self, request, on_submitted)
+        finally:
+            in_flight["now"] -= 1
+
+    monkeypatch.setattr(FakeAsync, "generate", counted)
+    prompts = ", ".join(f"prompt {i}" for i in range(12))
+    suite = load_suite(write_suite(f"name: conc\nproviders:\n  - fakeasync: {{concurrency: 3}}\nprompts: [{prompts}]\n"))
+    summary = await run(suite, tmp_path / "r")
+    assert summary.providers["fakeasync"].succeeded == 12 and in_flight["max"] == 3
+    in_flight["max"] = 0
+    await run(suite, tmp_path / "r2", concurrency=5, fresh=True)  # --concurrency overrides the suite
+    assert in_flight["max"] == 5
+    mode = sqlite3.connect(tmp_path / "r" / "run.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
 async def test_rpm_limit_spaces_submissions(write_suite, tmp_path):
     import time
 
