@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evals.metrics import hashable, is_scorable, scale_key
+from evals.metrics import finite, hashable, is_scorable, scale_key
 from evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
@@ -145,10 +145,13 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _key(row: dict[str, Any]) -> tuple:
+def cell_key(row: dict[str, Any]) -> tuple:
+    """What matches a baseline row with a run row: (provider, lora, scales, prompt id, seed,
+    options, image index). A compare.json cell (a `CellComparison` as a dict) has the same
+    fields, already normalised, and gives the same key as the rows it was made from."""
     return (
         row["provider"],
-        row["lora"],
+        row["lora"] or "",
         scale_key(row),
         row["prompt_id"],
         hashable(row["seed"]),
@@ -157,16 +160,8 @@ def _key(row: dict[str, Any]) -> tuple:
     )
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
 def _delta(a: Any, b: Any) -> float | None:
-    a, b = _num(a), _num(b)
+    a, b = finite(a), finite(b)
     return None if a is None or b is None else b - a
 
 
@@ -181,8 +176,8 @@ def compare_frames(
 ) -> list[CellComparison]:
     """The per-cell comparison of two scored results frames (see the module docstring)."""
     base_ok, run_ok = is_scorable(base), is_scorable(run)
-    base_rows = {_key(r): (r, bool(ok)) for r, ok in zip(base.to_dict("records"), base_ok)}
-    run_rows = {_key(r): (r, bool(ok)) for r, ok in zip(run.to_dict("records"), run_ok)}
+    base_rows = {cell_key(r): (r, bool(ok)) for r, ok in zip(base.to_dict("records"), base_ok)}
+    run_rows = {cell_key(r): (r, bool(ok)) for r, ok in zip(run.to_dict("records"), run_ok)}
     cells: list[CellComparison] = []
     for key in list(base_rows) + [k for k in run_rows if k not in base_rows]:
         provider, lora, scales, prompt_id, seed, options, idx = key

@@ -40,6 +40,16 @@ def clip_score_from_cosine(cos: float | np.ndarray) -> float | np.ndarray:
     return CLIPSCORE_WEIGHT * np.maximum(cos, 0.0)
 
 
+def finite(value: Any) -> float | None:
+    """A stored number as a float; None for missing, NaN or not a number (JSON and SQLite
+    have no NaN)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
 def hashable(value: Any) -> Any:
     """Frame cells used as keys: lists/dicts (scales, options) become canonical strings."""
     if isinstance(value, (list, tuple, dict)):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evals.metrics import agreement_matrix, image_metrics, is_scorable, texts_needed
+from evals.metrics import agreement_matrix, finite, image_metrics, is_scorable, texts_needed
 from evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
 from evals.scorer import Embedder
 
@@ -104,7 +104,7 @@ def score_run(
         frame, summary = computed.frame, computed.summary
         rows = []
         for r in frame[frame["image_sha256"].isin(computed.image_vectors)].itertuples(index=False):
-            values = [_real(getattr(r, c)) for c in SCORE_VALUE_COLUMNS]
+            values = [finite(getattr(r, c)) for c in SCORE_VALUE_COLUMNS]
             rows.append((r.cell_id, int(r.image_index), r.image_sha256, *values))
         with RunStore.open(run_dir) as store:
             conn = store.connect()
@@ -117,14 +117,6 @@ def score_run(
     finally:
         if own_embedder:
             embedder.close()
-
-
-def _real(value: object) -> float | None:
-    try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if np.isnan(f) else f
 
 
 def _embed_with_progress(embedder: Embedder, items: list[tuple[str, Path]], progress: bool) -> dict:

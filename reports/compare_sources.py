@@ -7,7 +7,6 @@ do not)."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,15 @@ from reports.errors import ReportError
 from reports.howto import uses_random_weights
 from reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
 
-COMPARE_NAME = "compare.json"
 CHANGED_FIRST = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
 SIDE_METRICS = ("clip_score", "style_shift", "lora_effect", "latency_s", "cost_usd")
 
 
-def _num(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def _key(provider: Any, lora: Any, scales: Any, prompt_id: Any, seed: Any, options: Any, index: Any) -> tuple:
-    from evals.metrics import hashable
-
-    return (str(provider), str(lora or ""), str(scales or ""), str(prompt_id), str(hashable(seed)),
-            str(hashable(options) or ""), int(index or 0))
-
-
 def _rows_by_key(frame: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
-    """Rows keyed the way evals.compare matches cells (provider, lora, scales, prompt, seed,
-    options, image index)."""
-    from evals.metrics import scale_key
+    """Rows keyed the way evals.compare matches cells (and keys compare.json's cells)."""
+    from evals.compare import cell_key
 
-    out = {}
-    for row in frame.to_dict("records"):
-        key = _key(row["provider"], row["lora"], scale_key(row), row["prompt_id"], row["seed"],
-                   row.get("options"), row.get("image_index"))
-        out[key] = row
-    return out
+    return {cell_key(row): row for row in frame.to_dict("records")}
 
 
 def _frame(run_dir: Path) -> pd.DataFrame:
@@ -61,6 +38,8 @@ def _frame(run_dir: Path) -> pd.DataFrame:
 
 
 def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
+    from evals.compare import COMPARE_NAME
+
     path = run_dir / COMPARE_NAME
     if path.is_file():
         try:
@@ -90,29 +69,30 @@ def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallbac
         sha256=str(row.get("image_sha256") or "") or None,
         status=str(row.get("status") or status or ""),
         error="" if fmt.is_missing(error) else str(error or ""),
-        latency_s=_num(row.get("latency_s")),
-        cost_usd=_num(row.get("cost_usd")),
+        latency_s=fmt.number(row.get("latency_s")),
+        cost_usd=fmt.number(row.get("cost_usd")),
     )
 
 
 def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
+    from evals.compare import cell_key
+
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
     base_frame, run_frame = _frame(baseline_dir), _frame(run_dir)
     data = _load_json(baseline_dir, run_dir)
     base_rows, run_rows = _rows_by_key(base_frame), _rows_by_key(run_frame)
     cells = []
     for c in data.get("cells", []):
-        key = _key(c.get("provider"), c.get("lora"), c.get("scales"), c.get("prompt_id"), c.get("seed"),
-                   c.get("options"), c.get("image_index"))
+        key = cell_key(c)
         b, r = base_rows.get(key), run_rows.get(key)
         metrics = []
         json_deltas = {"clip_score": c.get("clip_score_delta"), "style_shift": c.get("style_shift_delta"),
                        "latency_s": c.get("latency_delta_s"), "cost_usd": c.get("cost_delta_usd")}
         for name in SIDE_METRICS:
-            bv, rv = _num((b or {}).get(name)), _num((r or {}).get(name))
+            bv, rv = fmt.number((b or {}).get(name)), fmt.number((r or {}).get(name))
             # evals scores both runs in memory to compare them: its delta holds even when
             # the current run was never `lorascope score`d (its stored scores are empty)
-            delta = _num(json_deltas.get(name))
+            delta = fmt.number(json_deltas.get(name))
             if delta is None and bv is not None and rv is not None:
                 delta = rv - bv
             if rv is None and bv is not None and delta is not None:
@@ -121,7 +101,7 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
                 continue
             metrics.append(CompareMetricData(name=name, baseline=bv, current=rv, delta=delta))
         for name in ("image_cosine", "ssim"):
-            value = _num(c.get(name))
+            value = fmt.number(c.get(name))
             if value is not None:
                 metrics.append(CompareMetricData(name=name, current=value))
         verdict = str(c.get("verdict") or "")

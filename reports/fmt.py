@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 from typing import Any
@@ -20,6 +21,15 @@ def is_missing(value: Any) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def number(value: Any) -> float | None:
+    """A stored number as a float; None for missing, NaN or not a number."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 def num(value: Any, spec: str = ".3f") -> str:

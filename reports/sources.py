@@ -8,24 +8,15 @@ so a report never shows a stale score beside a regenerated image.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from reports import fmt
 from reports.errors import ReportError
 from reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
 
 AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def open_store(run_dir: Path):
@@ -66,15 +57,15 @@ def aggregates_from(frame: pd.DataFrame) -> list[ScaleAggregate]:
     out = []
     for rec in table.to_dict("records") if len(table) else []:
         for metric in AGGREGATE_METRICS:
-            mean = _float(rec.get(f"{metric}_mean"))
+            mean = fmt.number(rec.get(f"{metric}_mean"))
             if mean is None:
                 continue
             lora = str(rec.get("lora") or "")
             out.append(ScaleAggregate(
                 lora=lora, provider=str(rec["provider"]),
-                scale=None if not lora else _float(rec.get("scale")),
+                scale=None if not lora else fmt.number(rec.get("scale")),
                 metric=metric, mean=mean,
-                ci_low=_float(rec.get(f"{metric}_low")), ci_high=_float(rec.get(f"{metric}_high")),
+                ci_low=fmt.number(rec.get(f"{metric}_low")), ci_high=fmt.number(rec.get(f"{metric}_high")),
                 n=int(rec.get(f"{metric}_n") or 0),
             ))
     return out
@@ -93,10 +84,10 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
     for provider, rec in table.to_dict("index").items() if len(table) else []:
         out.append(ProviderStats(
             provider=str(provider), images=int(rec.get("images") or 0), failed=int(rec.get("failed") or 0),
-            failure_rate=_float(rec.get("failure_rate")),
-            latency_min=_float(rec.get("latency_min")), latency_median=_float(rec.get("latency_median")),
-            latency_p95=_float(rec.get("latency_p95")), cost_total=_float(rec.get("cost_total")),
-            cost_per_image=_float(rec.get("cost_per_image")), cost_per_mp=_float(rec.get("cost_per_mp")),
+            failure_rate=fmt.number(rec.get("failure_rate")),
+            latency_min=fmt.number(rec.get("latency_min")), latency_median=fmt.number(rec.get("latency_median")),
+            latency_p95=fmt.number(rec.get("latency_p95")), cost_total=fmt.number(rec.get("cost_total")),
+            cost_per_image=fmt.number(rec.get("cost_per_image")), cost_per_mp=fmt.number(rec.get("cost_per_mp")),
             cost_source=sources.get(provider, ""),
         ))
     return out
@@ -109,7 +100,7 @@ def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendatio
     out = []
     for rec in recommend_scales(frame, loras):
         reason = "; ".join([rec.reason, *rec.warnings]) if rec.warnings else rec.reason
-        out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=_float(rec.scale), reason=reason))
+        out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=fmt.number(rec.scale), reason=reason))
     return out
 
 

@@ -104,3 +104,23 @@ def test_tolerance_parsing_names_the_problem():
         Tolerances.parse(["ssim", "bogus=1", "ssim=high"])
     text = str(err.value)
     assert "'ssim'" in text and "'bogus=1'" in text and "'high' is not a number" in text
+
+
+def test_a_compare_json_cell_keys_like_the_rows_it_was_made_from(tmp_path, pictures):
+    """reports joins compare.json's cells back to both runs' rows with `cell_key`: after a
+    JSON round trip a cell (a stack, an unseeded request, options) must give its rows' key."""
+    import json
+
+    from evals.compare import CompareReport, cell_key
+
+    img, _, _ = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    rows = [
+        row(B, "stack", img, lora="ink+neon", scale=0.8, scales="0.80+0.5", options='{"acceleration": "high"}'),
+        row(B, "unseeded", img, seed=None, image_index=1),
+    ]
+    cells = compare_frames(pd.DataFrame(rows), pd.DataFrame(rows), B, R, {}, {}, Tolerances())
+    report = CompareReport("b", "r", "m", Tolerances(), cells, {})
+    cells_json = json.loads(json.dumps(report.to_json(), default=str))["cells"]
+    assert [cell_key(c) for c in cells_json] == [cell_key(r) for r in rows]
+    assert cell_key(cells_json[0])[2] == "0.8+0.5" and cell_key(cells_json[1])[4] == ""
