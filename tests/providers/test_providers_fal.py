@@ -105,7 +105,7 @@ async def test_proxy_root_with_a_path_prefix(fake_factory, make_provider):
     provider = make_provider("fal", fake, base_url=f"{fake.url}/gateway/fal", max_retries=0)
     assert provider.rebase("https://queue.fal.run/fal-ai/z-image/requests/r-1/status") == \
         f"{fake.url}/gateway/fal/fal-ai/z-image/requests/r-1/status"
-    with pytest.raises(Exception):
+    with pytest.raises(TaskFailed, match="stop here"):
         await provider.generate(request())
     await provider.aclose()
     paths = [h.path for h in fake.requests]

@@ -11,7 +11,7 @@ import traceback
 import httpx
 import pytest
 
-from harness.errors import AuthError, ContentFiltered, ProviderUnavailable, RateLimited, RejectedRequest
+from harness.errors import AuthError, BadResponse, ContentFiltered, ProviderUnavailable, RateLimited, RejectedRequest
 from harness.providers._http import ProviderHttp, RetryPolicy, error_for, parse_retry_after
 from tests.fakes import TEST_KEY as KEY, Reply
 
@@ -157,7 +157,7 @@ async def test_malformed_json_error_does_not_chain_the_body(fake_factory, http):
     fake.script("result", Reply(200, f'{{"echo": "Bearer {KEY}", '))
     client = http()
     response = await client.request("GET", f"{fake.url}/v3/async/task-result")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BadResponse, match="malformed JSON") as info:
         client.decode_json(response)
     assert _chain(info.value) == [info.value]  # the JSONDecodeError held the whole body
     assert KEY not in str(info.value)

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from harness import providers
-from harness.errors import ProviderError
+from harness.errors import AuthError, ProviderError
 from harness.models import GenerationRequest
 
 
@@ -59,7 +59,7 @@ async def test_key_and_root_from_the_documented_variables(monkeypatch, fake_fact
                                                           default_root):
     cls = providers.provider_class(name)
     assert cls().root == default_root
-    with pytest.raises(Exception, match=key_var):
+    with pytest.raises(AuthError, match=key_var):
         cls().require_key()
     fake = fake_factory(name)
     monkeypatch.setenv(url_var, f"{fake.url}/")
@@ -68,7 +68,7 @@ async def test_key_and_root_from_the_documented_variables(monkeypatch, fake_fact
     assert provider.root == fake.url
     # a suite's providers section wins over the environment
     assert cls({"base_url": "http://127.0.0.1:9/gw", "api_key": "suite-key-0123456789"}).root == "http://127.0.0.1:9/gw"
-    with pytest.raises(Exception):  # the fake knows only the test key: the env key went over the wire
+    with pytest.raises(AuthError, match=key_var):  # the fake knows only the test key: the env key went over the wire
         async with provider:
             await provider.generate(GenerationRequest(prompt="a fox", width=512, height=512, seed=1))
     sent = fake.requests[0]
