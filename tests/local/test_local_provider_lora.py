@@ -365,6 +365,26 @@ async def test_hotswap_slots_switch_loras_without_new_adapter_names(lora_dir, ba
     assert no_lora.images[0].data == base.images[0].data
 
 
+async def test_a_local_folder_in_the_diffusers_layout_loads_and_matches(tmp_path, tiny_provider, lora_dir, base_request):
+    """`model: <folder>` (what `save_pretrained` writes, or a downloaded snapshot): the same
+    weights give the same pixels as the in-code tiny model, LoRAs fit it, and the result
+    names the folder."""
+    from harness.providers.local import DiffusersProvider
+    from harness.providers.tiny_zimage import build_tiny_pipeline
+
+    folder = tmp_path / "tiny-folder"
+    build_tiny_pipeline().save_pretrained(folder)
+    provider = DiffusersProvider({"model": str(folder)})
+    assert provider.validate(base_request) == []  # size multiple read from the folder's VAE config
+    assert any("multiple of 4" in p for p in provider.validate(base_request.model_copy(update={"width": 66})))
+    styled = with_loras(base_request, (lora_dir / "style.diffusers.safetensors", 0.7))
+    from_folder = await provider.generate(styled)
+    in_code = await tiny_provider.generate(styled)
+    assert from_folder.images[0].data == in_code.images[0].data
+    assert from_folder.software["revision"] == f"local:{folder.resolve()}"
+    assert provider.model_version().startswith(f"{folder}@")
+
+
 async def test_missing_model_gives_a_clear_error(monkeypatch, tmp_path, base_request):
     from harness.providers.local import DiffusersProvider
 
