@@ -363,16 +363,6 @@ class RunStore:
     def attempts(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT fingerprint, MAX(attempt) FROM generations GROUP BY fingerprint"))
 
-    def images_of(self, generation_id: int) -> list[StoredImage]:
-        rows = self._conn.execute(
-            "SELECT sha256, path, format, width, height, nsfw FROM images WHERE generation_id = ? ORDER BY idx",
-            (generation_id,),
-        ).fetchall()
-        return [StoredImage(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5])) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        return dict(self._conn.execute("SELECT status, COUNT(*) FROM generations GROUP BY status"))
-
     # ---- generations: the write-ahead steps ----------------------------------------
 
     def record_intent(self, fingerprint: str, provider: str, epoch: int, attempt: int, estimate_usd: float | None,
