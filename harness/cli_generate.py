@@ -66,21 +66,34 @@ def generate(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     console = Console(highlight=False, soft_wrap=True)
 
-    width, height = parse_size(size)
+    # usage problems are collected too, and reported together (exit 2)
+    usage: list[str] = []
+
+    def attempt(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except typer.BadParameter as exc:
+            usage.append(f"{exc.param_hint}: {exc.message}")
+            return None
+
+    width, height = attempt(parse_size, size) or (0, 0)
     if len(lora) > MAX_LORAS:
-        raise typer.BadParameter(f"at most {MAX_LORAS} LoRAs, got {len(lora)}", param_hint="--lora")
+        usage.append(f"--lora: at most {MAX_LORAS} LoRAs, got {len(lora)}")
     if fmt not in ("png", "jpeg", "webp"):
-        raise typer.BadParameter(f"{fmt!r} is not png, jpeg or webp", param_hint="--format")
-    options = parse_pairs(option, "--option")
-    settings = parse_pairs(config, "--config")
+        usage.append(f"--format: {fmt!r} is not png, jpeg or webp")
+    options = attempt(parse_pairs, option, "--option") or {}
+    settings = attempt(parse_pairs, config, "--config") or {}
     try:
         cls = provider_class(provider)
     except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="--provider") from None
-    if model is not None:
+        usage.append(f"--provider: {exc.args[0]}")
+        cls = None
+    if model is not None and cls is not None:
         if "model" not in getattr(cls, "config_model").model_fields:
-            raise typer.BadParameter(f"provider {provider!r} has no model setting", param_hint="--model")
+            usage.append(f"--model: provider {provider!r} has no model setting")
         settings["model"] = model
+    if usage:
+        raise typer.BadParameter("\n".join(usage))
 
     # every problem is collected before failing: a bad --lora does not hide a bad size
     specs, entries, problems = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)

@@ -125,6 +125,16 @@ def test_usage_errors_exit_2(fal, tmp_path, args):
     assert fal.requests == []
 
 
+def test_usage_errors_are_reported_together(fal, tmp_path):
+    result = invoke("--provider", "fal", "--seed", "1", "--size", "big", "--format", "gif", "--option", "novalue",
+                    "--lora", "a", "--lora", "b", "--lora", "c", "--lora", "d", "x", "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 2
+    for needle in ("'big' is not WIDTHxHEIGHT", "'gif' is not png, jpeg or webp", "'novalue' is not key=value",
+                   "at most 3 LoRAs, got 4"):
+        assert needle in result.output, needle
+    assert fal.requests == []
+
+
 def test_unknown_provider_is_a_usage_error(tmp_path):
     result = invoke("--provider", "nope", "--seed", "1", "x", "-o", str(tmp_path / "o.png"))
     assert result.exit_code == 2 and "unknown provider" in result.output
