@@ -202,13 +202,11 @@ def expand(
                 if entry.id not in lora_ids:
                     lora_ids.append(entry.id)
         for s_index, stack in enumerate(suite.stacks):
-            for l_index, (lora_id, scale) in enumerate(stack.loras):
+            for lora_id, _ in stack.loras:
                 try:
                     entries[lora_id] = catalogue.get(lora_id)
                 except KeyError as exc:
                     problems.append(f"{suite.where('stacks', s_index, lora_id)}: stacks[{s_index}].{lora_id}: {exc}")
-                if not 0.0 <= scale <= 4.0:
-                    problems.append(f"{suite.where('stacks', s_index, lora_id)}: stacks[{s_index}].{lora_id}: scale {scale} outside [0, 4]")
         if suite.loras and not lora_ids and not any("loras[" in p for p in problems):
             problems.append(f"{suite.where('loras')}: loras: selects no catalogue entry")
     if not suite.baseline and not suite.loras and not suite.stacks:

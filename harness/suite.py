@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 SIZE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_STACK = 3
+#: LoRA scales a suite may ask for (0 = loaded at weight 0); providers may allow less.
+SCALE_RANGE = (0.0, 4.0)
+
+
+def _out_of_range(scales: list[float]) -> list[float]:
+    return [s for s in scales if not SCALE_RANGE[0] <= s <= SCALE_RANGE[1]]
 
 
 class SuiteError(ValueError):
@@ -72,6 +78,9 @@ class StackSpec(BaseModel):
             raise ValueError(f"a stack holds 2 to {MAX_STACK} LoRAs, this one has {len(ids)}")
         if len(set(ids)) != len(ids):
             raise ValueError(f"a stack lists the same LoRA twice: {ids}")
+        bad = _out_of_range([s for _, s in self.loras])
+        if bad:
+            raise ValueError(f"scale(s) {bad} outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
         return self
 
 
@@ -167,9 +176,9 @@ class Suite(BaseModel):
     @classmethod
     def _scales(cls, v: list[float] | None) -> list[float] | None:
         if v is not None:
-            bad = [s for s in v if not 0.0 <= s <= 4.0]
+            bad = _out_of_range(v)
             if bad:
-                raise ValueError(f"scale(s) {bad} outside [0, 4]")
+                raise ValueError(f"scale(s) {bad} outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
             if len(set(v)) != len(v):
                 raise ValueError(f"scales listed twice: {v}")
         return v

@@ -121,6 +121,13 @@ def test_stack_rules(write_suite):
     with pytest.raises(SuiteError) as info:
         load_suite(write_suite("name: s\nproviders: [fakeasync]\nprompts: [a]\nstacks:\n  - {paint: 0.5}\n"))
     assert "2 to 3 LoRAs" in info.value.problems[0] and ":5:" in info.value.problems[0]
+    with pytest.raises(SuiteError) as info:
+        load_suite(write_suite(
+            "name: s\nproviders: [fakeasync]\nprompts: [a]\nscales: [0.5, 9]\nstacks:\n  - {paint: 0.5, ink: 5}\n"
+        ))
+    text = "\n".join(info.value.problems)
+    assert ":4: scales: scale(s) [9.0] outside [0, 4]" in text
+    assert ":6: stacks[0]: scale(s) [5.0] outside [0, 4]" in text
 
 
 def test_fingerprint_is_canonical_and_sensitive():
