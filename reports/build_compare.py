@@ -9,7 +9,7 @@ from pathlib import Path
 from reports import fmt
 from reports.figures import ThumbIndex, asset_url
 from reports.howto import random_weight_banner
-from reports.inputs import CompareCellData, CompareData, CompareSide
+from reports.inputs import CHANGED_VERDICTS, CompareCellData, CompareData, CompareSide
 from reports.thumbs import ThumbFailure
 from reports.viewmodels import CompareCell, CompareMetric, CompareReportView, Figure, KeyValue
 
@@ -54,12 +54,9 @@ def _figure(side: CompareSide, which: str, cell: CompareCellData, thumbs: ThumbI
                   thumb_height=thumb.height, alt=label, title=label, caption=caption)
 
 
-VERDICT_ORDER = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
-
-
 def _sort_key(cell: CompareCellData) -> tuple:
     """Changed cells first, the worst verdict first; then grid order."""
-    return (not cell.drifted, VERDICT_ORDER.get(cell.verdict, 9), cell.provider, cell.lora, cell.scale,
+    return (not cell.drifted, CHANGED_VERDICTS.get(cell.verdict, 9), cell.provider, cell.lora, cell.scale,
             cell.prompt_id, cell.seed)
 
 

@@ -98,10 +98,6 @@ def _column_key(row: dict[str, Any]) -> str:
     return fmt.scale(row["scale_key"])
 
 
-def _aggregate_index(aggregates: list[ScaleAggregate]) -> dict[tuple, ScaleAggregate]:
-    return {(a.lora, a.provider, _scale_key(a.scale), a.metric): a for a in aggregates}
-
-
 def _curves(
     lora: str, metric: str, providers: list[str], aggs: list[ScaleAggregate],
     recs: dict[tuple[str, str], float | None], with_baseline: bool,

@@ -17,7 +17,6 @@ from reports.errors import ReportError
 from reports.howto import uses_random_weights
 from reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
 
-CHANGED_FIRST = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
 SIDE_METRICS = ("clip_score", "style_shift", "lora_effect", "latency_s", "cost_usd")
 
 
@@ -108,7 +107,7 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
         cells.append(CompareCellData(
             provider=str(c.get("provider")), lora=str(c.get("lora") or ""), scale=str(c.get("scales") or ""),
             prompt_id=str(c.get("prompt_id") or ""), prompt=str((r or b or {}).get("prompt") or ""),
-            seed=fmt.seed(c.get("seed")), verdict=verdict, drifted=verdict in CHANGED_FIRST,
+            seed=fmt.seed(c.get("seed")), verdict=verdict,
             reasons=[str(x) for x in c.get("reasons") or []],
             baseline=_side(b, baseline_dir, c.get("baseline_status"), c.get("baseline_image")),
             current=_side(r, run_dir, c.get("run_status"), c.get("run_image")),
@@ -126,7 +125,7 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
         settings["Tolerances"] = ", ".join(f"{k}={v}" for k, v in tol.items() if v is not None)
     overall = str(data.get("overall") or "")
     return CompareData(
-        baseline_dir=baseline_dir, run_dir=run_dir, overall=overall, regressed=overall == "regressed",
+        baseline_dir=baseline_dir, run_dir=run_dir, overall=overall,
         settings=settings, cells=cells,
         random_weights=uses_random_weights(run_frame) or uses_random_weights(base_frame),
     )

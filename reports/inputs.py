@@ -17,8 +17,9 @@ from registry.models import LoraEntry
 #: Statuses the harness gives a generation that produced its image.
 OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})
 
-#: Per-image score columns the evals stage adds to results.parquet.
-SCORE_COLUMNS = ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement")
+#: The verdicts (evals.compare) that mean a cell changed, worst first: the comparison
+#: report shows these cells first, in this order.
+CHANGED_VERDICTS = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
 
 
 class ScaleAggregate(BaseModel):
@@ -114,11 +115,15 @@ class CompareCellData(BaseModel):
     prompt: str = ""
     seed: str = ""
     verdict: str
-    drifted: bool
     reasons: list[str] = Field(default_factory=list)
     baseline: CompareSide
     current: CompareSide
     metrics: list[CompareMetricData] = Field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        """Changed in any way (regressed, drifted, missing or new), from the verdict."""
+        return self.verdict in CHANGED_VERDICTS
 
 
 class CompareData(BaseModel):
@@ -127,7 +132,10 @@ class CompareData(BaseModel):
     baseline_dir: Path
     run_dir: Path
     overall: str
-    regressed: bool
     settings: dict[str, Any] = Field(default_factory=dict)
     cells: list[CompareCellData]
     random_weights: bool = False
+
+    @property
+    def regressed(self) -> bool:
+        return self.overall == "regressed"

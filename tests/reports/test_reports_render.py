@@ -241,16 +241,16 @@ def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_pat
     run_sha = png(run_dir / "images" / "a.png", (200, 20, 30))
     cells = [
         CompareCellData(provider="fal", lora="ink", scale="1", prompt_id="trex", prompt=XSS_PROMPT, seed="42",
-                        verdict="regressed", drifted=True,
+                        verdict="regressed",
                         reasons=[f"SSIM 0.1 < 0.6; image {run_dir / 'images' / 'a.png'}"],
                         baseline=CompareSide(image=base_dir / "images" / "a.png", sha256=base_sha, status="succeeded"),
                         current=CompareSide(image=run_dir / "images" / "a.png", sha256=run_sha, status="succeeded")),
         CompareCellData(provider="fal", lora="ink", scale="1", prompt_id="trex", prompt=XSS_PROMPT, seed="7",
-                        verdict="regressed", drifted=True, reasons=[f"no image now ({XSS_ERROR})"],
+                        verdict="regressed", reasons=[f"no image now ({XSS_ERROR})"],
                         baseline=CompareSide(image=base_dir / "images" / "a.png", sha256=base_sha, status="succeeded"),
                         current=CompareSide(status="failed", error=XSS_ERROR)),
     ]
-    data = CompareData(baseline_dir=base_dir, run_dir=run_dir, overall="regressed", regressed=True,
+    data = CompareData(baseline_dir=base_dir, run_dir=run_dir, overall="regressed",
                        settings={"Notes": XSS_NOTE}, cells=cells)
     out = write_html(run_dir / "compare.html", render("compare.html.j2", build_compare_view(data)))
     html = out.read_text(encoding="utf-8")
