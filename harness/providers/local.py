@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -152,10 +153,13 @@ class DiffusersProvider(Provider):
         """`model@revision;dtype` from the settings alone, so it is the same before and after
         the pipeline loads (it is part of every fingerprint). The commit actually loaded is
         in each result's `software.revision`."""
+        folder = Path(self.config.model).expanduser()
         if self.config.model == TINY_MODEL:
             from harness.providers.tiny_zimage import TINY_REVISION
 
             revision = TINY_REVISION
+        elif folder.is_dir():
+            revision = _folder_identity(folder)
         else:
             revision = self.config.revision or "main"
         version = f"{self.config.model}@{revision};{self._resolve_dtype_name()}"
@@ -821,6 +825,20 @@ def _set_slot_weights(
                 current.fill_(weight * base)
             else:
                 module.scaling[name] = torch.tensor(weight * base, device=module.lora_A[name].weight.device)
+
+
+def _folder_identity(folder: Path) -> str:
+    """What a local model folder holds, cheaply: a hub snapshot's commit when the folder is
+    one, else a digest of every file's path, size and mtime (new weights in the same folder
+    must not be mistaken for the old ones; hashing gigabytes per run would be too slow)."""
+    parts = folder.resolve().parts
+    if "snapshots" in parts[:-1]:
+        return parts[parts.index("snapshots") + 1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"files-{digest.hexdigest()[:16]}"
 
 
 def _dtype_kwarg(dtype: Any) -> dict[str, Any]:

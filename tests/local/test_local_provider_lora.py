@@ -317,6 +317,27 @@ async def test_turbo_settings_are_passed_8_transformer_passes_without_cfg(tiny_p
     assert batches == [1] * 8  # 8 passes, one latent each (CFG would send 2)
 
 
+def test_a_model_folder_is_identified_by_what_it_holds(tmp_path):
+    """The model version (in every fingerprint) of a local folder changes when its weights
+    change, so a shared cache never answers for the old ones; a hub snapshot folder is
+    named by its commit."""
+    from harness.providers.local import DiffusersProvider
+
+    folder = tmp_path / "model"
+    (folder / "transformer").mkdir(parents=True)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"old weights")
+    provider = DiffusersProvider({"model": str(folder)})
+    before = provider.model_version()
+    assert before == provider.model_version()
+    weights.write_bytes(b"new weights, retrained")
+    assert provider.model_version() != before
+
+    snapshot = tmp_path / "hub" / "models--o--m" / "snapshots" / "0123abcd" / "transformer"
+    snapshot.mkdir(parents=True)
+    assert DiffusersProvider({"model": str(snapshot.parent)}).model_version().startswith(f"{snapshot.parent}@0123abcd;")
+
+
 async def test_unseeded_request_draws_and_records_a_seed(tiny_provider, base_request):
     result = await tiny_provider.generate(base_request.model_copy(update={"seed": None}))
     assert result.metadata["seed_drawn"] is True
