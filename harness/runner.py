@@ -137,8 +137,7 @@ class Plan:
     grid: Grid
     instances: dict[str, Any]
     units: list[Unit]
-    model_versions: dict[str, str]
-    bound: dict[str, tuple[str, str, str]]
+    bound: dict[str, tuple[str, str, str]]  # cell_id -> (endpoint, model_version, fingerprint)
     concurrency: dict[str, int]
 
 
@@ -218,7 +217,7 @@ def build_plan(
     if lines and strict:
         raise GridInvalid(lines)
     conc = {name: int(grid.providers[name].config.concurrency) for name in instances}
-    return Plan(grid, instances, list(units.values()), model_versions, bound, conc), lines
+    return Plan(grid, instances, list(units.values()), bound, conc), lines
 
 
 def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fresh: bool, epoch: int | None,
