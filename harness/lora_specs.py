@@ -63,7 +63,8 @@ def looks_like_file(ref: str) -> bool:
 
 def spec_for_file(path_text: str, scale: float) -> LoraSpec:
     """A local `.safetensors` file: header checked, content hashed; pickle refused."""
-    from registry.safetensors_header import NotSafetensorsError, read_header, sha256_file
+    from registry.digest import sha256_file
+    from registry.safetensors_header import NotSafetensorsError, read_header
 
     path = Path(path_text).expanduser()
     if path.name.lower().endswith(PICKLE_SUFFIXES):

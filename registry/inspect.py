@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from registry.safetensors_header import read_header_from, sha256_file
+from registry.digest import sha256_file
+from registry.safetensors_header import read_header_from
 from registry.zimage import ZIMAGE_TURBO_CONFIG, zimage_linears
 
 KeyFormat = Literal["diffusers", "ai-toolkit", "kohya", "lokr", "unknown"]

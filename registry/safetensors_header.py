@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
-from registry.digest import CHUNK, sha256_file  # noqa: F401  (re-exported)
 
 
 class NotSafetensorsError(ValueError):
