@@ -39,7 +39,8 @@ class HostedProvider(Provider):
     #: The no-LoRA endpoint beside the LoRA one, if the provider documents one; the `endpoint`
     #: option (auto|lora|base) then picks, `auto` meaning base unless LoRAs are given.
     base_endpoint: ClassVar[str | None] = None
-    #: LoRA scale range the provider documents (all four pages say 0..4).
+    #: LoRA scale range: Novita (000) and AI/ML API (003) state 0..4; fal (004) and HighwayAPI
+    #: (002) state none, and the catalogue's own [0, 4] bound is applied to them too.
     scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     #: What `lora_reference` accepts, for the validation message.
     lora_reference_form: ClassVar[str] = "an https URL to the .safetensors file"
