@@ -26,10 +26,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from evals.results import SCORE_VALUE_COLUMNS
 from evals.stats import mean_ci
 
 CLIPSCORE_WEIGHT = 2.5
-SCORE_COLUMNS = ("clip_score", "clip_cosine", "style_cosine", "style_shift", "lora_effect", "agreement")
+SCORE_COLUMNS = SCORE_VALUE_COLUMNS  # one list: what is computed here is what run.db stores
 AGGREGATE_METRICS = ("clip_score", "clip_cosine", "style_shift", "lora_effect", "agreement")
 #: The store's generation statuses (harness.store.STATUSES): a row has an image when succeeded.
 FAILED_STATUSES = frozenset({"failed"})
