@@ -95,9 +95,7 @@ def score(
     )
     console.print(f"wrote {escape(str(summary.results_path))}")
 
-    from evals.results import scored_frame
-
-    frame = scored_frame(run, summary.clip_model)
+    frame = summary.frame
     agg = aggregate(frame)
     if not agg.empty:
         table = Table(title="per (LoRA, scale, provider): mean ± 95% CI half-width over prompts x seeds")

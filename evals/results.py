@@ -117,8 +117,10 @@ def scored_frame(run_dir: str | Path, clip: str | None = None) -> "pd.DataFrame"
     return merged
 
 
-def export_scored_results(run_dir: str | Path, clip: str | None = None) -> Path:
-    """Write `<run_dir>/results.parquet` (base columns + score columns) atomically."""
+def export_scored_results(run_dir: str | Path, clip: str | None = None) -> tuple[Path, "pd.DataFrame"]:
+    """Write `<run_dir>/results.parquet` (base columns + score columns) atomically; returns
+    its path and the frame written (so a caller showing the scores need not read them again)."""
     from harness.results import write_results
 
-    return write_results(scored_frame(run_dir, clip), run_dir)
+    frame = scored_frame(run_dir, clip)
+    return write_results(frame, run_dir), frame

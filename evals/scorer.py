@@ -276,14 +276,16 @@ class Embedder:
         self,
         items: Sequence[tuple[str, Path]],
         progress: Callable[[int], None] | None = None,
+        cached: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """{sha256: vector} for (sha256, file) pairs; only cache misses are read and encoded.
 
-        `progress(n)` is called after each batch with the number of images it embedded."""
+        `progress(n)` is called after each batch with the number of images it embedded.
+        `cached`: the cache lookup for these items when the caller already made it."""
         from PIL import Image
 
         wanted = dict(items)
-        found = self.cache.get_many(self.model_id, "image", wanted)
+        found = dict(cached) if cached is not None else self.cache.get_many(self.model_id, "image", wanted)
         missing = [k for k in wanted if k not in found]
         for start in range(0, len(missing), self.batch_size):
             keys = missing[start : start + self.batch_size]

@@ -32,6 +32,8 @@ class ScoreSummary:
     unscored: int = 0  # rows without an image (failed / pending)
     problems: list[str] = field(default_factory=list)
     results_path: Path | None = None
+    #: the run's results with the score columns, as written to results.parquet
+    frame: "pd.DataFrame | None" = None
     #: mean image-image cosine per provider pair over shared cells (None with one provider)
     agreement: "pd.DataFrame | None" = None
 
@@ -112,7 +114,7 @@ def score_run(
             summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
         finally:
             conn.close()
-        summary.results_path = export_scored_results(run_dir, embedder.model_id)
+        summary.results_path, summary.frame = export_scored_results(run_dir, embedder.model_id)
         return summary
     finally:
         if own_embedder:
@@ -127,7 +129,7 @@ def _embed_with_progress(embedder: Embedder, items: list[tuple[str, Path]], prog
     cached = embedder.cache.get_many(embedder.model_id, "image", [k for k, _ in items])
     todo = len(items) - len(cached)
     if todo == 0:
-        return embedder.images(items)
+        return cached
     with Progress(
         TextColumn(f"embedding images ({embedder.spec.label()})"),
         BarColumn(),
@@ -136,4 +138,4 @@ def _embed_with_progress(embedder: Embedder, items: list[tuple[str, Path]], prog
         transient=True,
     ) as bar:
         task = bar.add_task("embed", total=todo)
-        return embedder.images(items, progress=lambda n: bar.advance(task, n))
+        return embedder.images(items, progress=lambda n: bar.advance(task, n), cached=cached)

@@ -102,7 +102,6 @@ def run_and_score(
 ) -> ScoredRun:
     """Run `suite_path` into `runs_root/<name or suite name>` (resuming what is stored),
     score it with `clip`, and return the scored frame."""
-    from evals.results import scored_frame
     from evals.scoring import score_run
     from harness.runner import run_suite
     from harness.store import RunStore
@@ -134,8 +133,7 @@ def run_and_score(
         embedder.close()
     with RunStore.open(run_dir) as store:
         entries = store.lora_entries()
-    frame = scored_frame(run_dir, score.clip_model)
-    frame = frame[frame["provider"].isin(usable)].reset_index(drop=True)
+    frame = score.frame[score.frame["provider"].isin(usable)].reset_index(drop=True)
     return ScoredRun(suite.name, run_dir, frame, score.clip_model, entries, summary, score, skipped)
 
 

@@ -154,3 +154,30 @@ def test_compare_latency_ratio_tolerance_turns_a_slower_provider_into_a_regressi
     report = json.loads((slow / "compare.json").read_text())
     assert report["overall"] == "regressed" and report["counts"]["same"] == 28
     assert any("diffusers: median latency x3.00" in n for n in report["notes"])
+
+
+def test_scoring_with_the_progress_bar_embeds_the_same_and_only_once(tiny_run: Path):
+    """The progress-bar path (the default on a terminal) looks the cache up once and embeds
+    exactly what the quiet path would: the same vectors, nothing twice."""
+    import numpy as np
+
+    from evals.scorer import Embedder
+    from evals.scoring import compute_scores
+
+    embedder = Embedder.open("tiny-random")
+    try:
+        shown = compute_scores(tiny_run, embedder, progress=True)
+        again = compute_scores(tiny_run, embedder, progress=True)
+    finally:
+        embedder.close()
+    assert shown.summary.embedded == 24 and again.summary.embedded == 0 and again.summary.forward_passes == 0
+    quiet = Embedder.open("tiny-random")
+    try:
+        plain = compute_scores(tiny_run, quiet, progress=False)
+    finally:
+        quiet.close()
+    assert plain.image_vectors.keys() == shown.image_vectors.keys() == again.image_vectors.keys()
+    for sha, vector in plain.image_vectors.items():
+        np.testing.assert_array_equal(vector, again.image_vectors[sha])
+        np.testing.assert_array_equal(vector, shown.image_vectors[sha])
+    pd.testing.assert_frame_equal(plain.frame, again.frame)
