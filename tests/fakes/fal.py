@@ -10,6 +10,7 @@ itself returns; a client must rebase those onto its configured root).
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 from typing import Any
@@ -150,10 +151,16 @@ class FalFake(FakeServer):
         fmt = task.body.get("output_format", "png")
         seed = task.body.get("seed", random.Random(task.id).randint(0, 2**31))
         count = task.body.get("num_images", 1)
+
+        def url(i: int) -> str:
+            if task.body.get("sync_mode"):  # 004: "the media will be returned as a data URI"
+                data = base64.b64encode(make_image(fmt, width, height, i)).decode()
+                return f"data:{CONTENT_TYPES[fmt]};base64,{data}"
+            return f"{self.url}/cdn/{task.id}/{i}.{fmt}"
+
         return json_reply(200, {
             "images": [
-                {"url": f"{self.url}/cdn/{task.id}/{i}.{fmt}", "width": width, "height": height,
-                 "content_type": CONTENT_TYPES[fmt]}
+                {"url": url(i), "width": width, "height": height, "content_type": CONTENT_TYPES[fmt]}
                 for i in range(count)
             ],
             "timings": {"inference": 0.84},

@@ -132,6 +132,16 @@ async def test_content_policy_is_content_filtered(fake_factory, make_provider):
             await provider.generate(request())
 
 
+async def test_sync_mode_data_uris_are_decoded_without_a_download(fake_factory, make_provider):
+    fake = fake_factory("fal")
+    async with make_provider("fal", fake) as provider:
+        result = await provider.generate(request(num_images=2, output_format="webp", options={"sync_mode": True}))
+    assert fake.hits("submit")[0].json["sync_mode"] is True and fake.hits("image") == []
+    assert [img.data for img in result.images] == [make_image("webp", 640, 512, i) for i in range(2)]
+    assert [img.format for img in result.images] == ["webp", "webp"]
+    assert len(repr(result.metadata)) < 4000  # the data URIs are not stored twice
+
+
 async def test_nsfw_flags_are_kept_on_the_images(fake_factory, make_provider):
     fake = fake_factory("fal")
     fake.nsfw = True
