@@ -66,6 +66,11 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
     assert "tiny-ink" in shown.output and "tiny-neon" in shown.output and "rule:" in shown.output
     data = json.loads((tiny_run / "recommend.json").read_text())
     assert {r["lora"] for r in data["recommendations"]} == {"tiny-ink", "tiny-neon"}
+    # beside the catalogue's recommendation and range (evals/suites/tiny/loras.yaml)
+    assert {r["lora"]: (r["catalogue_scale"], r["catalogue_range"]) for r in data["recommendations"]} == {
+        "tiny-ink": (1.0, [0.25, 1.5]), "tiny-neon": (0.5, [0.25, 1.5])}
+    table_rows = [line for line in shown.output.splitlines() if "tiny-neon" in line and "diffusers" in line]
+    assert table_rows and "0.5" in table_rows[0] and "0.25–1.5" in table_rows[0]
     assert all([p["scale"] for p in r["points"]] == [0.0, 0.5, 1.0] for r in data["recommendations"])
 
     from evals.pytest_plugin import SUITES_DIR

@@ -265,3 +265,18 @@ def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_pat
     assert len(urls) == 6  # thumbnail + full-size link: 2 baseline images, 1 current (the other failed)
     for url in urls:
         assert (out.parent / unquote(url)).resolve().is_file(), url
+
+
+def test_summary_names_suite_providers_versions_counts_failures_cost_and_time(scored_run):
+    from reports import fmt
+
+    summary = {kv.key: kv.value for kv in build_run_view(scored_run).summary}
+    frame = scored_run.results
+    n = len(frame)
+    assert summary["Suite"] == "synthetic-smoke" and summary["Providers"] == "fal, novita"
+    assert summary["Model versions"] == "fal: fal-v1; novita: novita-v1"
+    assert summary["LoRAs"] == str(len(LORAS))
+    assert summary["Generations"] == f"{n} ({n - 1} ok, 1 failed)" and summary["NSFW-flagged"] == "1"
+    assert summary["Total cost"] == f"{fmt.usd(frame.cost_usd.sum())} ({n} estimated)"
+    assert summary["Generation time (sum)"] == fmt.seconds(frame.latency_s.sum())
+    assert summary["Scored"] == "yes (tiny-random)"
