@@ -67,7 +67,8 @@ async def test_key_and_root_from_the_documented_variables(monkeypatch, fake_fact
     provider = cls()
     assert provider.root == fake.url
     # a suite's providers section wins over the environment
-    assert cls({"base_url": "http://127.0.0.1:9/gw", "api_key": "suite-key-0123456789"}).root == "http://127.0.0.1:9/gw"
+    from_suite = cls({"base_url": "http://127.0.0.1:9/gw", "api_key": "suite-key-0123456789"})
+    assert from_suite.root == "http://127.0.0.1:9/gw" and from_suite.require_key() == "suite-key-0123456789"
     with pytest.raises(AuthError, match=key_var):  # the fake knows only the test key: the env key went over the wire
         async with provider:
             await provider.generate(GenerationRequest(prompt="a fox", width=512, height=512, seed=1))
