@@ -91,6 +91,16 @@ def test_untrusted_text_shows_as_text_and_runs_no_script(browser, hostile_run):
     assert XSS_ERROR in text
     assert page.locator("script").count() == 1
     assert page.evaluate("() => document.querySelectorAll('[onerror],[onload]').length") == 0
+    # the full-size viewer puts the hostile prompt into the page from a data attribute: as text
+    thumb = page.locator('tr[data-prompt="trex"] a.thumb').first
+    thumb.scroll_into_view_if_needed()
+    thumb.click()
+    page.locator("dialog#viewer").wait_for(state="visible")
+    assert XSS_PROMPT in page.locator("dialog#viewer p").inner_text()
+    assert page.evaluate("() => document.querySelectorAll('#viewer *').length") == 2  # its img and p only
+    page.wait_for_timeout(200)
+    assert log.dialogs == [] and log.problems() == []
+    page.keyboard.press("Escape")
     screenshot(page, "report-escaping.png")
 
 
