@@ -386,7 +386,7 @@ class _Executor:
                     self.summary.notes.append(
                         f"--max-cost {self.max_cost:g}: stopped submitting at ${self.spent:.4f} committed; the next "
                         + (f"request (estimated ${est:.4f}) would pass it" if est != float("inf")
-                           else "next request has no published price")
+                           else "request has no published price and nothing is left to learn it with")
                     )
                 if unit.probe:
                     self._end_probe(unit, None)

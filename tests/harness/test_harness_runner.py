@@ -176,6 +176,22 @@ async def test_max_cost_stops_submitting_before_passing(write_suite, tmp_path):
     assert sends() == 5 and summary.providers["fakeasync"].cost <= 0.055 + 1e-9
 
 
+async def test_max_cost_with_a_provider_that_publishes_no_price(write_suite, tmp_path, monkeypatch):
+    """No estimate: one probe request at a time learns the billed price, then the cap holds
+    with it; with no headroom at all, nothing of unknown price is sent."""
+    from harness.models import Cost, Estimate
+
+    monkeypatch.setattr(FakeAsync, "estimate", lambda self, request: Estimate(cost=Cost(usd=None, source="unknown"),
+                                                                              seconds=1.0))
+    suite = load_suite(write_suite(BASIC))
+    nothing = await run(suite, tmp_path / "r0", max_cost=0.0)
+    assert sends() == 0 and nothing.budget_stopped
+    assert any("the next request has no published price" in note for note in nothing.notes), nothing.notes
+    capped = await run(suite, tmp_path / "r1", max_cost=0.035, concurrency=4)
+    ps = capped.providers["fakeasync"]
+    assert sends() == 3 and ps.cost == pytest.approx(0.03) and capped.budget_stopped
+
+
 async def test_unwritable_output_folder_is_a_clear_error(write_suite, tmp_path):
     suite = load_suite(write_suite(BASIC))
     blocker = tmp_path / "file"
