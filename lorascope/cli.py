@@ -7,6 +7,9 @@ Exit codes: 0 ok, 1 a check failed, 2 usage error.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import typer
 
 from evals import cli as evals_cli
@@ -27,5 +30,20 @@ evals_cli.register(app)
 reports_cli.register(app)
 
 
+def configure_logging() -> logging.Handler:
+    """Log records (ours and the libraries') go to stderr through the key redactor, so an API
+    key that turns up in a message is masked. `LORASCOPE_LOG_LEVEL=DEBUG` shows more."""
+    from harness.secrets import RedactingFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("LORASCOPE_LOG_LEVEL", "WARNING").upper())
+    return handler
+
+
 def main() -> None:
+    configure_logging()
     app()
