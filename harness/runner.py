@@ -36,7 +36,7 @@ from harness.grid import Cell, Grid, ProviderSetup, expand
 from harness.models import Estimate, GenerationRequest, GenerationResult
 from harness.secrets import redact
 from harness.store import (
-    COLLECTABLE_FAILURES, IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage, link_or_copy,
+    IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage, link_or_copy,
 )
 from harness.suite import Suite, SuiteError
 
@@ -235,8 +235,7 @@ def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fre
         row = leftovers.get(unit.fingerprint)
         ps = summary.providers[unit.provider]
         in_flight = row is not None and row.status in IN_FLIGHT
-        if (row is not None and row.task_id and asynchronous
-                and (in_flight or row.error_kind in COLLECTABLE_FAILURES)):
+        if row is not None and asynchronous and row.collectable:
             unit.action = "resume"  # accepted (and maybe finished and billed): poll it by id
             unit.resume_task_id = row.task_id
             unit.resume_generation = row.id

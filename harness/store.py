@@ -43,8 +43,9 @@ STATUSES = ("pending", "intent", "submitted", "succeeded", "failed")
 IN_FLIGHT = ("intent", "submitted")
 #: Failures after which the provider may still hold the finished (and billed) task, so a
 #: re-run collects it by task id instead of paying again: `storage` (the image arrived and
-#: could not be written), `provider_error` / `rate_limited` (polling gave up on a transient
-#: error while the task ran on).
+#: could not be written; always collected), and `provider_error` / `rate_limited` (polling
+#: gave up on a transient error while the task ran on; collected once, so a task the
+#: provider can no longer answer for does not block its cell forever).
 COLLECTABLE_FAILURES = ("storage", "provider_error", "rate_limited")
 #: A request that was in flight when the run stopped (Ctrl-C, or a crash closed on resume).
 INTERRUPTED = "interrupted"
@@ -140,6 +141,15 @@ class GenerationRow:
     task_id: str | None
     cancel_requested: bool
     error_kind: str | None
+
+    @property
+    def collectable(self) -> bool:
+        """Worth polling again by its task id instead of sending the request again."""
+        if not self.task_id:
+            return False
+        if self.status in IN_FLIGHT or self.error_kind == "storage":
+            return True
+        return self.error_kind in COLLECTABLE_FAILURES and self.origin != "resumed"
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:

@@ -337,6 +337,35 @@ async def test_a_task_whose_polling_gave_up_is_collected_by_id_on_rerun_not_paid
     assert (ps.resumed, ps.sent, ps.succeeded, ps.resent_after_crash) == (2, 1, 3, 0) and second.exit_code == 0
 
 
+async def test_a_task_that_cannot_be_collected_is_tried_once_then_sent_again(write_suite, tmp_path, monkeypatch):
+    """Polling gave up; on the re-run the status endpoint still fails for that task id (an
+    expired task, a provider outage): the next run asks anew instead of blocking the cell."""
+    from harness.errors import ProviderUnavailable
+
+    original = FakeAsync.generate
+
+    async def accepted_then_lost(self, request, on_submitted=None):
+        self.calls.append(("generate", request))
+        await on_submitted("task-lost")
+        raise ProviderUnavailable(self.name, "status polling: 503; retry budget spent")
+
+    async def still_lost(self, task_id, request):
+        self.calls.append(("resume", task_id))
+        raise ProviderUnavailable(self.name, "status polling: 503; retry budget spent")
+
+    monkeypatch.setattr(FakeAsync, "generate", accepted_then_lost)
+    monkeypatch.setattr(FakeAsync, "resume", still_lost)
+    suite = load_suite(write_suite("name: gone\nproviders: [fakeasync]\nprompts: [a cat]\n"))
+    await run(suite, tmp_path / "r")
+    FakeAsync.calls.clear()
+    second = await run(suite, tmp_path / "r")
+    assert FakeAsync.calls == [("resume", "task-lost")] and second.exit_code == 1
+    monkeypatch.setattr(FakeAsync, "generate", original)
+    FakeAsync.calls.clear()
+    third = await run(suite, tmp_path / "r")
+    assert [kind for kind, _ in FakeAsync.calls] == ["generate"] and third.exit_code == 0
+
+
 async def test_ctrl_c_in_process_records_in_flight_requests_and_the_rerun_counts_them(write_suite, tmp_path,
                                                                                       monkeypatch):
     """SIGINT while two requests are in flight at a synchronous provider: both recorded as
