@@ -39,18 +39,24 @@ def test_hosted_suite_is_skipped_naming_the_missing_keys(pytester, no_keys):
 
 def test_options_are_registered(pytester):
     pytester.makeini(INI)
-    pytester.makepyfile(test_opts="""
-        def test_opts(lorascope):
+    pytester.makepyfile(test_plugin_options="""
+        def test_given(lorascope):
             assert lorascope.providers == ["diffusers", "fal"]
             assert lorascope.clip == "tiny-random"
             assert lorascope.update_baseline is True
             assert lorascope.baseline_dir("s").name == "s"
+            assert lorascope.fresh is True and lorascope.runs_root.name == "kept-runs"
+
+        def test_defaults(lorascope):
+            assert lorascope.fresh is False and lorascope.baseline_dir("s") is None
     """)
     result = pytester.runpytest_inprocess(
         "--lorascope-provider", "diffusers", "--lorascope-provider", "fal", "--lorascope-clip", "tiny-random",
-        "--lorascope-baseline", str(pytester.path / "bl"), "--lorascope-update-baseline",
+        "--lorascope-baseline", str(pytester.path / "bl"), "--lorascope-update-baseline", "--lorascope-fresh",
+        f"--lorascope-runs={pytester.path / 'kept-runs'}", "-k", "test_given",
     )
     result.assert_outcomes(passed=1)
+    pytester.runpytest_inprocess("-k", "test_defaults").assert_outcomes(passed=1)
 
 
 def test_only_the_providers_with_keys_run(monkeypatch, no_keys):
