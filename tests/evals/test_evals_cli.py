@@ -154,6 +154,9 @@ def test_compare_latency_ratio_tolerance_turns_a_slower_provider_into_a_regressi
     assert default.exit_code == 0, default.output
     info = json.loads((slow / "compare.json").read_text())["providers"]["diffusers"]
     assert info["latency_ratio"] == pytest.approx(3.0)
+    assert info["run_latency_median_s"] == pytest.approx(3 * info["baseline_latency_median_s"])
+    assert info["baseline_images"] == info["run_images"] == 28
+    assert info["baseline_cost_per_image_usd"] == info["run_cost_per_image_usd"] == 0.0  # local: free
 
     gated = invoke("compare", str(tiny_run), str(slow), "--clip", "tiny-random", "--no-progress",
                    "--tolerance", "latency_ratio=2")

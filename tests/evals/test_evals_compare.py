@@ -124,3 +124,28 @@ def test_a_compare_json_cell_keys_like_the_rows_it_was_made_from(tmp_path, pictu
     cells_json = json.loads(json.dumps(report.to_json(), default=str))["cells"]
     assert [cell_key(c) for c in cells_json] == [cell_key(r) for r in rows]
     assert cell_key(cells_json[0])[2] == "0.8+0.5" and cell_key(cells_json[1])[4] == ""
+
+
+def test_provider_changes_median_latency_mean_known_cost_and_a_provider_gone(tmp_path, pictures):
+    from evals.compare import provider_changes
+
+    img, _, _ = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    base = pd.DataFrame([
+        row(B, "f1", img, seed=1, latency_s=1.0, cost_usd=0.01),
+        row(B, "f2", img, seed=2, latency_s=3.0, cost_usd=None),
+        row(B, "f3", None, seed=3, status="failed", latency_s=99.0, cost_usd=0.5),  # no image: not counted
+        row(B, "n1", img, provider="novita", seed=1, latency_s=2.0, cost_usd=0.006),
+    ])
+    run = pd.DataFrame([
+        row(R, "f1", img, seed=1, latency_s=4.0, cost_usd=0.02),
+        row(R, "f2", img, seed=2, latency_s=6.0, cost_usd=0.04),
+    ])
+    changes = provider_changes(base, run)
+    assert changes["fal"] == {
+        "baseline_images": 2, "baseline_latency_median_s": 2.0, "baseline_cost_per_image_usd": pytest.approx(0.01),
+        "run_images": 2, "run_latency_median_s": 5.0, "run_cost_per_image_usd": pytest.approx(0.03),
+        "latency_ratio": 2.5,
+    }
+    assert changes["novita"]["run_images"] == 0 and changes["novita"]["run_latency_median_s"] is None
+    assert changes["novita"]["run_cost_per_image_usd"] is None and changes["novita"]["latency_ratio"] is None
