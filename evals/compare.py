@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evals.metrics import finite, hashable, is_scorable, scale_key
+from evals.metrics import finite, hashable, is_scorable, provider_stats, scale_key
 from evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
@@ -261,17 +261,17 @@ def _compare_images(
 
 
 def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per provider: median latency and mean cost per image, before and after."""
+    """Per provider: images, median latency and mean cost per image (evals.metrics'
+    provider_stats of each run), before and after; None where a run has no such number."""
+    sides = {"baseline": provider_stats(base), "run": provider_stats(run)}
     out: dict[str, dict[str, Any]] = {}
     for provider in sorted(set(base["provider"]) | set(run["provider"])):
         entry: dict[str, Any] = {}
-        for name, frame in (("baseline", base), ("run", run)):
-            rows = frame[(frame["provider"] == provider) & is_scorable(frame)]
-            lat = pd.to_numeric(rows["latency_s"], errors="coerce").dropna()
-            cost = pd.to_numeric(rows["cost_usd"], errors="coerce").dropna()
-            entry[f"{name}_images"] = int(len(rows))
-            entry[f"{name}_latency_median_s"] = float(lat.median()) if len(lat) else None
-            entry[f"{name}_cost_per_image_usd"] = float(cost.mean()) if len(cost) else None
+        for name, stats in sides.items():
+            known = provider in stats.index
+            entry[f"{name}_images"] = int(stats.at[provider, "images"]) if known else 0
+            entry[f"{name}_latency_median_s"] = finite(stats.at[provider, "latency_median"]) if known else None
+            entry[f"{name}_cost_per_image_usd"] = finite(stats.at[provider, "cost_per_image"]) if known else None
         b, r = entry["baseline_latency_median_s"], entry["run_latency_median_s"]
         entry["latency_ratio"] = (r / b) if b and r is not None else None
         out[provider] = entry

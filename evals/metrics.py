@@ -203,9 +203,11 @@ def provider_stats(frame: pd.DataFrame) -> pd.DataFrame:
         latency = pd.to_numeric(group.loc[ok, "latency_s"], errors="coerce").dropna()
         cost = pd.to_numeric(group.loc[ok, "cost_usd"], errors="coerce")
         known = cost.notna()
-        mp = (
-            pd.to_numeric(group.loc[ok, "width"], errors="coerce") * pd.to_numeric(group.loc[ok, "height"], errors="coerce")
-        ) / 1e6
+        if "width" in group and "height" in group:
+            mp = (pd.to_numeric(group.loc[ok, "width"], errors="coerce")
+                  * pd.to_numeric(group.loc[ok, "height"], errors="coerce")) / 1e6
+        else:  # a frame without image sizes: no cost per megapixel
+            mp = pd.Series(math.nan, index=cost.index)
         attempted = int(ok.sum() + failed.sum())
         records.append(
             {
