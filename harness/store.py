@@ -335,19 +335,20 @@ class RunStore:
 
     # ---- epochs (`--fresh`) --------------------------------------------------------
 
+    def planned_epoch(self, fresh: bool) -> int:
+        """The epoch a run would write to (what `begin_epoch` returns), without opening it:
+        `--fresh` opens a new one unless an earlier fresh run stopped before finishing."""
+        epoch = int(self.get_meta("epoch", "0") or 0)
+        return epoch + 1 if fresh and self.get_meta("fresh_open") != "1" else epoch
+
     def begin_epoch(self, fresh: bool) -> int:
         """The epoch new generations belong to. `--fresh` opens a new one, unless an earlier
         fresh run stopped before finishing: then it continues that one (so a crashed fresh
         run resumes instead of paying for everything again)."""
-        epoch = int(self.get_meta("epoch", "0") or 0)
+        epoch = self.planned_epoch(fresh)
         if fresh and self.get_meta("fresh_open") != "1":
-            epoch += 1
             self.set_meta({"epoch": str(epoch), "fresh_open": "1"})
         return epoch
-
-    def fresh_epoch(self) -> int | None:
-        """The epoch an unfinished fresh run must complete, if any."""
-        return int(self.get_meta("epoch", "0") or 0) if self.get_meta("fresh_open") == "1" else None
 
     def close_fresh_epoch(self) -> None:
         self.set_meta({"fresh_open": "0"})

@@ -137,6 +137,25 @@ async def test_dry_run_sends_nothing_and_counts_stored(write_suite, tmp_path):
     assert dry.providers["fakeasync"].stored == N_CELLS and dry.providers["fakeasync"].to_send == 0
 
 
+async def test_dry_run_fresh_counts_what_a_fresh_run_would_send(write_suite, tmp_path):
+    """`--fresh --dry-run` on a finished run: a fresh run asks for everything again, so the
+    dry run must say so (and price it), not report it all as stored."""
+    suite = load_suite(write_suite(BASIC))
+    await run(suite, tmp_path / "r")
+    FakeAsync.calls.clear()
+    dry = await run(suite, tmp_path / "r", dry_run=True, fresh=True)
+    ps = dry.providers["fakeasync"]
+    assert (ps.stored, ps.in_cache, ps.to_send) == (0, 0, N_CELLS)
+    assert ps.estimated_cost == pytest.approx(0.01 * N_CELLS)
+    real = await run(suite, tmp_path / "r", fresh=True)
+    assert real.providers["fakeasync"].sent == ps.to_send == sends()
+    # a fresh run that stopped part-way: the dry run counts what is left of it
+    FakeAsync.calls.clear()
+    await run(suite, tmp_path / "r", fresh=True, max_cost=0.045, concurrency=1)
+    dry = await run(suite, tmp_path / "r", dry_run=True, fresh=True)
+    assert (dry.providers["fakeasync"].stored, dry.providers["fakeasync"].to_send) == (4, N_CELLS - 4)
+
+
 async def test_failed_corrupt_and_garbage_cells_are_recorded_and_the_rest_goes_on(write_suite, tmp_path, monkeypatch):
     monkeypatch.setattr(FakeAsync, "behaviours", {"cat": "corrupt", "dog": "garbage", "owl": "fail", "emu": "raise"})
     suite = load_suite(write_suite(
