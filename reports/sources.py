@@ -29,20 +29,15 @@ def open_store(run_dir: Path):
     return RunStore.open(run_dir)
 
 
-def scored_frame(run_dir: Path) -> tuple[pd.DataFrame, str]:
-    """The results frame with the evals stage's score columns (of the CLIP model that last
-    scored the run; NaN where an image has no score yet), and that model's label."""
-    from evals.results import resolve_model, scored_frame as evals_scored_frame, scored_models
+def _score_labels(store) -> dict[str, str]:
+    """CLIP model id -> its label (e.g. 'ViT-B-32:openai'), for the models that scored the run."""
+    from evals.results import scored_models
 
-    frame = evals_scored_frame(run_dir)
-    with open_store(run_dir) as store:
-        conn = store.connect()
-        try:
-            model = resolve_model(conn, None)
-            label = next((lbl for mid, lbl, _ in scored_models(conn) if mid == model), model or "")
-        finally:
-            conn.close()
-    return frame, label
+    conn = store.connect()
+    try:
+        return {model: label for model, label, _ in scored_models(conn)}
+    finally:
+        conn.close()
 
 
 def is_scored(frame: pd.DataFrame) -> bool:
@@ -107,6 +102,8 @@ def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendatio
 def load_run_data(run_dir: Path) -> RunData:
     """Everything a run report shows, from the run folder."""
     run_dir = Path(run_dir)
+    from evals.results import scored_frame
+
     with open_store(run_dir) as store:
         loras = store.lora_entries()
         suite_name = store.get_meta("suite_name") or run_dir.name
@@ -114,7 +111,11 @@ def load_run_data(run_dir: Path) -> RunData:
             suite = store.suite().model_dump(mode="json")
         except Exception:  # noqa: BLE001 - an old or hand-made run: the report still renders
             suite = {}
-    frame, score_model = scored_frame(run_dir)
+        labels = _score_labels(store)
+    # the scores of the CLIP model that last scored the run (NaN where an image has none yet)
+    frame = scored_frame(run_dir)
+    model = str(frame["clip_model"].iloc[0]) if len(frame) else ""
+    score_model = labels.get(model, model)
     scored = is_scored(frame)
     return RunData(
         run_dir=run_dir,

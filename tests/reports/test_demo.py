@@ -88,6 +88,7 @@ def test_demo_report_in_the_browser(demo_dir, browser):
     page, log = open_page(browser, (demo_dir / "run" / "report.html").as_uri())
     images = load_all_images(page)
     assert images and [i["src"] for i in images if i["w"] == 0] == []
+    assert "yes (tiny-random)" in page.locator("#summary").inner_text()  # the CLIP label, not its cache id
     banner = page.locator("section.banner").first.inner_text()
     assert "random-weight" in banner
     for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "Tongyi-MAI/Z-Image-Turbo",
