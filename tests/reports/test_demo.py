@@ -76,6 +76,10 @@ def test_demo_runs_again_in_the_same_folder_generating_nothing(demo_dir):
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"({total} cells: 0 generated now, {total} already stored, 0 failed)" in result.output
     assert f"report: {demo_dir / 'run' / 'report.html'}" in result.output
+    # the evals stage's recommendation per LoRA, beside the catalogue's
+    for lora_id, *_, recommended, _style in DEMO_LORAS:
+        assert f"  {lora_id} on diffusers: scale " in result.output
+        assert f"(catalogue {recommended:g}): " in result.output.split(f"  {lora_id} on diffusers: scale ", 1)[1].splitlines()[0]
     assert digests() == before
     assert {p: p.stat().st_mtime_ns for p in (demo_dir / "run" / "thumbs").glob("*.jpg")} == thumbs_mtime
 
