@@ -177,16 +177,18 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     echo(_score(run_dir, progress))
     timings["score"] = time.perf_counter() - t
 
+    from reports.service import write_run_data_report
+    from reports.sources import load_run_data
+
     t = time.perf_counter()
+    data = load_run_data(run_dir)  # scores, aggregates and the evals stage's recommendations, read once
     echo("recommended scales (random weights: the numbers mean nothing about real LoRAs):")
-    for line in _recommend(run_dir):
+    for line in _recommendation_lines(data):
         echo(line)
     timings["recommend"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from reports.service import write_run_report
-
-    report = write_run_report(run_dir)
+    report = write_run_data_report(data)
     timings["report"] = time.perf_counter() - t
     return DemoResult(out_dir=out_dir, run_dir=run_dir, report=report,
                       seconds=time.perf_counter() - started, timings=timings)
@@ -200,17 +202,13 @@ def _score(run_dir: Path, progress: bool) -> str:
     return f"scored {summary.images} images with {summary.clip_label}"
 
 
-def _recommend(run_dir: Path) -> list[str]:
-    """The evals stage's recommended scale per LoRA (what `lorascope recommend RUN` prints)."""
-    from evals.recommend import recommend_scales
-    from evals.results import scored_frame
-    from harness.store import RunStore
-
-    with RunStore.open(run_dir) as store:
-        entries = store.lora_entries()
+def _recommendation_lines(data) -> list[str]:
+    """The evals stage's recommended scale per LoRA and provider (what `lorascope recommend
+    RUN` finds), beside the catalogue's."""
     lines = []
-    for rec in recommend_scales(scored_frame(run_dir), entries):
+    for rec in data.recommendations:
+        entry = data.loras.get(rec.lora)
         scale = f"{rec.scale:g}" if rec.scale is not None else "none"
-        catalogue = f"{rec.catalogue_scale:g}" if rec.catalogue_scale is not None else "-"
+        catalogue = f"{entry.scale.recommended:g}" if entry is not None else "-"
         lines.append(f"  {rec.lora} on {rec.provider}: scale {scale} (catalogue {catalogue}): {rec.reason}")
     return lines
