@@ -749,6 +749,8 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
     if dry_run:
         store = RunStore.open(out_dir) if (out_dir / "run.db").is_file() else None
         try:
+            if store:
+                store.check_owner(suite)
             epoch = store.planned_epoch(fresh) if store else None
             decide(plan, store, cache, fresh=fresh, epoch=epoch, summary=summary)
         finally:

@@ -277,7 +277,19 @@ class RunStore:
         with self._tx():
             self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(items.items()))
 
+    def check_owner(self, suite: "Suite") -> None:
+        """A run folder belongs to one suite (by name): pointing `--out` at another suite's
+        folder would replace its cells, so refuse before anything is written. The same suite
+        edited (more scales, another provider) may resume into its folder."""
+        owner = self.get_meta("suite_name")
+        if owner is not None and owner != suite.name:
+            raise StoreError(
+                f"{self.run_dir} holds a run of suite {owner!r}, not {suite.name!r}: "
+                "choose another --out (nothing was changed)"
+            )
+
     def save_suite(self, suite: "Suite") -> None:
+        self.check_owner(suite)
         self.set_meta({
             "suite_name": suite.name,
             "suite_text": suite.text,

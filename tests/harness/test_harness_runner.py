@@ -571,3 +571,18 @@ async def test_providers_option_runs_a_subset_and_rejects_unknown_names(write_su
     with pytest.raises(SuiteError) as info:
         await run(suite, tmp_path / "r", providers=["fal"])
     assert "--providers names 'fal', which the suite does not list" in info.value.problems[0]
+
+
+async def test_out_pointing_at_another_suites_run_is_refused_and_changes_nothing(write_suite, tmp_path):
+    out = tmp_path / "shared-out"
+    await run(load_suite(write_suite(BASIC)), out)
+    files = lambda: sorted(p.name for p in out.rglob("*") if not p.name.endswith(("-wal", "-shm")))  # noqa: E731
+    before = files()
+    other = load_suite(write_suite(BASIC.replace("name: basic", "name: other"), name="other.yaml"))
+    FakeAsync.calls.clear()
+    for dry_run in (True, False):
+        with pytest.raises(StoreError, match="holds a run of suite 'basic', not 'other'"):
+            await run(other, out, dry_run=dry_run)
+    assert sends() == 0 and files() == before
+    with RunStore.open(out) as store:
+        assert store.suite().name == "basic"
