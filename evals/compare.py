@@ -6,7 +6,8 @@ copy (evals.ssim), the deltas of CLIPScore and style shift, and the latency and 
 
 Verdict per cell:
 - `same`      identical bytes; or, for a provider that is not bit-deterministic, image cosine
-              and SSIM at or above the `same_*` thresholds (encoder noise, not a change);
+              and SSIM at or above the `same_*` thresholds (encoder noise, not a change); or
+              an unseeded cell (suite seed `null`: two random seeds, nothing to compare);
 - `drifted`   the image changed but stays within every tolerance (for a deterministic
               provider such as the local diffusers pipeline, any byte change is at least drift);
 - `regressed` image cosine, SSIM, CLIPScore or style shift beyond a tolerance, or the cell
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evals.metrics import finite, hashable, is_scorable, provider_stats, scale_key
+from evals.metrics import finite, hashable, is_scorable, is_unseeded, provider_stats, scale_key
 from evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
@@ -227,6 +228,9 @@ def _compare_images(
     if cell.exact:
         cell.image_cosine, cell.ssim = 1.0, 1.0
         cell.reasons = ["identical image (same sha256)"]
+        return
+    if is_unseeded(b) or is_unseeded(r):
+        cell.reasons = ["unseeded: each run drew its own random seed, so the pictures are not compared"]
         return
     absent = [p for p in (cell.baseline_image, cell.run_image) if not p or not Path(p).is_file()]
     if absent:

@@ -14,6 +14,10 @@ Per image (embeddings are L2-normalised, so a dot product is the cosine):
 - `agreement` = mean cos(image, image of each other provider for the same cell — same
   LoRA(s), scales, prompt and seed); NaN with one provider.
 
+An unseeded generation (suite seed `null`) shares its seed with no other image: it gets
+CLIPScore and style cosine, but no style shift, LoRA effect or agreement (measuring against a
+picture from another random seed would report the seed's effect as the LoRA's).
+
 Baseline rows get lora_effect 0 and no style shift (they have no style prompt of their own).
 """
 
@@ -57,8 +61,8 @@ def hashable(value: Any) -> Any:
         return json.dumps(value, sort_keys=True)
     if isinstance(value, np.ndarray):
         return json.dumps(value.tolist())
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""  # None, NaN and pandas' NA (a nullable Int64 seed column) are one "missing"
     return value
 
 
@@ -101,13 +105,25 @@ def style_prompt_for(lora: str, style_prompts: Mapping[str, str | None]) -> str 
     return ", ".join(parts) if parts else None
 
 
-def _baseline_key(row: Mapping[str, Any]) -> tuple:
+def is_unseeded(row: Mapping[str, Any]) -> bool:
+    """A provider-random generation: no other image shares its seed (suite seed `null`)."""
+    return hashable(row.get("seed")) == ""
+
+
+def _baseline_key(row: Mapping[str, Any]) -> tuple | None:
+    """The no-LoRA image a row is measured against; None for an unseeded row, which has no
+    same-seed baseline (another random seed would be measured as the LoRA's effect)."""
+    if is_unseeded(row):
+        return None
     # image k of a multi-image request is compared with image k of its baseline request
     return (row["provider"], row["prompt_id"], hashable(row["seed"]), hashable(row.get("options")),
             int(row.get("image_index") or 0))
 
 
-def _cell_key(row: Mapping[str, Any]) -> tuple:
+def _cell_key(row: Mapping[str, Any]) -> tuple | None:
+    """The same cell on every provider; None for an unseeded row (each provider drew its own seed)."""
+    if is_unseeded(row):
+        return None
     return (row["lora"], scale_key(row), row["prompt_id"], hashable(row["seed"]))
 
 
@@ -127,12 +143,15 @@ def image_metrics(
     vec = {idx: image_vectors.get(r["image_sha256"]) for idx, r in rows.items()}
     rows = {idx: r for idx, r in rows.items() if vec[idx] is not None}
 
+    base_keys = {idx: _baseline_key(r) for idx, r in rows.items()}
+    cell_keys = {idx: _cell_key(r) for idx, r in rows.items()}
     baselines: dict[tuple, list[int]] = {}
     cells: dict[tuple, list[int]] = {}
     for idx, r in rows.items():
-        if not r["lora"]:
-            baselines.setdefault(_baseline_key(r), []).append(idx)
-        cells.setdefault(_cell_key(r), []).append(idx)
+        if not r["lora"] and base_keys[idx] is not None:
+            baselines.setdefault(base_keys[idx], []).append(idx)
+        if cell_keys[idx] is not None:
+            cells.setdefault(cell_keys[idx], []).append(idx)
 
     for idx, r in rows.items():
         v = vec[idx]
@@ -144,7 +163,7 @@ def image_metrics(
         if not r["lora"]:
             out.at[idx, "lora_effect"] = 0.0
         else:
-            base_idx = baselines.get(_baseline_key(r), [])
+            base_idx = baselines.get(base_keys[idx], [])
             base = vec[base_idx[0]] if base_idx else None
             if base is not None:
                 out.at[idx, "lora_effect"] = 1.0 - float(np.dot(v, base))
@@ -155,7 +174,7 @@ def image_metrics(
                 out.at[idx, "style_cosine"] = style_cos
                 if base is not None:
                     out.at[idx, "style_shift"] = style_cos - float(np.dot(base, style_vec))
-        others = [j for j in cells.get(_cell_key(r), []) if rows[j]["provider"] != r["provider"]]
+        others = [j for j in cells.get(cell_keys[idx], []) if rows[j]["provider"] != r["provider"]]
         if others:
             out.at[idx, "agreement"] = float(np.mean([np.dot(v, vec[j]) for j in others]))
     return out
@@ -178,7 +197,7 @@ def agreement_matrix(frame: pd.DataFrame, image_vectors: Mapping[str, np.ndarray
     by_cell: dict[tuple, dict[str, np.ndarray]] = {}
     for r in rows:
         v = image_vectors.get(r["image_sha256"])
-        if v is not None:
+        if v is not None and _cell_key(r) is not None:
             by_cell.setdefault(_cell_key(r), {}).setdefault(r["provider"], v)
     providers = sorted({r["provider"] for r in rows})
     sums = pd.DataFrame(0.0, index=providers, columns=providers)

@@ -149,3 +149,17 @@ def test_provider_changes_median_latency_mean_known_cost_and_a_provider_gone(tmp
     }
     assert changes["novita"]["run_images"] == 0 and changes["novita"]["run_latency_median_s"] is None
     assert changes["novita"]["run_cost_per_image_usd"] is None and changes["novita"]["latency_ratio"] is None
+
+
+def test_unseeded_cells_are_not_compared_picture_to_picture(tmp_path, pictures):
+    """Two runs of a `null` seed draw two random seeds: different pictures are expected, not
+    a regression; the cell still says why, and a failure there still counts."""
+    img, _, other = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    base = [row(B, "u", img, seed=None), row(B, "u2", img, seed=None, lora="")]
+    run = [row(R, "u", other, seed=None, clip_score=0.3), row(R, "u2", None, seed=None, lora="", status="failed")]
+    cells = compare_frames(pd.DataFrame(base), pd.DataFrame(run), B, R, {}, {}, Tolerances())
+    unseeded, failed = sorted(cells, key=lambda c: c.lora == "")
+    assert unseeded.verdict == "same" and "unseeded" in unseeded.reasons[0] and unseeded.ssim is None
+    assert unseeded.clip_score_delta == pytest.approx(-0.5)  # the numbers are still there to read
+    assert failed.verdict == "regressed"

@@ -199,3 +199,22 @@ def test_style_shift_and_lora_effect_never_borrow_another_provider_or_seed_basel
     # (seed 1's would give effect 1 and shift -s; prompt b's effect 1 and shift -1)
     assert out.at[5, "lora_effect"] == pytest.approx(1 - s, abs=1e-6)
     assert out.at[5, "style_shift"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_unseeded_image_has_no_same_seed_baseline_nor_cross_provider_cell():
+    """Suite seed `null`: each request draws its own random seed, so the unseeded baseline is
+    another picture, not this one without the LoRA; the seed's effect must not be reported
+    as the LoRA's. CLIPScore and style cosine need no baseline and are kept."""
+    none = float("nan")
+    frame = pd.DataFrame([
+        row(provider="fal", seed=none, sha="fal-base"),
+        row(provider="fal", lora="ink", scale=1.0, seed=none, sha="fal-ink"),
+        row(provider="novita", lora="ink", scale=1.0, seed=none, sha="nov-ink"),
+    ])
+    images = {"fal-base": unit(1, 0), "fal-ink": unit(0, 1), "nov-ink": unit(1, 1)}
+    out = image_metrics(frame, images, {"prompt a": unit(1, 0), "ink style": unit(0, 1)}, {"ink": "ink style"})
+    assert out.at[1, "clip_score"] == pytest.approx(0.0) and out.at[1, "style_cosine"] == pytest.approx(1.0)
+    for idx in (1, 2):
+        assert math.isnan(out.at[idx, "lora_effect"]) and math.isnan(out.at[idx, "style_shift"])
+        assert math.isnan(out.at[idx, "agreement"])
+    assert agreement_matrix(frame, images).isna().all().all()
