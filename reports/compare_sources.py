@@ -14,6 +14,7 @@ import pandas as pd
 
 from reports import fmt
 from reports.errors import ReportError
+from reports.figures import row_ok
 from reports.howto import uses_random_weights
 from reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
 
@@ -61,7 +62,7 @@ def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallbac
     if row is None:
         image = Path(fallback_image) if fallback_image and Path(fallback_image).is_file() else None
         return CompareSide(image=image, status=status or "absent")
-    has_image = bool(row.get("image_path")) and str(row.get("status")) not in ("failed",)
+    has_image = row_ok(row)
     error = row.get("error")
     return CompareSide(
         image=run_dir / str(row["image_path"]) if has_image else None,

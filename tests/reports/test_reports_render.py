@@ -280,3 +280,17 @@ def test_summary_names_suite_providers_versions_counts_failures_cost_and_time(sc
     assert summary["Total cost"] == f"{fmt.usd(frame.cost_usd.sum())} ({n} estimated)"
     assert summary["Generation time (sum)"] == fmt.seconds(frame.latency_s.sum())
     assert summary["Scored"] == "yes (tiny-random)"
+
+
+def test_a_compared_side_without_an_image_shows_its_error_not_a_broken_link(tmp_path):
+    """A failed generation's row has no image path (NaN in the frame, None in JSON): the
+    comparison shows the provider's message, never a link to RUN/nan."""
+    from reports.compare_sources import _side
+
+    failed = _side({"status": "failed", "image_path": float("nan"), "error": XSS_ERROR, "latency_s": 2.0},
+                   tmp_path, None, None)
+    assert failed.image is None and failed.error == XSS_ERROR and failed.latency_s == 2.0
+    pending = _side({"status": "submitted", "image_path": None, "error": None}, tmp_path, None, None)
+    assert pending.image is None and pending.status == "submitted" and pending.error == ""
+    ok = _side({"status": "succeeded", "image_path": "images/a.png", "image_sha256": "abc"}, tmp_path, None, None)
+    assert ok.image == tmp_path / "images" / "a.png" and ok.sha256 == "abc"
