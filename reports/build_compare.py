@@ -97,8 +97,7 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None, progre
     return CompareReportView(
         title=f"lorascope comparison: {_label(data.run_dir)} vs baseline {_label(data.baseline_dir)}",
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        baseline_dir=str(data.baseline_dir), current_dir=str(data.run_dir),
-        overall=data.overall, regressed=data.regressed, summary=summary,
+        summary=summary,
         drifted=[c for c in cells if c.drifted], unchanged=[c for c in cells if not c.drifted],
         banners=[random_weight_banner(data, howto=False)] if data.random_weights else [],
     )

@@ -135,7 +135,3 @@ class CompareData(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     cells: list[CompareCellData]
     random_weights: bool = False
-
-    @property
-    def regressed(self) -> bool:
-        return self.overall == "regressed"

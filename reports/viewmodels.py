@@ -212,11 +212,7 @@ class CompareCell(_View):
 class CompareReportView(_View):
     title: str
     generated_at: str
-    baseline_dir: str
-    current_dir: str
-    overall: str
-    regressed: bool
-    summary: list[KeyValue]
+    summary: list[KeyValue]  # baseline and current folders, the overall verdict, counts
     drifted: list[CompareCell]  # shown first
     unchanged: list[CompareCell]
     banners: list[Banner] = Field(default_factory=list)
