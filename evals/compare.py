@@ -98,7 +98,8 @@ class CellComparison:
     def label(self) -> str:
         what = f"{self.lora}@{self.scales}" if self.lora else "baseline (no LoRA)"
         opts = f" {self.options}" if self.options not in ("", "{}") else ""
-        return f"{self.provider} {what} prompt={self.prompt_id} seed={self.seed}{opts}"
+        seed = "random" if self.seed in ("", None) else self.seed  # unseeded (suite seed null)
+        return f"{self.provider} {what} prompt={self.prompt_id} seed={seed}{opts}"
 
 
 @dataclass

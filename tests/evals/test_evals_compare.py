@@ -162,4 +162,5 @@ def test_unseeded_cells_are_not_compared_picture_to_picture(tmp_path, pictures):
     unseeded, failed = sorted(cells, key=lambda c: c.lora == "")
     assert unseeded.verdict == "same" and "unseeded" in unseeded.reasons[0] and unseeded.ssim is None
     assert unseeded.clip_score_delta == pytest.approx(-0.5)  # the numbers are still there to read
+    assert unseeded.label() == "fal ink@1 prompt=p seed=random"
     assert failed.verdict == "regressed"
