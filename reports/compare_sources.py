@@ -55,7 +55,9 @@ def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
     try:
         return compare_runs(baseline_dir, run_dir, progress=True, write=True).to_json()
     except ScorerUnavailable as exc:
-        raise ReportError(f"cannot compare {baseline_dir} and {run_dir}: {exc}", exit_code=1) from None
+        # like `lorascope compare`: missing CLIP weights are a usage problem (exit 2), and
+        # the message says how to fix it
+        raise ReportError(f"cannot compare {baseline_dir} and {run_dir}: {exc}") from None
 
 
 def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallback_image: str | None) -> CompareSide:

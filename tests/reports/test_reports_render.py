@@ -294,3 +294,20 @@ def test_a_compared_side_without_an_image_shows_its_error_not_a_broken_link(tmp_
     assert pending.image is None and pending.status == "submitted" and pending.error == ""
     ok = _side({"status": "succeeded", "image_path": "images/a.png", "image_sha256": "abc"}, tmp_path, None, None)
     assert ok.image == tmp_path / "images" / "a.png" and ok.sha256 == "abc"
+
+
+def test_report_compare_without_clip_weights_is_a_usage_error_like_compare(tmp_path, monkeypatch):
+    """No compare.json yet and no CLIP weights here: exit 2 with the scorer's fix, the same
+    code `lorascope compare` gives for it (not 1, which means 'a check failed')."""
+    import evals.compare
+    from evals.scorer import ScorerUnavailable
+    from reports.compare_sources import _load_json
+    from reports.errors import ReportError
+
+    def no_weights(*args, **kwargs):
+        raise ScorerUnavailable("CLIP weights ViT-B-32:openai are not on this machine; set LORASCOPE_CLIP_CHECKPOINT")
+
+    monkeypatch.setattr(evals.compare, "compare_runs", no_weights)
+    with pytest.raises(ReportError) as err:
+        _load_json(tmp_path / "base", tmp_path / "run")
+    assert err.value.exit_code == 2 and "LORASCOPE_CLIP_CHECKPOINT" in str(err.value)
