@@ -269,7 +269,7 @@ def compare(
     from rich.markup import escape
     from rich.table import Table
 
-    from evals.compare import Tolerances, compare_runs
+    from evals.compare import Tolerances, compare_runs, worst_first
     from evals.scorer import ScorerUnavailable
 
     _open_run(baseline)
@@ -286,9 +286,7 @@ def compare(
     except ScorerUnavailable as exc:
         _fail(str(exc))
     colour = {"same": "green", "drifted": "yellow", "regressed": "red", "missing": "magenta", "new": "cyan"}
-    rows = [c for c in report.cells if show == "all" or c.verdict != "same"]
-    order = {"regressed": 0, "missing": 1, "drifted": 2, "new": 3, "same": 4}
-    rows.sort(key=lambda c: order[c.verdict])
+    rows = worst_first([c for c in report.cells if show == "all" or c.verdict != "same"])
     if rows:
         table = Table(title=f"{escape(str(run))} vs baseline {escape(str(baseline))}")
         for col in ("verdict", "cell", "cos", "SSIM", "ΔCLIPScore", "Δstyle", "Δlatency s", "why", "images"):

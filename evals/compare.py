@@ -37,6 +37,9 @@ COMPARE_NAME = "compare.json"
 #: fingerprint on the same machine and software).
 DETERMINISTIC_PROVIDERS = frozenset({"diffusers"})
 VERDICTS = ("same", "drifted", "regressed", "missing", "new")
+#: The verdicts that mean a cell changed, worst first: the order `lorascope compare` lists
+#: cells in, and the comparison report shows them in.
+CHANGED_VERDICTS = ("regressed", "drifted", "missing", "new")
 
 
 @dataclass
@@ -130,6 +133,13 @@ class CompareReport:
             "notes": self.notes,
             "cells": [_clean(asdict(c)) for c in self.cells],
         }
+
+
+def worst_first(cells: list[CellComparison]) -> list[CellComparison]:
+    """Changed cells first, worst verdict first (CHANGED_VERDICTS), then the unchanged ones;
+    stable within a verdict."""
+    rank = {v: i for i, v in enumerate((*CHANGED_VERDICTS, "same"))}
+    return sorted(cells, key=lambda c: rank.get(c.verdict, len(rank)))
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:

@@ -12,14 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evals.compare import CHANGED_VERDICTS as EVALS_CHANGED_VERDICTS
 from registry.models import LoraEntry
 
 #: Statuses the harness gives a generation that produced its image.
 OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})
 
 #: The verdicts (evals.compare) that mean a cell changed, worst first: the comparison
-#: report shows these cells first, in this order.
-CHANGED_VERDICTS = {"regressed": 0, "drifted": 1, "missing": 2, "new": 3}
+#: report shows these cells first, in this order (the order `lorascope compare` lists them).
+CHANGED_VERDICTS = {verdict: rank for rank, verdict in enumerate(EVALS_CHANGED_VERDICTS)}
 
 
 class ScaleAggregate(BaseModel):

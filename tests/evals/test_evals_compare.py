@@ -164,3 +164,14 @@ def test_unseeded_cells_are_not_compared_picture_to_picture(tmp_path, pictures):
     assert unseeded.clip_score_delta == pytest.approx(-0.5)  # the numbers are still there to read
     assert unseeded.label() == "fal ink@1 prompt=p seed=random"
     assert failed.verdict == "regressed"
+
+
+def test_cells_are_listed_worst_first_in_the_order_the_report_shows_them():
+    from evals.compare import CellComparison, worst_first
+    from reports.inputs import CHANGED_VERDICTS
+
+    cells = [CellComparison("fal", "ink", "1", "p", seed, "{}", 0, verdict=v)
+             for seed, v in enumerate(["same", "new", "missing", "drifted", "regressed", "drifted"])]
+    assert [(c.verdict, c.seed) for c in worst_first(cells)] == [
+        ("regressed", 4), ("drifted", 3), ("drifted", 5), ("missing", 2), ("new", 1), ("same", 0)]
+    assert sorted(CHANGED_VERDICTS, key=CHANGED_VERDICTS.get) == ["regressed", "drifted", "missing", "new"]
