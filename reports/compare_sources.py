@@ -28,13 +28,19 @@ def _rows_by_key(frame: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     return {cell_key(row): row for row in frame.to_dict("records")}
 
 
-def _frame(run_dir: Path) -> pd.DataFrame:
-    from evals.results import scored_frame
-
+def _check_run(run_dir: Path) -> None:
+    """A clear error when the folder is not a run (before any comparing work)."""
     from reports.sources import open_store
 
-    open_store(run_dir).close()  # a clear error when the folder is not a run
-    return scored_frame(run_dir)
+    open_store(run_dir).close()
+
+
+def _frame(run_dir: Path, clip_model: str | None) -> pd.DataFrame:
+    """The run's rows with the scores of the CLIP model the comparison used (NaN where the
+    run was not scored with it): each side's numbers and the deltas come from one model."""
+    from evals.results import scored_frame
+
+    return scored_frame(run_dir, clip_model)
 
 
 def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
@@ -80,8 +86,11 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
     from evals.compare import cell_key
 
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
-    base_frame, run_frame = _frame(baseline_dir), _frame(run_dir)
+    _check_run(baseline_dir)
+    _check_run(run_dir)
     data = _load_json(baseline_dir, run_dir)
+    clip_model = str(data.get("clip_model") or "") or None
+    base_frame, run_frame = _frame(baseline_dir, clip_model), _frame(run_dir, clip_model)
     base_rows, run_rows = _rows_by_key(base_frame), _rows_by_key(run_frame)
     cells = []
     for c in data.get("cells", []):
@@ -99,7 +108,9 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
                 delta = rv - bv
             if rv is None and bv is not None and delta is not None:
                 rv = bv + delta
-            if bv is None and rv is None:
+            if bv is None and rv is not None and delta is not None:
+                bv = rv - delta
+            if bv is None and rv is None and delta is None:
                 continue
             metrics.append(CompareMetricData(name=name, baseline=bv, current=rv, delta=delta))
         for name in ("image_cosine", "ssim"):

@@ -183,3 +183,26 @@ def test_report_of_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_compare_report_numbers_come_from_the_comparisons_clip_model(demo_dir, tmp_path):
+    """A run scored later with another CLIP model: the comparison's sides still show the
+    numbers of the model the verdicts were made with, never one model's score beside
+    another model's delta."""
+    import sqlite3
+
+    from evals.results import write_scores
+    from evals.session import copy_run
+    from reports.compare_sources import load_compare_data
+
+    base, current = copy_run(demo_dir / "run", tmp_path / "base"), copy_run(demo_dir / "run", tmp_path / "current")
+    compared = CliRunner().invoke(app, ["compare", str(base), str(current), "--clip", "tiny-random", "--no-progress"])
+    assert compared.exit_code == 0, compared.output
+    with sqlite3.connect(base / "run.db") as conn:  # then another model scores the baseline (latest now)
+        rows = conn.execute("SELECT cell_id, image_index, image_sha256 FROM scores WHERE clip_model = ?",
+                            ("tiny-random-clip-v1",)).fetchall()
+        write_scores(conn, "open_clip:other", "other", [(*r, 9.0, 0.9, 0.9, 0.9, 0.9, 0.9) for r in rows])
+    data = load_compare_data(base, current)
+    clip = [m for cell in data.cells for m in cell.metrics if m.name == "clip_score"]
+    assert len(clip) == len(data.cells)
+    assert all(m.baseline != 9.0 and m.baseline == m.current and m.delta == 0.0 for m in clip)
