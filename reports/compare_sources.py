@@ -43,18 +43,23 @@ def _frame(run_dir: Path, clip_model: str | None) -> pd.DataFrame:
     return scored_frame(run_dir, clip_model)
 
 
-def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
+def _recorded(baseline_dir: Path, run_dir: Path) -> dict[str, Any] | None:
+    """RUN/compare.json when it was made against this baseline, else None."""
     from evals.compare import COMPARE_NAME
 
     path = run_dir / COMPARE_NAME
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"{path}: unreadable ({exc}); re-run `lorascope compare {baseline_dir} {run_dir}`") from None
-        recorded = Path(str(data.get("baseline", "")))
-        if recorded.resolve() == baseline_dir.resolve():
-            return data
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: unreadable ({exc}); re-run `lorascope compare {baseline_dir} {run_dir}`") from None
+    recorded = Path(str(data.get("baseline", "")))
+    return data if recorded.resolve() == baseline_dir.resolve() else None
+
+
+def _compare_now(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """evals' comparison, made now (and written to RUN/compare.json)."""
     from evals.compare import compare_runs
     from evals.scorer import ScorerUnavailable
 
@@ -64,6 +69,28 @@ def _load_json(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
         # like `lorascope compare`: missing CLIP weights are a usage problem (exit 2), and
         # the message says how to fix it
         raise ReportError(f"cannot compare {baseline_dir} and {run_dir}: {exc}") from None
+
+
+def _image_name(path: Any) -> str | None:
+    return Path(str(path)).name if path and not fmt.is_missing(path) else None
+
+
+def _is_stale(data: dict[str, Any], base_rows: dict[tuple, dict[str, Any]],
+              run_rows: dict[tuple, dict[str, Any]]) -> bool:
+    """Whether compare.json no longer describes the runs: a cell appeared or went, or an
+    image changed since (images are content-addressed, so a new picture has a new name)."""
+    from evals.compare import cell_key
+
+    cells = {cell_key(c): c for c in data.get("cells", [])}
+    if set(cells) != set(base_rows) | set(run_rows):
+        return True
+    for key, c in cells.items():
+        for recorded, rows in ((c.get("baseline_image"), base_rows), (c.get("run_image"), run_rows)):
+            row = rows.get(key)
+            now = row.get("image_path") if row is not None and row_ok(row) else None
+            if _image_name(recorded) != _image_name(now):
+                return True
+    return False
 
 
 def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallback_image: str | None) -> CompareSide:
@@ -88,10 +115,21 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
     _check_run(baseline_dir)
     _check_run(run_dir)
-    data = _load_json(baseline_dir, run_dir)
-    clip_model = str(data.get("clip_model") or "") or None
-    base_frame, run_frame = _frame(baseline_dir, clip_model), _frame(run_dir, clip_model)
+    data = _recorded(baseline_dir, run_dir)
+    fresh = data is None
+    if fresh:
+        data = _compare_now(baseline_dir, run_dir)
+
+    def frames(data: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        clip_model = str(data.get("clip_model") or "") or None
+        return _frame(baseline_dir, clip_model), _frame(run_dir, clip_model)
+
+    base_frame, run_frame = frames(data)
     base_rows, run_rows = _rows_by_key(base_frame), _rows_by_key(run_frame)
+    if not fresh and _is_stale(data, base_rows, run_rows):  # a run changed after `lorascope compare`
+        data = _compare_now(baseline_dir, run_dir)
+        base_frame, run_frame = frames(data)
+        base_rows, run_rows = _rows_by_key(base_frame), _rows_by_key(run_frame)
     cells = []
     for c in data.get("cells", []):
         key = cell_key(c)

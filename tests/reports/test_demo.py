@@ -206,3 +206,36 @@ def test_compare_report_numbers_come_from_the_comparisons_clip_model(demo_dir, t
     clip = [m for cell in data.cells for m in cell.metrics if m.name == "clip_score"]
     assert len(clip) == len(data.cells)
     assert all(m.baseline != 9.0 and m.baseline == m.current and m.delta == 0.0 for m in clip)
+
+
+def test_compare_report_redoes_a_stale_comparison(demo_dir, tmp_path):
+    """compare.json written, then the run changed (one image regenerated differently): the
+    report must not show the old verdicts beside the new picture; it compares again."""
+    import hashlib
+    import sqlite3
+
+    from PIL import Image, ImageOps
+
+    from evals.session import copy_run
+    from reports.compare_sources import load_compare_data
+
+    base, current = copy_run(demo_dir / "run", tmp_path / "base"), copy_run(demo_dir / "run", tmp_path / "current")
+    compared = CliRunner().invoke(app, ["compare", str(base), str(current), "--clip", "tiny-random", "--no-progress"])
+    assert compared.exit_code == 0, compared.output
+    assert {c["verdict"] for c in json.loads((current / "compare.json").read_text())["cells"]} == {"same"}
+    written = (current / "compare.json").stat().st_mtime_ns
+    assert {c.verdict for c in load_compare_data(base, current).cells} == {"same"}
+    assert (current / "compare.json").stat().st_mtime_ns == written  # up to date: read, not redone
+    with sqlite3.connect(current / "run.db") as conn:
+        gid, idx, rel = conn.execute("SELECT generation_id, idx, path FROM images LIMIT 1").fetchone()
+        new_rel = "images/regenerated.png"
+        ImageOps.invert(Image.open(current / rel).convert("RGB")).save(current / new_rel)
+        sha = hashlib.sha256((current / new_rel).read_bytes()).hexdigest()
+        conn.execute("UPDATE images SET path = ?, sha256 = ? WHERE generation_id = ? AND idx = ?",
+                     (new_rel, sha, gid, idx))
+    data = load_compare_data(base, current)
+    changed = [c for c in data.cells if c.verdict != "same"]
+    assert len(changed) == 1 and changed[0].verdict == "regressed"
+    assert changed[0].current.image == current / new_rel
+    redone = json.loads((current / "compare.json").read_text())
+    assert redone["overall"] == "regressed"  # compare.json brought up to date as well

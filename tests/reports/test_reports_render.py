@@ -301,7 +301,7 @@ def test_report_compare_without_clip_weights_is_a_usage_error_like_compare(tmp_p
     code `lorascope compare` gives for it (not 1, which means 'a check failed')."""
     import evals.compare
     from evals.scorer import ScorerUnavailable
-    from reports.compare_sources import _load_json
+    from reports.compare_sources import _compare_now
     from reports.errors import ReportError
 
     def no_weights(*args, **kwargs):
@@ -309,5 +309,5 @@ def test_report_compare_without_clip_weights_is_a_usage_error_like_compare(tmp_p
 
     monkeypatch.setattr(evals.compare, "compare_runs", no_weights)
     with pytest.raises(ReportError) as err:
-        _load_json(tmp_path / "base", tmp_path / "run")
+        _compare_now(tmp_path / "base", tmp_path / "run")
     assert err.value.exit_code == 2 and "LORASCOPE_CLIP_CHECKPOINT" in str(err.value)
