@@ -15,14 +15,22 @@ from reports.viewmodels import Banner, CodeSnippet
 
 RANDOM_MARKERS = ("tiny-random",)
 
-#: provider name -> (environment variable holding its key, where to get one). Written
-#: without the scheme: the report holds no URL at all, so nothing in it can reach the network.
-HOSTED_KEYS = {
-    "fal": ("FAL_KEY", "fal.ai/dashboard/keys"),
-    "novita": ("NOVITA_API_KEY", "novita.ai/settings/key-management"),
-    "highway": ("HIGHWAY_API_KEY", "highwayapi.ai"),
-    "aimlapi": ("AIMLAPI_KEY", "aimlapi.com/app/keys"),
+#: hosted provider name -> where to get its key. Written without the scheme: the report
+#: holds no URL at all, so nothing in it can reach the network.
+KEY_PAGES = {
+    "fal": "fal.ai/dashboard/keys",
+    "novita": "novita.ai/settings/key-management",
+    "highway": "highwayapi.ai",
+    "aimlapi": "aimlapi.com/app/keys",
 }
+
+
+def hosted_keys() -> dict[str, tuple[str, str]]:
+    """provider name -> (the variable its class reads the key from, where to get one): the
+    variable comes from the provider itself, so the banner never names a stale one."""
+    from harness.providers import provider_class
+
+    return {name: (provider_class(name).env_key_var, page) for name, page in KEY_PAGES.items()}
 
 
 def uses_random_weights(frame: pd.DataFrame) -> bool:
@@ -77,7 +85,7 @@ def random_weight_banner(data: Any, howto: bool = True) -> Banner:
             "shows that drift detection works end to end, not anything about a real model or provider."])
     suite = getattr(data, "suite", {}) or {}
     env_lines = "\n".join(
-        f"export {var}=...   # {name}: {where}" for name, (var, where) in HOSTED_KEYS.items()
+        f"export {var}=...   # {name}: {where}" for name, (var, where) in hosted_keys().items()
     )
     return Banner(
         level="warning",

@@ -220,6 +220,11 @@ def test_random_weight_banner_says_so_and_names_every_hosted_key_without_a_url(s
     assert "These images come from random-weight models" in html
     for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "fal.ai/dashboard/keys"):
         assert needle in html, needle
+    from harness.providers import provider_class
+    from reports.howto import KEY_PAGES
+
+    for name, page in KEY_PAGES.items():  # the variable each provider really reads, beside its key page
+        assert f"export {provider_class(name).env_key_var}=...   # {name}: {page}" in html
     assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []
 
 
