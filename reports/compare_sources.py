@@ -1,5 +1,5 @@
 """Reading a baseline-vs-run comparison: the evals stage's verdicts (RUN/compare.json, made
-by `lorascope compare` or, when missing or for another baseline, by evals' compare API now),
+by `lorascope compare` or, when missing, for another baseline or stale, by evals' compare API now),
 joined with both runs' rows so each side shows its own numbers and its image from its own
 folder (compare.json's absolute paths break when folders move; the rows' relative paths
 do not)."""
