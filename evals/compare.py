@@ -23,6 +23,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,6 @@ from evals.metrics import finite, hashable, is_scorable, is_unseeded, provider_s
 from evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
-#: Providers whose output is a pure function of the request (same bytes for the same
-#: fingerprint on the same machine and software).
-DETERMINISTIC_PROVIDERS = frozenset({"diffusers"})
 VERDICTS = ("same", "drifted", "regressed", "missing", "new")
 #: The verdicts that mean a cell changed, worst first: the order `lorascope compare` lists
 #: cells in, and the comparison report shows them in.
@@ -264,7 +262,7 @@ def _compare_images(
     if reasons:
         cell.verdict, cell.reasons = "regressed", reasons
         return
-    deterministic = cell.provider in DETERMINISTIC_PROVIDERS
+    deterministic = is_deterministic(cell.provider)
     close = (cell.image_cosine is None or cell.image_cosine >= tol.same_cosine) and cell.ssim >= tol.same_ssim
     summary = f"cosine {cell.image_cosine if cell.image_cosine is not None else float('nan'):.4f}, SSIM {cell.ssim:.4f}"
     if close and not deterministic:
@@ -273,6 +271,18 @@ def _compare_images(
         cell.verdict, cell.reasons = "drifted", [f"deterministic provider returned different bytes ({summary})"]
     else:
         cell.verdict, cell.reasons = "drifted", [f"changed within tolerance ({summary})"]
+
+
+@lru_cache(maxsize=None)
+def is_deterministic(provider: str) -> bool:
+    """Whether a provider promises the same bytes for the same request (its class says so:
+    `Provider.deterministic`); a provider this machine doesn't know makes no such promise."""
+    from harness.providers import provider_class
+
+    try:
+        return bool(provider_class(provider).deterministic)
+    except (KeyError, ImportError):
+        return False
 
 
 def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -52,6 +52,9 @@ class Provider(ABC):
     #: True when LoRAs must be local files (`LoraSpec.path`): the harness resolves/downloads
     #: catalogue entries before sending (the local diffusers pipeline).
     needs_local_files: ClassVar[bool] = False
+    #: True when the same request on the same machine and software gives the same bytes, so a
+    #: comparison can demand exact equality (the local pipeline); hosted APIs make no promise.
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig | dict[str, Any] | None = None) -> None:
         if config is None or isinstance(config, dict):

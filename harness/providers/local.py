@@ -113,6 +113,7 @@ class DiffusersProvider(Provider):
     config_model: ClassVar[type[ProviderConfig]] = DiffusersConfig
     asynchronous: ClassVar[bool] = False
     needs_local_files: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = True
     known_options: ClassVar[frozenset[str]] = frozenset({"guidance_scale", "max_sequence_length"})
 
     config: DiffusersConfig

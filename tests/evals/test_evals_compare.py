@@ -175,3 +175,24 @@ def test_cells_are_listed_worst_first_in_the_order_the_report_shows_them():
     assert [(c.verdict, c.seed) for c in worst_first(cells)] == [
         ("regressed", 4), ("drifted", 3), ("drifted", 5), ("missing", 2), ("new", 1), ("same", 0)]
     assert sorted(CHANGED_VERDICTS, key=CHANGED_VERDICTS.get) == ["regressed", "drifted", "missing", "new"]
+
+
+class _ExactPlugin:
+    """A third-party provider class that promises exact reproducibility."""
+
+    deterministic = True
+
+
+def test_determinism_comes_from_the_provider_class(monkeypatch):
+    import harness.providers as registry
+    from evals.compare import is_deterministic
+
+    is_deterministic.cache_clear()
+    monkeypatch.setitem(registry.BUILTIN, "exact-plugin", f"{__name__}:_ExactPlugin")
+    registry._targets.cache_clear()
+    try:
+        assert is_deterministic("diffusers") and is_deterministic("exact-plugin")
+        assert not is_deterministic("fal") and not is_deterministic("no-such-provider")
+    finally:
+        registry._targets.cache_clear()
+        is_deterministic.cache_clear()
