@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.lora_writer import write_lora  # noqa: E402
 from harness.models import GenerationRequest, LoraSpec  # noqa: E402
+from registry.zimage import ZIMAGE_TURBO_CONFIG  # noqa: E402
 
 
 def median_s(fn: Callable[[], Any], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -150,19 +151,8 @@ def bench_cpu(size: int, steps: int, repeat: int) -> None:
 
 # ---------------------------------------------------------------------------------- GPU
 
-REAL_TRANSFORMER = {
-    "all_patch_size": (2,),
-    "all_f_patch_size": (1,),
-    "in_channels": 16,
-    "dim": 3840,
-    "n_layers": 30,
-    "n_refiner_layers": 2,
-    "n_heads": 30,
-    "n_kv_heads": 30,
-    "cap_feat_dim": 2560,
-    "axes_dims": [32, 48, 48],
-    "axes_lens": [1024, 512, 512],
-}
+# the real transformer's shape, as the registry checks LoRAs against it (axes_lens: diffusers' default)
+REAL_TRANSFORMER = {**ZIMAGE_TURBO_CONFIG, "axes_lens": [1024, 512, 512]}
 REAL_TEXT = {  # Qwen3-4B's shape
     "hidden_size": 2560,
     "intermediate_size": 9728,
