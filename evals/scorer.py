@@ -134,17 +134,6 @@ class ClipModel:
         return feats.float().cpu().numpy()
 
 
-def best_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def build_tiny_clip(device: str = "cpu") -> ClipModel:
     """The tiny random CLIP: same weights on every call (seeded, global RNG untouched)."""
     import open_clip
@@ -187,7 +176,10 @@ def _check_checkpoint(path: Path) -> None:
 
 def load_clip_model(spec: ClipSpec, model_id: str, device: str | None = None) -> ClipModel:
     """Build or load the model `spec` names, or raise `ScorerUnavailable` with the fix."""
-    device = device or best_device()
+    if device is None:
+        from harness.device import best_device
+
+        device = best_device()
     if spec.is_tiny:
         return build_tiny_clip(device)
     import open_clip

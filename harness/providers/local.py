@@ -404,14 +404,9 @@ class DiffusersProvider(Provider):
             return self._device
         if self.config.device != "auto":
             return self.config.device
-        import torch
+        from harness.device import best_device
 
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
+        return best_device()
 
     def _resolve_dtype_name(self) -> str:
         if self.config.dtype != "auto":
