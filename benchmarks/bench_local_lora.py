@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
 from harness.lora_writer import write_lora  # noqa: E402
 from harness.models import GenerationRequest, LoraSpec  # noqa: E402
 from registry.zimage import ZIMAGE_TURBO_CONFIG  # noqa: E402
@@ -46,24 +46,6 @@ def median_s(fn: Callable[[], Any], repeat: int, sync: Callable[[], None] = lamb
         sync()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}; {os.cpu_count()} logical CPUs visible; torch threads {torch.get_num_threads()}; {gpu}; "
-        f"python {platform.python_version()}; torch {torch.__version__}"
-    )
 
 
 def versions() -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,22 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    threads = torch.get_num_threads()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}; {os.cpu_count()} CPU(s) visible, torch threads {threads}; GPU: {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def noise_images(directory: Path, n: int, size: int) -> list[tuple[str, Path]]:
