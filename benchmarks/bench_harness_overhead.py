@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings  # noqa: E402
-from harness.providers.base import Provider  # noqa: E402
-from harness.runner import run_suite_async  # noqa: E402
-from harness.suite import parse_suite  # noqa: E402
+from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings  # noqa: E402
+from lorascope.harness.providers.base import Provider  # noqa: E402
+from lorascope.harness.runner import run_suite_async  # noqa: E402
+from lorascope.harness.suite import parse_suite  # noqa: E402
 
 LATENCY = 0.25
 CELLS = 400

@@ -1,7 +1,7 @@
 """How much a LoRA scale change and a LoRA-set change cost next to one generation.
 
 CPU part (default): the tiny random-weight Z-Image pipeline through the real provider
-(`harness.providers.local.DiffusersProvider`, diffusers + peft). Goal: a scale change under
+(`lorascope.harness.providers.local.DiffusersProvider`, diffusers + peft). Goal: a scale change under
 1% of a generation.
 
 GPU part (`--gpu`): the real-size Z-Image transformer config (dim 3840, 30 layers, 2 refiner
@@ -33,9 +33,9 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
-from harness.lora_writer import write_lora  # noqa: E402
-from harness.models import GenerationRequest, LoraSpec  # noqa: E402
-from registry.zimage import ZIMAGE_TURBO_CONFIG  # noqa: E402
+from lorascope.harness.lora_writer import write_lora  # noqa: E402
+from lorascope.harness.models import GenerationRequest, LoraSpec  # noqa: E402
+from lorascope.registry.zimage import ZIMAGE_TURBO_CONFIG  # noqa: E402
 
 
 def median_s(fn: Callable[[], Any], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -60,7 +60,7 @@ def versions() -> str:
 
 
 def bench_cpu(size: int, steps: int, repeat: int) -> None:
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     print(f"machine: {machine()}")
     print(f"software: {versions()}")
@@ -152,7 +152,7 @@ def build_random_pipeline(smoke: bool, device: str):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
-    from harness.providers.tiny_zimage import TRANSFORMER_CONFIG, build_tokenizer
+    from lorascope.harness.providers.tiny_zimage import TRANSFORMER_CONFIG, build_tokenizer
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tokenizer = build_tokenizer()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.models import GenerationRequest, LoraSpec  # noqa: E402
-from harness.providers import provider_class  # noqa: E402
-from harness.providers._images import to_image  # noqa: E402
+from lorascope.harness.models import GenerationRequest, LoraSpec  # noqa: E402
+from lorascope.harness.providers import provider_class  # noqa: E402
+from lorascope.harness.providers._images import to_image  # noqa: E402
 from tests.fakes import FAKES, TEST_KEY  # noqa: E402
 from tests.fakes.images import make_image  # noqa: E402
 

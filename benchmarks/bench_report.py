@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tests" / "reports"))
 
 from report_fixtures import aggregates, entry, provider_stats  # noqa: E402
 
-from reports.inputs import Recommendation, RunData  # noqa: E402
-from reports.service import write_run_data_report  # noqa: E402
+from lorascope.reports.inputs import Recommendation, RunData  # noqa: E402
+from lorascope.reports.service import write_run_data_report  # noqa: E402
 
 PROVIDERS = ["fal", "novita", "highway", "aimlapi"]
 LORAS = [f"style-{i}" for i in range(5)]

@@ -40,7 +40,7 @@ def noise_images(directory: Path, n: int, size: int) -> list[tuple[str, Path]]:
 
 
 def throughput(clip: str, items: list[tuple[str, Path]], batch_size: int, workdir: Path) -> tuple[float, int]:
-    from evals.scorer import Embedder
+    from lorascope.evals.scorer import Embedder
 
     emb = Embedder.open(clip, cache_path=workdir / f"emb-{clip.replace(':', '_')}-{batch_size}.db", batch_size=batch_size)
     emb._model()  # load outside the timing: model build/load is a one-off
@@ -63,12 +63,12 @@ def bench_throughput(clip: str, n: int, size: int, batches: list[int], workdir: 
 
 
 def bench_rescore(workdir: Path) -> None:
-    from evals.pytest_plugin import SUITES_DIR
-    from evals.scorer import Embedder
-    from evals.scoring import score_run
-    from harness.runner import run_suite
-    from harness.store import SharedCache
-    from harness.suite import parse_suite
+    from lorascope.evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.scorer import Embedder
+    from lorascope.evals.scoring import score_run
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache
+    from lorascope.harness.suite import parse_suite
 
     suite_text = (SUITES_DIR / "tiny-styles.yaml").read_text()
     prompts = "\n".join(f"  - id: p{i}\n    text: test prompt number {i} with a lighthouse and a dinosaur" for i in range(10))

@@ -7,8 +7,8 @@ import math
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from evals.compare import CellComparison, CompareReport
-    from evals.session import ScoredRun
+    from lorascope.evals.compare import CellComparison, CompareReport
+    from lorascope.evals.session import ScoredRun
 
 
 class EvalAssertionError(AssertionError):

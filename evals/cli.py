@@ -74,9 +74,9 @@ def score(
     from rich.markup import escape
     from rich.table import Table
 
-    from evals.metrics import aggregate, provider_stats
-    from evals.scorer import ScorerUnavailable
-    from evals.scoring import score_run
+    from lorascope.evals.metrics import aggregate, provider_stats
+    from lorascope.evals.scorer import ScorerUnavailable
+    from lorascope.evals.scoring import score_run
 
     _open_run(run)
     console = _console()
@@ -164,9 +164,9 @@ def recommend(
     from rich.markup import escape
     from rich.table import Table
 
-    from evals.recommend import RULE, CatalogueWriteError, recommend_scales, write_recommendations
-    from evals.results import resolve_model, scored_frame, scored_models
-    from harness.store import RunStore
+    from lorascope.evals.recommend import RULE, CatalogueWriteError, recommend_scales, write_recommendations
+    from lorascope.evals.results import resolve_model, scored_frame, scored_models
+    from lorascope.harness.store import RunStore
 
     _open_run(run)
     console = _console()
@@ -232,7 +232,7 @@ def recommend(
         _fail(f"--provider {provider}: not in this run (providers: {', '.join(sorted({r.provider for r in recs}))})")
     target_file = catalogue or suite_catalogue
     if target_file is None:
-        from registry.catalogue import default_catalogue_path
+        from lorascope.registry.catalogue import default_catalogue_path
 
         target_file = default_catalogue_path()
     if not Path(target_file).is_file():
@@ -269,8 +269,8 @@ def compare(
     from rich.markup import escape
     from rich.table import Table
 
-    from evals.compare import Tolerances, compare_runs, worst_first
-    from evals.scorer import ScorerUnavailable
+    from lorascope.evals.compare import Tolerances, compare_runs, worst_first
+    from lorascope.evals.scorer import ScorerUnavailable
 
     _open_run(baseline)
     _open_run(run)

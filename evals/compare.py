@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evals.metrics import finite, hashable, is_scorable, is_unseeded, provider_stats, scale_key
-from evals.ssim import ssim_files
+from lorascope.evals.metrics import finite, hashable, is_scorable, is_unseeded, provider_stats, scale_key
+from lorascope.evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
 VERDICTS = ("same", "drifted", "regressed", "missing", "new")
@@ -277,7 +277,7 @@ def _compare_images(
 def is_deterministic(provider: str) -> bool:
     """Whether a provider promises the same bytes for the same request (its class says so:
     `Provider.deterministic`); a provider this machine doesn't know makes no such promise."""
-    from harness.providers import provider_class
+    from lorascope.harness.providers import provider_class
 
     try:
         return bool(provider_class(provider).deterministic)
@@ -314,8 +314,8 @@ def compare_runs(
 ) -> CompareReport:
     """Score both runs in memory (embeddings through the cache; neither run.db is written),
     compare them cell by cell, and write compare.json into the run folder."""
-    from evals.scorer import Embedder
-    from evals.scoring import compute_scores
+    from lorascope.evals.scorer import Embedder
+    from lorascope.evals.scoring import compute_scores
 
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
     tolerances = tolerances or Tolerances()
@@ -359,7 +359,7 @@ def default_clip_for(*run_dirs: Path) -> str | None:
     """The CLIP model the runs were last scored with (baseline first); None: the default."""
     import sqlite3
 
-    from evals.results import scored_models
+    from lorascope.evals.results import scored_models
 
     for run_dir in run_dirs:
         db = run_dir / "run.db"

@@ -20,7 +20,7 @@ from typing import Iterable, Literal, Mapping
 
 import numpy as np
 
-from registry.digest import sha256_file
+from lorascope.registry.digest import sha256_file
 
 Kind = Literal["image", "text"]
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's variable limit
@@ -49,7 +49,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get("LORASCOPE_CACHE")
     if env:
         return Path(env).expanduser()
-    from registry.resolve import user_cache_dir
+    from lorascope.registry.resolve import user_cache_dir
 
     return user_cache_dir()
 

@@ -30,8 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from evals.results import SCORE_VALUE_COLUMNS
-from evals.stats import mean_ci
+from lorascope.evals.results import SCORE_VALUE_COLUMNS
+from lorascope.evals.stats import mean_ci
 
 CLIPSCORE_WEIGHT = 2.5
 SCORE_COLUMNS = SCORE_VALUE_COLUMNS  # one list: what is computed here is what run.db stores

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from evals.compare import CompareReport, Tolerances
-    from evals.session import ScoredRun
+    from lorascope.evals.compare import CompareReport, Tolerances
+    from lorascope.evals.session import ScoredRun
 
-from evals.assertions import (  # noqa: F401  (re-exported for test modules)
+from lorascope.evals.assertions import (  # noqa: F401  (re-exported for test modules)
     assert_clip_score_near_baseline,
     assert_drift_detected,
     assert_matches_exactly,
@@ -109,7 +109,7 @@ class LorascopeEvals:
         """Run the suite through the store (a re-run sends nothing) and score it. `clip`
         is the test's choice; --lorascope-clip overrides it. `fresh` defaults to
         --lorascope-fresh. Skips the test when every provider lacks its API key."""
-        from evals.session import MissingProviderKeys, run_and_score
+        from lorascope.evals.session import MissingProviderKeys, run_and_score
 
         path = self.suite_path(suite)
         chosen_clip = self.clip or clip
@@ -137,7 +137,7 @@ class LorascopeEvals:
         --lorascope-update-baseline the run becomes the baseline first (so this passes and
         the new baseline is on disk for review). Skips when no baseline is configured or
         none exists yet, saying how to create it."""
-        from evals.session import compare_with, copy_run
+        from lorascope.evals.session import compare_with, copy_run
 
         target = self.baseline_dir(scored.suite_name)
         if target is None:

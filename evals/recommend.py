@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from evals.metrics import is_scorable, iter_loras
-from evals.stats import mean_ci
+from lorascope.evals.metrics import is_scorable, iter_loras
+from lorascope.evals.stats import mean_ci
 
 if TYPE_CHECKING:  # pragma: no cover
-    from registry.models import LoraEntry
+    from lorascope.registry.models import LoraEntry
 
 DEFAULT_TARGET_FRACTION = 0.9
 DEFAULT_CLIP_TOLERANCE = 0.05
@@ -190,8 +190,8 @@ def write_recommendations(
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from registry.catalogue import load_catalogue
-    from registry.problems import CatalogueError
+    from lorascope.registry.catalogue import load_catalogue
+    from lorascope.registry.problems import CatalogueError
 
     today = today or datetime.now(timezone.utc).date().isoformat()
     yaml = YAML(typ="rt")

@@ -93,7 +93,7 @@ def scored_frame(run_dir: str | Path, clip: str | None = None) -> "pd.DataFrame"
     (cell_id, image_index, image_sha256); NaN where an image has no score (yet)."""
     import pandas as pd
 
-    from harness.store import RunStore
+    from lorascope.harness.store import RunStore
 
     with RunStore.open(run_dir) as store:
         frame = store.results_frame()
@@ -120,7 +120,7 @@ def scored_frame(run_dir: str | Path, clip: str | None = None) -> "pd.DataFrame"
 def export_scored_results(run_dir: str | Path, clip: str | None = None) -> tuple[Path, "pd.DataFrame"]:
     """Write `<run_dir>/results.parquet` (base columns + score columns) atomically; returns
     its path and the frame written (so a caller showing the scores need not read them again)."""
-    from harness.results import write_results
+    from lorascope.harness.results import write_results
 
     frame = scored_frame(run_dir, clip)
     return write_results(frame, run_dir), frame

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from registry.digest import sha256_file
-from evals.embedding_cache import EmbeddingCache, text_key
+from lorascope.registry.digest import sha256_file
+from lorascope.evals.embedding_cache import EmbeddingCache, text_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -177,7 +177,7 @@ def _check_checkpoint(path: Path) -> None:
 def load_clip_model(spec: ClipSpec, model_id: str, device: str | None = None) -> ClipModel:
     """Build or load the model `spec` names, or raise `ScorerUnavailable` with the fix."""
     if device is None:
-        from harness.device import best_device
+        from lorascope.harness.device import best_device
 
         device = best_device()
     if spec.is_tiny:

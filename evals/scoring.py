@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evals.metrics import agreement_matrix, finite, image_metrics, is_scorable, texts_needed
-from evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
-from evals.scorer import Embedder
+from lorascope.evals.metrics import agreement_matrix, finite, image_metrics, is_scorable, texts_needed
+from lorascope.evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
+from lorascope.evals.scorer import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,7 +49,7 @@ class ComputedScores:
 
 def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = True) -> ComputedScores:
     """Embed (through the cache) and compute every per-image metric; writes nothing."""
-    from harness.store import RunStore
+    from lorascope.harness.store import RunStore
 
     run_dir = Path(run_dir)
     with RunStore.open(run_dir) as store:
@@ -96,7 +96,7 @@ def score_run(
 ) -> ScoreSummary:
     """Score every stored image of the run with `clip` (see evals.scorer for the names),
     store the scores in run.db and re-export results.parquet with them."""
-    from harness.store import RunStore
+    from lorascope.harness.store import RunStore
 
     run_dir = Path(run_dir)
     own_embedder = embedder is None

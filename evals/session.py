@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from evals.compare import CompareReport, Tolerances
-    from evals.scoring import ScoreSummary
-    from harness.suite import Suite
-    from registry.models import LoraEntry
+    from lorascope.evals.compare import CompareReport, Tolerances
+    from lorascope.evals.scoring import ScoreSummary
+    from lorascope.harness.suite import Suite
+    from lorascope.registry.models import LoraEntry
 
 
 class MissingProviderKeys(RuntimeError):
@@ -72,7 +72,7 @@ class ScoredRun:
 
 def missing_keys(suite: "Suite", providers: list[str] | None = None) -> dict[str, str]:
     """{provider: reason} for the hosted providers of `suite` whose API key variable is unset."""
-    from harness.providers import provider_class
+    from lorascope.harness.providers import provider_class
 
     out = {}
     for spec in suite.providers:
@@ -102,10 +102,10 @@ def run_and_score(
 ) -> ScoredRun:
     """Run `suite_path` into `runs_root/<name or suite name>` (resuming what is stored),
     score it with `clip`, and return the scored frame."""
-    from evals.scoring import score_run
-    from harness.runner import run_suite
-    from harness.store import RunStore
-    from harness.suite import load_suite
+    from lorascope.evals.scoring import score_run
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import RunStore
+    from lorascope.harness.suite import load_suite
 
     suite = load_suite(suite_path)
     wanted = providers or [p.name for p in suite.providers]
@@ -117,7 +117,7 @@ def run_and_score(
             + "; ".join(f"{p}: {why}" for p, why in skipped.items())
         )
     run_dir = Path(runs_root) / (name or suite.name)
-    from evals.scorer import Embedder
+    from lorascope.evals.scorer import Embedder
 
     embedder = Embedder.open(clip)
     try:
@@ -139,7 +139,7 @@ def run_and_score(
 
 def _paid(suite: "Suite", providers: list[str]) -> bool:
     """Whether any of these providers is a hosted (key-holding, paid) one."""
-    from harness.providers import provider_class
+    from lorascope.harness.providers import provider_class
 
     for name in providers:
         try:
@@ -183,7 +183,7 @@ def compare_with(
     clip: str | None = None,
     tolerances: "Tolerances | None" = None,
 ) -> "CompareReport":
-    from evals.compare import compare_runs
+    from lorascope.evals.compare import compare_runs
 
     label = scored.score_summary.clip_label if scored.score_summary else scored.clip_model
     return compare_runs(baseline_dir, scored.run_dir, clip=clip or label, tolerances=tolerances,

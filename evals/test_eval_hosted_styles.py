@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.pytest_plugin import assert_clip_score_near_baseline, assert_style_shift_up
+from lorascope.evals.pytest_plugin import assert_clip_score_near_baseline, assert_style_shift_up
 
 pytestmark = pytest.mark.lorascope
 
@@ -19,7 +19,7 @@ STYLE_LORAS = ("classic-painting", "coloring-book")
 
 @pytest.fixture(scope="module")
 def hosted(lorascope):
-    from evals.scorer import ScorerUnavailable
+    from lorascope.evals.scorer import ScorerUnavailable
 
     if lorascope.clip == "tiny-random":
         pytest.skip("style shift needs a real CLIP model; --lorascope-clip tiny-random gives meaningless numbers")
@@ -39,6 +39,6 @@ def test_style_lora_at_its_recommended_scale_moves_the_style_and_keeps_the_promp
 def test_hosted_providers_match_their_baseline(lorascope, hosted):
     """With --lorascope-baseline DIR (and --lorascope-fresh to see what the providers do today):
     no cell regressed against the stored run. Skipped without a baseline or keys."""
-    from evals.pytest_plugin import assert_no_regression
+    from lorascope.evals.pytest_plugin import assert_no_regression
 
     assert_no_regression(lorascope.compare_to_baseline(hosted))

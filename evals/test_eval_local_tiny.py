@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from evals.pytest_plugin import assert_drift_detected, assert_matches_exactly, assert_no_regression
+from lorascope.evals.pytest_plugin import assert_drift_detected, assert_matches_exactly, assert_no_regression
 
 pytestmark = pytest.mark.lorascope
 
@@ -59,7 +59,7 @@ def test_scale_zero_reproduces_the_no_lora_baseline_exactly(lorascope):
 
 
 def test_a_rerun_sends_nothing_and_rescoring_does_no_forward_pass(lorascope):
-    from evals.session import run_and_score
+    from lorascope.evals.session import run_and_score
 
     first = lorascope.run(SUITE, clip=CLIP)
     again = run_and_score(lorascope.suite_path(SUITE), lorascope.runs_root, clip=CLIP)
@@ -71,8 +71,8 @@ def test_a_rerun_sends_nothing_and_rescoring_does_no_forward_pass(lorascope):
 
 
 def test_the_local_provider_reproduces_its_baseline_bit_for_bit(lorascope, tmp_path):
-    from evals.session import compare_with
-    from harness.store import SharedCache
+    from lorascope.evals.session import compare_with
+    from lorascope.harness.store import SharedCache
 
     baseline = lorascope.run(SUITE, clip=CLIP)
     # fresh generations in a new folder, with a private cache: nothing can be reused
@@ -88,7 +88,7 @@ class _ScaleBugProvider:
 
     @staticmethod
     def make(setup):
-        from harness.providers.local import DiffusersProvider
+        from lorascope.harness.providers.local import DiffusersProvider
 
         class HalfScale(DiffusersProvider):
             async def generate_batch(self, requests):
@@ -102,9 +102,9 @@ class _ScaleBugProvider:
 
 
 def test_a_provider_applying_the_wrong_lora_scale_is_caught_as_drift(lorascope, tmp_path):
-    from evals.compare import Tolerances
-    from evals.session import compare_with
-    from harness.store import SharedCache
+    from lorascope.evals.compare import Tolerances
+    from lorascope.evals.session import compare_with
+    from lorascope.harness.store import SharedCache
 
     baseline = lorascope.run(SUITE, clip=CLIP)
     buggy = lorascope.run(SUITE, clip=CLIP, fresh=True, name=f"{SUITE}-halfscale",
@@ -125,7 +125,7 @@ def test_a_provider_applying_the_wrong_lora_scale_is_caught_as_drift(lorascope, 
 
 
 def test_scores_aggregate_with_confidence_intervals(lorascope):
-    from evals.metrics import aggregate
+    from lorascope.evals.metrics import aggregate
 
     agg = aggregate(lorascope.run(SUITE, clip=CLIP).frame)
     lora_rows = agg[agg["lora"] != ""]
@@ -148,7 +148,7 @@ def test_the_committed_tiny_loras_fit_the_tiny_pipeline(tmp_path):
     import numpy as np
     from safetensors.numpy import load_file
 
-    from evals.tiny_assets import TINY_DIR, TINY_LORAS, write_tiny_loras
+    from lorascope.evals.tiny_assets import TINY_DIR, TINY_LORAS, write_tiny_loras
 
     fresh = write_tiny_loras(tmp_path)
     for lora_id, (name, _, _) in TINY_LORAS.items():

@@ -21,8 +21,8 @@ TINY_LORAS: dict[str, tuple[str, int, float]] = {
 
 def write_tiny_loras(directory: Path = TINY_DIR) -> dict[str, Path]:
     """(Re)write the tiny LoRA files into `directory`; returns {id: path}."""
-    from harness.lora_writer import linear_shapes, write_lora
-    from harness.providers.tiny_zimage import build_tiny_pipeline
+    from lorascope.harness.lora_writer import linear_shapes, write_lora
+    from lorascope.harness.providers.tiny_zimage import build_tiny_pipeline
 
     shapes = linear_shapes(build_tiny_pipeline().transformer)
     return {

@@ -11,7 +11,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
-    from harness import cli_generate, cli_run
+    from lorascope.harness import cli_generate, cli_run
 
     app.command("generate", help=cli_generate.__doc__)(cli_generate.generate)
     app.command("run", help=cli_run.__doc__)(cli_run.run)

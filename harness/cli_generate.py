@@ -60,8 +60,8 @@ def generate(
 
     from rich.console import Console
 
-    from harness.errors import ProviderError
-    from harness.providers import provider_class
+    from lorascope.harness.errors import ProviderError
+    from lorascope.harness.providers import provider_class
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     console = Console(highlight=False, soft_wrap=True)
@@ -98,13 +98,13 @@ def generate(
     # every problem is collected before failing: a bad --lora does not hide a bad size
     specs, entries, problems = _lora_specs(lora, catalogue, bool(getattr(cls, "needs_local_files", False)), err)
     if entries:
-        from registry.prompts import apply_triggers
+        from lorascope.registry.prompts import apply_triggers
 
         prompt = apply_triggers(prompt, entries)
 
     from pydantic import ValidationError
 
-    from harness.models import GenerationRequest
+    from lorascope.harness.models import GenerationRequest
 
     instance = request = None
     try:
@@ -163,13 +163,13 @@ def _pydantic_problems(exc: Any, prefix: str = "") -> list[str]:
 def _lora_specs(values: list[str], catalogue_path: Path | None, local_file: bool, err: Any) -> tuple[list, list, list]:
     """Specs for each --lora, the catalogue entries among them (for trigger words), and the
     problems with the others."""
-    from harness.lora_specs import LoraOptionError, _split_scale, looks_like_file, parse_lora_option
+    from lorascope.harness.lora_specs import LoraOptionError, _split_scale, looks_like_file, parse_lora_option
 
     catalogue = None
     needs_catalogue = any(not looks_like_file(_split_scale(v.strip())[0]) for v in values)
     if needs_catalogue:
-        from registry.catalogue import load_catalogue
-        from registry.problems import CatalogueError
+        from lorascope.registry.catalogue import load_catalogue
+        from lorascope.registry.problems import CatalogueError
 
         try:
             catalogue = load_catalogue(catalogue_path)

@@ -23,9 +23,9 @@ def run(
 ) -> None:
     from rich.console import Console
 
-    from harness.runner import run_suite
-    from harness.store import StoreError
-    from harness.suite import SuiteError, load_suite
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import StoreError
+    from lorascope.harness.suite import SuiteError, load_suite
 
     out_console = Console(width=None if sys.stdout.isatty() else 120)
     err = Console(stderr=True)

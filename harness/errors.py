@@ -1,6 +1,6 @@
 """The small taxonomy every provider failure is mapped onto, so the user (and the store)
 sees a kind and the provider's own message, never a bare traceback. Messages never carry
-API keys: providers build them from response bodies that `harness.secrets.redact` cleaned.
+API keys: providers build them from response bodies that `lorascope.harness.secrets.redact` cleaned.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from harness.models import GenerationRequest
+from lorascope.harness.models import GenerationRequest
 
 #: Bump when the canonical form changes, so old cache entries stop matching.
 FINGERPRINT_VERSION = 1

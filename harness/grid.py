@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from harness.models import GenerationRequest, LoraSpec
-from harness.suite import Suite, SuiteError
+from lorascope.harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.suite import Suite, SuiteError
 
 ProviderLookup = Callable[[str], type]
 
@@ -84,7 +84,7 @@ class Grid:
 
 
 def _lookup_default(name: str) -> type:
-    from harness.providers import provider_class
+    from lorascope.harness.providers import provider_class
 
     return provider_class(name)
 
@@ -147,21 +147,21 @@ def setup_providers(
 
 
 def _apply_triggers(prompt: str, entries: list[Any]) -> str:
-    from registry.prompts import apply_triggers
+    from lorascope.registry.prompts import apply_triggers
 
     return apply_triggers(prompt, entries)
 
 
 def _spec_for_entry(entry: Any, scale: float, catalogue_dir: Path, local_file: bool) -> LoraSpec:
-    from harness.lora_specs import spec_for_entry
+    from lorascope.harness.lora_specs import spec_for_entry
 
     return spec_for_entry(entry, scale, catalogue_dir, local_file=local_file)
 
 
 def load_grid_catalogue(suite: Suite) -> tuple[Any, list[str]]:
     """The suite's catalogue, or the problems loading it (one line each)."""
-    from registry.catalogue import load_catalogue
-    from registry.problems import CatalogueError
+    from lorascope.registry.catalogue import load_catalogue
+    from lorascope.registry.problems import CatalogueError
 
     path = suite.catalogue_path()
     try:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.models import LoraSpec
-from registry.models import PICKLE_SUFFIXES, LoraEntry
+from lorascope.harness.models import LoraSpec
+from lorascope.registry.models import PICKLE_SUFFIXES, LoraEntry
 
 if TYPE_CHECKING:
-    from registry.catalogue import Catalogue
+    from lorascope.registry.catalogue import Catalogue
 
 
 class LoraOptionError(ValueError):
@@ -24,13 +24,13 @@ class LoraOptionError(ValueError):
 
 def spec_for_entry(entry: LoraEntry, scale: float, catalogue_dir: Path, *, local_file: bool = False) -> LoraSpec:
     """The request-side view of one catalogue entry at one scale."""
-    from registry.references import references
+    from lorascope.registry.references import references
 
     refs = references(entry, Path(catalogue_dir))
     path = str(refs.path) if refs.path else None
     sha256 = refs.sha256
     if local_file:
-        from registry.resolve import resolve
+        from lorascope.registry.resolve import resolve
 
         resolved = resolve(entry, Path(catalogue_dir))
         path, sha256 = str(resolved.path), resolved.sha256
@@ -63,8 +63,8 @@ def looks_like_file(ref: str) -> bool:
 
 def spec_for_file(path_text: str, scale: float) -> LoraSpec:
     """A local `.safetensors` file: header checked, content hashed; pickle refused."""
-    from registry.digest import sha256_file
-    from registry.safetensors_header import NotSafetensorsError, read_header
+    from lorascope.registry.digest import sha256_file
+    from lorascope.registry.safetensors_header import NotSafetensorsError, read_header
 
     path = Path(path_text).expanduser()
     if path.name.lower().endswith(PICKLE_SUFFIXES):

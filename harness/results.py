@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.store import RunStore
+from lorascope.harness.store import RunStore
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -30,15 +30,15 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
-from harness.errors import BadResponse, ProviderError
-from harness.fingerprint import fingerprint as make_fingerprint
-from harness.grid import Cell, Grid, ProviderSetup, expand
-from harness.models import Estimate, GenerationRequest, GenerationResult
-from harness.secrets import redact
-from harness.store import (
+from lorascope.harness.errors import BadResponse, ProviderError
+from lorascope.harness.fingerprint import fingerprint as make_fingerprint
+from lorascope.harness.grid import Cell, Grid, ProviderSetup, expand
+from lorascope.harness.models import Estimate, GenerationRequest, GenerationResult
+from lorascope.harness.secrets import redact
+from lorascope.harness.store import (
     IN_FLIGHT, INTERRUPTED, RunStore, SharedCache, StoredImage, link_or_copy,
 )
-from harness.suite import Suite, SuiteError
+from lorascope.harness.suite import Suite, SuiteError
 
 #: Concurrency when the suite does not set one: fal accounts start with a limit of 2.
 DEFAULT_CONCURRENCY = {"fal": 2}
@@ -813,13 +813,13 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
 def _refresh_results(store: RunStore, out_dir: Path, summary: RunSummary) -> None:
     """Rebuild results.parquet unless it already shows this exact state (re-runs of a
     finished run then skip importing pandas and pyarrow)."""
-    from harness.results import RESULTS_NAME
+    from lorascope.harness.results import RESULTS_NAME
 
     token = store.state_token()
     if (out_dir / RESULTS_NAME).is_file() and store.get_meta("results_token") == token:
         return
     try:
-        from harness.results import export_results
+        from lorascope.harness.results import export_results
 
         export_results(out_dir)
         store.set_meta({"results_token": token})

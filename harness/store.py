@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.grid import Cell
-    from harness.models import GenerationResult
-    from harness.suite import Suite
-    from registry.models import LoraEntry
+    from lorascope.harness.grid import Cell
+    from lorascope.harness.models import GenerationResult
+    from lorascope.harness.suite import Suite
+    from lorascope.registry.models import LoraEntry
 
 DB_NAME = "run.db"
 IMAGES_DIR = "images"
@@ -298,7 +298,7 @@ class RunStore:
 
     def suite(self) -> "Suite":
         """The suite as it was when the run last started (parsed from the stored text)."""
-        from harness.suite import parse_suite
+        from lorascope.harness.suite import parse_suite
 
         text = self.get_meta("suite_text")
         if text is None:
@@ -312,7 +312,7 @@ class RunStore:
             self._conn.executemany("INSERT OR REPLACE INTO lora_entries VALUES (?, ?)", rows)
 
     def lora_entries(self) -> dict[str, "LoraEntry"]:
-        from registry.models import LoraEntry
+        from lorascope.registry.models import LoraEntry
 
         rows = self._conn.execute("SELECT id, entry_json FROM lora_entries ORDER BY id").fetchall()
         return {i: LoraEntry.model_validate_json(j) for i, j in rows}

@@ -3,7 +3,7 @@
 Loaded with ruamel.yaml's round-trip loader so every problem can name the file, the line and
 the field; all problems are collected and raised together (`SuiteError`), never one per try.
 The provider entries stay raw here: which keys are provider config and which are request
-options is decided in `harness.grid`, where the provider classes are known.
+options is decided in `lorascope.harness.grid`, where the provider classes are known.
 """
 
 from __future__ import annotations

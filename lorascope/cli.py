@@ -12,10 +12,10 @@ import os
 
 import typer
 
-from evals import cli as evals_cli
-from harness import cli as harness_cli
-from registry import cli as registry_cli
-from reports import cli as reports_cli
+from lorascope.evals import cli as evals_cli
+from lorascope.harness import cli as harness_cli
+from lorascope.registry import cli as registry_cli
+from lorascope.reports import cli as reports_cli
 
 app = typer.Typer(
     name="lorascope",
@@ -33,7 +33,7 @@ reports_cli.register(app)
 def configure_logging() -> logging.Handler:
     """Log records (ours and the libraries') go to stderr through the key redactor, so an API
     key that turns up in a message is masked. `LORASCOPE_LOG_LEVEL=DEBUG` shows more."""
-    from harness.secrets import RedactingFilter
+    from lorascope.harness.secrets import RedactingFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())

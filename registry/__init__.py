@@ -3,11 +3,11 @@
 Nothing here imports torch/diffusers/open_clip: the CLI's registry commands must start fast.
 """
 
-from registry.catalogue import Catalogue, default_catalogue_path, load_catalogue
-from registry.models import HubSource, LoraEntry, PathSource, Provenance, ScaleSpec, UrlSource
-from registry.problems import CatalogueError, Problem
-from registry.prompts import apply_triggers
-from registry.references import LoraReferences, references
+from lorascope.registry.catalogue import Catalogue, default_catalogue_path, load_catalogue
+from lorascope.registry.models import HubSource, LoraEntry, PathSource, Provenance, ScaleSpec, UrlSource
+from lorascope.registry.problems import CatalogueError, Problem
+from lorascope.registry.prompts import apply_triggers
+from lorascope.registry.references import LoraReferences, references
 
 __all__ = [
     "Catalogue",

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from registry.catalogue import check_catalogue
-from registry.inspect import LoraInspection, hf_api, inspect_remote
-from registry.models import PICKLE_SUFFIXES, REPO_ID
-from registry.problems import CatalogueError
+from lorascope.registry.catalogue import check_catalogue
+from lorascope.registry.inspect import LoraInspection, hf_api, inspect_remote
+from lorascope.registry.models import PICKLE_SUFFIXES, REPO_ID
+from lorascope.registry.problems import CatalogueError
 
 TRIGGER_METADATA_KEYS = ("trigger_word", "trigger_words", "trigger", "instance_prompt", "activation_text")
 DEFAULT_SCALE = {"recommended": 0.8, "range": [0.6, 1.0]}

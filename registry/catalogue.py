@@ -1,7 +1,7 @@
 """Load and validate `loras.yaml`: typed entries out, or every problem at once with its line.
 
 The file is parsed with ruamel.yaml's round-trip loader only to learn where each key sits; each
-entry is then validated by the pydantic model in `registry.models`, and pydantic's errors are
+entry is then validated by the pydantic model in `lorascope.registry.models`, and pydantic's errors are
 mapped back to file, line, entry and field. Rules that need the whole file (duplicate ids,
 unknown keys with a suggestion, file suffixes, the CLIP-length warning) live here.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from registry.models import (
+from lorascope.registry.models import (
     FACT_FIELDS,
     PICKLE_SUFFIXES,
     SCALE_MAX,
@@ -29,8 +29,8 @@ from registry.models import (
     ScaleSpec,
     UrlSource,
 )
-from registry.problems import CatalogueError, Problem
-from registry.tokens import CLIP_CONTEXT_LENGTH, estimate_clip_tokens
+from lorascope.registry.problems import CatalogueError, Problem
+from lorascope.registry.tokens import CLIP_CONTEXT_LENGTH, estimate_clip_tokens
 
 PROJECT_CATALOGUE = Path(__file__).resolve().parent.parent / "loras.yaml"
 TOP_LEVEL_KEYS = ("version", "loras")

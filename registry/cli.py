@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from registry.catalogue import Catalogue
-    from registry.inspect import LoraInspection
-    from registry.models import LoraEntry
+    from lorascope.registry.catalogue import Catalogue
+    from lorascope.registry.inspect import LoraInspection
+    from lorascope.registry.models import LoraEntry
 
 app = typer.Typer(no_args_is_help=True, help="The LoRA catalogue (loras.yaml).", add_completion=False)
 
@@ -46,8 +46,8 @@ def _console():
 
 
 def _load(path: Path | None) -> "Catalogue":
-    from registry.catalogue import default_catalogue_path, load_catalogue
-    from registry.problems import CatalogueError
+    from lorascope.registry.catalogue import default_catalogue_path, load_catalogue
+    from lorascope.registry.problems import CatalogueError
 
     target = path or default_catalogue_path()
     if not target.is_file():
@@ -123,7 +123,7 @@ def show(
     catalogue: CatalogueOpt = None,
 ) -> None:
     """Everything the catalogue knows about one LoRA, with where each fact came from."""
-    from registry.references import references
+    from lorascope.registry.references import references
 
     cat = _load(catalogue)
     try:
@@ -169,7 +169,7 @@ def validate(
     path: Annotated[Optional[Path], typer.Argument(help="Catalogue to check (default: the one lorascope uses).")] = None,
 ) -> None:
     """Check a catalogue and print every problem with its file, line, entry and field."""
-    from registry.catalogue import check_catalogue, default_catalogue_path
+    from lorascope.registry.catalogue import check_catalogue, default_catalogue_path
 
     target = path or default_catalogue_path()
     if not target.is_file():
@@ -234,8 +234,8 @@ def inspect(
     catalogue: CatalogueOpt = None,
 ) -> None:
     """Read a LoRA's safetensors header (never its tensors; Hub files are not downloaded) and judge whether it fits Z-Image Turbo; exit 1 when it does not."""
-    from registry.inspect import inspect_file, inspect_remote
-    from registry.safetensors_header import NotSafetensorsError
+    from lorascope.registry.inspect import inspect_file, inspect_remote
+    from lorascope.registry.safetensors_header import NotSafetensorsError
 
     try:
         local = Path(target)
@@ -270,14 +270,14 @@ def inspect(
 
 
 def _inspect_entry(entry: "LoraEntry", catalogue_dir: Path) -> "LoraInspection":
-    from registry.inspect import inspect_file, inspect_remote
-    from registry.resolve import resolve
+    from lorascope.registry.inspect import inspect_file, inspect_remote
+    from lorascope.registry.resolve import resolve
 
     src = entry.source
     if src.type == "hub":
         from huggingface_hub import try_to_load_from_cache
 
-        from registry.resolve import hf_cache_dir
+        from lorascope.registry.resolve import hf_cache_dir
 
         cached = try_to_load_from_cache(src.repo, src.file, cache_dir=hf_cache_dir(), revision=src.revision)
         if isinstance(cached, str):  # already downloaded: inspect it locally (sha256 included)
@@ -296,10 +296,10 @@ def add(
     force: Annotated[bool, typer.Option("--force", help="Add it even if it does not fit Z-Image Turbo.")] = False,
 ) -> None:
     """Inspect a Hub LoRA remotely and append an entry for it, keeping the file's comments and order."""
-    from registry.add import AddError, add_entry, parse_target
-    from registry.catalogue import default_catalogue_path
-    from registry.models import SLUG
-    from registry.problems import CatalogueError
+    from lorascope.registry.add import AddError, add_entry, parse_target
+    from lorascope.registry.catalogue import default_catalogue_path
+    from lorascope.registry.models import SLUG
+    from lorascope.registry.problems import CatalogueError
 
     try:
         parse_target(target)

@@ -6,7 +6,7 @@ few bytes each, read by offset). Remote files are read with huggingface_hub's ra
 (`HfApi.parse_safetensors_file_metadata`), so nothing is downloaded.
 
 The verdict compares the LoRA's module names and in/out features with the Linear layers of
-Z-Image's transformer computed from its config (`registry.zimage`), after mapping kohya and
+Z-Image's transformer computed from its config (`lorascope.registry.zimage`), after mapping kohya and
 ai-toolkit names to diffusers' names the way diffusers' own converter does.
 """
 
@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from registry.digest import sha256_file
-from registry.safetensors_header import read_header_from
-from registry.zimage import ZIMAGE_TURBO_CONFIG, zimage_linears
+from lorascope.registry.digest import sha256_file
+from lorascope.registry.safetensors_header import read_header_from
+from lorascope.registry.zimage import ZIMAGE_TURBO_CONFIG, zimage_linears
 
 KeyFormat = Literal["diffusers", "ai-toolkit", "kohya", "lokr", "unknown"]
 Verdict = Literal["compatible", "incompatible", "unknown"]

@@ -1,7 +1,7 @@
 """The catalogue's typed model: one `LoraEntry` per LoRA in `loras.yaml`.
 
 Everything downstream receives these objects, never raw dicts. Validation that needs the
-file's line numbers (duplicate ids, unknown keys) lives in `registry.catalogue`; the rules
+file's line numbers (duplicate ids, unknown keys) lives in `lorascope.registry.catalogue`; the rules
 that a single entry can check on itself live here.
 """
 

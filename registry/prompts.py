@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from registry.models import LoraEntry
+from lorascope.registry.models import LoraEntry
 
 
 def _contains(prompt: str, trigger: str) -> bool:

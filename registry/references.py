@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from registry.models import HubSource, LoraEntry, PathSource, UrlSource
+from lorascope.registry.models import HubSource, LoraEntry, PathSource, UrlSource
 
 HUB_URL = "https://huggingface.co"
 

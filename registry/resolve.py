@@ -22,9 +22,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from registry.digest import CHUNK, sha256_file
-from registry.models import PICKLE_SUFFIXES, HubSource, LoraEntry, PathSource, UrlSource
-from registry.safetensors_header import NotSafetensorsError, read_header
+from lorascope.registry.digest import CHUNK, sha256_file
+from lorascope.registry.models import PICKLE_SUFFIXES, HubSource, LoraEntry, PathSource, UrlSource
+from lorascope.registry.safetensors_header import NotSafetensorsError, read_header
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: far above any LoRA, far below a disk filler
 TRUE = {"1", "on", "yes", "true"}

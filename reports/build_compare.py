@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reports import fmt
-from reports.figures import ThumbIndex, asset_url
-from reports.howto import random_weight_banner
-from reports.inputs import CHANGED_VERDICTS, CompareCellData, CompareData, CompareSide
-from reports.thumbs import ThumbFailure
-from reports.viewmodels import CompareCell, CompareMetric, CompareReportView, Figure, KeyValue
+from lorascope.reports import fmt
+from lorascope.reports.figures import ThumbIndex, asset_url
+from lorascope.reports.howto import random_weight_banner
+from lorascope.reports.inputs import CHANGED_VERDICTS, CompareCellData, CompareData, CompareSide
+from lorascope.reports.thumbs import ThumbFailure
+from lorascope.reports.viewmodels import CompareCell, CompareMetric, CompareReportView, Figure, KeyValue
 
 METRIC_FORMATS = {
     "latency_s": fmt.seconds,

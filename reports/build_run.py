@@ -15,13 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from registry.models import LoraEntry
-from reports import fmt
-from reports.figures import ThumbIndex, image_file, make_figure, row_ok, row_nsfw, sha_of
-from reports.howto import random_weight_banner, uses_random_weights
-from reports.inputs import RunData, ScaleAggregate
-from reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
-from reports.viewmodels import (
+from lorascope.registry.models import LoraEntry
+from lorascope.reports import fmt
+from lorascope.reports.figures import ThumbIndex, image_file, make_figure, row_ok, row_nsfw, sha_of
+from lorascope.reports.howto import random_weight_banner, uses_random_weights
+from lorascope.reports.inputs import RunData, ScaleAggregate
+from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
+from lorascope.reports.viewmodels import (
     GridColumn,
     GridRow,
     KeyValue,

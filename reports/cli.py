@@ -23,8 +23,8 @@ def report(
     ),
 ) -> None:
     """Write RUN/report.html: grids, plots, latency/cost, failures (one offline file)."""
-    from reports.errors import ReportError
-    from reports.service import write_compare_report, write_run_report
+    from lorascope.reports.errors import ReportError
+    from lorascope.reports.service import write_compare_report, write_run_report
 
     try:
         if compare is not None:
@@ -41,8 +41,8 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's LoRAs, catalogue, suite and run."),
 ) -> None:
     """Run the whole product offline on random-weight models (LoRAs, catalogue, suite, run, score, report)."""
-    from reports.demo import run_demo
-    from reports.errors import ReportError
+    from lorascope.reports.demo import run_demo
+    from lorascope.reports.errors import ReportError
 
     try:
         result = run_demo(out)

@@ -12,25 +12,25 @@ from typing import Any
 
 import pandas as pd
 
-from reports import fmt
-from reports.errors import ReportError
-from reports.figures import row_ok
-from reports.howto import uses_random_weights
-from reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
+from lorascope.reports import fmt
+from lorascope.reports.errors import ReportError
+from lorascope.reports.figures import row_ok
+from lorascope.reports.howto import uses_random_weights
+from lorascope.reports.inputs import CompareCellData, CompareData, CompareMetricData, CompareSide
 
 SIDE_METRICS = ("clip_score", "style_shift", "lora_effect", "latency_s", "cost_usd")
 
 
 def _rows_by_key(frame: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     """Rows keyed the way evals.compare matches cells (and keys compare.json's cells)."""
-    from evals.compare import cell_key
+    from lorascope.evals.compare import cell_key
 
     return {cell_key(row): row for row in frame.to_dict("records")}
 
 
 def _check_run(run_dir: Path) -> None:
     """A clear error when the folder is not a run (before any comparing work)."""
-    from reports.sources import open_store
+    from lorascope.reports.sources import open_store
 
     open_store(run_dir).close()
 
@@ -38,14 +38,14 @@ def _check_run(run_dir: Path) -> None:
 def _frame(run_dir: Path, clip_model: str | None) -> pd.DataFrame:
     """The run's rows with the scores of the CLIP model the comparison used (NaN where the
     run was not scored with it): each side's numbers and the deltas come from one model."""
-    from evals.results import scored_frame
+    from lorascope.evals.results import scored_frame
 
     return scored_frame(run_dir, clip_model)
 
 
 def _recorded(baseline_dir: Path, run_dir: Path) -> dict[str, Any] | None:
     """RUN/compare.json when it was made against this baseline, else None."""
-    from evals.compare import COMPARE_NAME
+    from lorascope.evals.compare import COMPARE_NAME
 
     path = run_dir / COMPARE_NAME
     if not path.is_file():
@@ -60,8 +60,8 @@ def _recorded(baseline_dir: Path, run_dir: Path) -> dict[str, Any] | None:
 
 def _compare_now(baseline_dir: Path, run_dir: Path) -> dict[str, Any]:
     """evals' comparison, made now (and written to RUN/compare.json)."""
-    from evals.compare import compare_runs
-    from evals.scorer import ScorerUnavailable
+    from lorascope.evals.compare import compare_runs
+    from lorascope.evals.scorer import ScorerUnavailable
 
     try:
         return compare_runs(baseline_dir, run_dir, progress=True, write=True).to_json()
@@ -79,7 +79,7 @@ def _is_stale(data: dict[str, Any], base_rows: dict[tuple, dict[str, Any]],
               run_rows: dict[tuple, dict[str, Any]]) -> bool:
     """Whether compare.json no longer describes the runs: a cell appeared or went, or an
     image changed since (images are content-addressed, so a new picture has a new name)."""
-    from evals.compare import cell_key
+    from lorascope.evals.compare import cell_key
 
     cells = {cell_key(c): c for c in data.get("cells", [])}
     if set(cells) != set(base_rows) | set(run_rows):
@@ -110,7 +110,7 @@ def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallbac
 
 
 def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
-    from evals.compare import cell_key
+    from lorascope.evals.compare import cell_key
 
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
     _check_run(baseline_dir)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from reports.errors import ReportError
+from lorascope.reports.errors import ReportError
 
 DEMO_SIZE = "128x128"
 DEMO_STEPS = 2
@@ -72,8 +72,8 @@ def tiny_linear_shapes() -> dict[str, tuple[int, int]]:
     import torch
     from diffusers import ZImageTransformer2DModel
 
-    from harness.lora_writer import linear_shapes
-    from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
+    from lorascope.harness.lora_writer import linear_shapes
+    from lorascope.harness.providers.tiny_zimage import TRANSFORMER_CONFIG
 
     with torch.device("meta"):
         transformer = ZImageTransformer2DModel(**TRANSFORMER_CONFIG)
@@ -82,7 +82,7 @@ def tiny_linear_shapes() -> dict[str, tuple[int, int]]:
 
 def write_loras(out_dir: Path) -> dict[str, Path]:
     """The demo LoRA files, fitted to the tiny transformer's Linear shapes."""
-    from harness.lora_writer import write_lora
+    from lorascope.harness.lora_writer import write_lora
 
     shapes = tiny_linear_shapes()
     paths = {}
@@ -151,12 +151,12 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     timings["write inputs"] = time.perf_counter() - t
     echo(f"wrote {out_dir / 'loras'}/*.safetensors, {out_dir / 'loras.yaml'}, {suite_path}")
 
-    from harness.runner import run_suite
-    from harness.store import SharedCache
-    from harness.suite import load_suite
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache
+    from lorascope.harness.suite import load_suite
 
-    from harness.store import StoreError
-    from harness.suite import SuiteError
+    from lorascope.harness.store import StoreError
+    from lorascope.harness.suite import SuiteError
 
     t = time.perf_counter()
     try:
@@ -177,8 +177,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     echo(_score(run_dir, progress))
     timings["score"] = time.perf_counter() - t
 
-    from reports.service import write_run_data_report
-    from reports.sources import load_run_data
+    from lorascope.reports.service import write_run_data_report
+    from lorascope.reports.sources import load_run_data
 
     t = time.perf_counter()
     data = load_run_data(run_dir)  # scores, aggregates and the evals stage's recommendations, read once
@@ -196,7 +196,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
 
 def _score(run_dir: Path, progress: bool) -> str:
     """Score with the tiny random CLIP through the evals stage; returns a one-line summary."""
-    from evals.scoring import score_run
+    from lorascope.evals.scoring import score_run
 
     summary = score_run(run_dir, clip=CLIP_MODEL, progress=progress)
     return f"scored {summary.images} images with {summary.clip_label}"

@@ -10,10 +10,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from reports import fmt
-from reports.inputs import OK_STATUSES
-from reports.thumbs import THUMB_DIR, Thumb, ThumbFailure, make_thumbs, missing_count
-from reports.viewmodels import Figure
+from lorascope.reports import fmt
+from lorascope.reports.inputs import OK_STATUSES
+from lorascope.reports.thumbs import THUMB_DIR, Thumb, ThumbFailure, make_thumbs, missing_count
+from lorascope.reports.viewmodels import Figure
 
 
 def asset_url(target: Path, report_dir: Path) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from reports.viewmodels import Banner, CodeSnippet
+from lorascope.reports.viewmodels import Banner, CodeSnippet
 
 RANDOM_MARKERS = ("tiny-random",)
 
@@ -28,7 +28,7 @@ KEY_PAGES = {
 def hosted_keys() -> dict[str, tuple[str, str]]:
     """provider name -> (the variable its class reads the key from, where to get one): the
     variable comes from the provider itself, so the banner never names a stale one."""
-    from harness.providers import provider_class
+    from lorascope.harness.providers import provider_class
 
     return {name: (provider_class(name).env_key_var, page) for name, page in KEY_PAGES.items()}
 

@@ -1,6 +1,6 @@
 """What the renderer reads: a run's rows plus the numbers the evals stage computed.
 
-`reports.sources` fills these from a run folder (the harness store, the evals outputs);
+`lorascope.reports.sources` fills these from a run folder (the harness store, the evals outputs);
 tests build them directly. Keeping this boundary explicit means the renderer never
 reaches into the store's tables or re-derives an eval metric.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.compare import CHANGED_VERDICTS as EVALS_CHANGED_VERDICTS
-from registry.models import LoraEntry
+from lorascope.evals.compare import CHANGED_VERDICTS as EVALS_CHANGED_VERDICTS
+from lorascope.registry.models import LoraEntry
 
 #: Statuses the harness gives a generation that produced its image.
 OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from reports.viewmodels import PlotMarker, PlotPoint, PlotSeries, PlotView, Tick
+from lorascope.reports.viewmodels import PlotMarker, PlotPoint, PlotSeries, PlotView, Tick
 
 # Colour-blind-safe palette (Okabe-Ito), one colour per provider in a fixed order.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]

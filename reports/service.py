@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.build_run import build_run_view
-from reports.inputs import RunData
-from reports.render import render, write_html
+from lorascope.reports.build_run import build_run_view
+from lorascope.reports.inputs import RunData
+from lorascope.reports.render import render, write_html
 
 REPORT_NAME = "report.html"
 COMPARE_REPORT_NAME = "compare.html"
@@ -20,15 +20,15 @@ def write_run_data_report(data: RunData, output: Path | None = None, progress: b
 
 
 def write_run_report(run_dir: Path, output: Path | None = None, progress: bool = False) -> Path:
-    from reports.sources import load_run_data
+    from lorascope.reports.sources import load_run_data
 
     return write_run_data_report(load_run_data(Path(run_dir)), output, progress=progress)
 
 
 def write_compare_report(baseline_dir: Path, run_dir: Path, output: Path | None = None,
                          progress: bool = False) -> Path:
-    from reports.build_compare import build_compare_view
-    from reports.compare_sources import load_compare_data
+    from lorascope.reports.build_compare import build_compare_view
+    from lorascope.reports.compare_sources import load_compare_data
 
     run_dir = Path(run_dir)
     output = Path(output) if output else run_dir / COMPARE_REPORT_NAME

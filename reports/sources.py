@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import fmt
-from reports.errors import ReportError
-from reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
+from lorascope.reports import fmt
+from lorascope.reports.errors import ReportError
+from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
 
 AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
 
 
 def open_store(run_dir: Path):
-    from harness.store import DB_NAME, RunStore
+    from lorascope.harness.store import DB_NAME, RunStore
 
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run folder")
@@ -31,7 +31,7 @@ def open_store(run_dir: Path):
 
 def _score_labels(store) -> dict[str, str]:
     """CLIP model id -> its label (e.g. 'ViT-B-32:openai'), for the models that scored the run."""
-    from evals.results import scored_models
+    from lorascope.evals.results import scored_models
 
     conn = store.connect()
     try:
@@ -46,7 +46,7 @@ def is_scored(frame: pd.DataFrame) -> bool:
 
 def aggregates_from(frame: pd.DataFrame) -> list[ScaleAggregate]:
     """The evals stage's per (lora, scale, provider) means and 95% CIs as report inputs."""
-    from evals.metrics import aggregate
+    from lorascope.evals.metrics import aggregate
 
     table = aggregate(frame)
     out = []
@@ -67,7 +67,7 @@ def aggregates_from(frame: pd.DataFrame) -> list[ScaleAggregate]:
 
 
 def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
-    from evals.metrics import provider_stats
+    from lorascope.evals.metrics import provider_stats
 
     table = provider_stats(frame)
     sources = {}
@@ -90,7 +90,7 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
 
 def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendation]:
     """The evals stage's recommended scale per (lora, provider), by its documented rule."""
-    from evals.recommend import recommend_scales
+    from lorascope.evals.recommend import recommend_scales
 
     out = []
     for rec in recommend_scales(frame, loras):
@@ -102,7 +102,7 @@ def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendatio
 def load_run_data(run_dir: Path) -> RunData:
     """Everything a run report shows, from the run folder."""
     run_dir = Path(run_dir)
-    from evals.results import scored_frame
+    from lorascope.evals.results import scored_frame
 
     with open_store(run_dir) as store:
         loras = store.lora_entries()

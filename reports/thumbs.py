@@ -18,7 +18,7 @@ from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
-from registry.digest import sha256_file
+from lorascope.registry.digest import sha256_file
 
 THUMB_DIR = "thumbs"
 THUMB_MAX_SIDE = 256  # px; shown at 128 CSS px, sharp on 2x screens

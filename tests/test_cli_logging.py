@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from harness import secrets
+from lorascope.harness import secrets
 from lorascope.cli import configure_logging
 
 

@@ -11,16 +11,16 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.providers.base import Provider
+    from lorascope.harness.providers.base import Provider
 
 ENTRY_POINT_GROUP = "lorascope.providers"
 
 BUILTIN: dict[str, str] = {
-    "fal": "harness.providers.fal:FalProvider",
-    "novita": "harness.providers.novita:NovitaProvider",
-    "highway": "harness.providers.highway:HighwayProvider",
-    "aimlapi": "harness.providers.aimlapi:AimlapiProvider",
-    "diffusers": "harness.providers.local:DiffusersProvider",
+    "fal": "lorascope.harness.providers.fal:FalProvider",
+    "novita": "lorascope.harness.providers.novita:NovitaProvider",
+    "highway": "lorascope.harness.providers.highway:HighwayProvider",
+    "aimlapi": "lorascope.harness.providers.aimlapi:AimlapiProvider",
+    "diffusers": "lorascope.harness.providers.local:DiffusersProvider",
 }
 
 

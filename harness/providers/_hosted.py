@@ -13,13 +13,13 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from harness import secrets
-from harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
-from harness.models import GeneratedImage, GenerationRequest, LoraSpec
-from harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
-from harness.providers._images import decode_base64_image, to_image
-from harness.providers.base import HostedConfig, Provider, env_or
-from registry.references import hub_file_url
+from lorascope.harness import secrets
+from lorascope.harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
+from lorascope.harness.models import GeneratedImage, GenerationRequest, LoraSpec
+from lorascope.harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
+from lorascope.harness.providers._images import decode_base64_image, to_image
+from lorascope.harness.providers.base import HostedConfig, Provider, env_or
+from lorascope.registry.references import hub_file_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

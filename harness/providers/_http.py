@@ -1,5 +1,5 @@
 """Shared HTTP plumbing for the hosted providers: one pooled `httpx.AsyncClient` per provider,
-explicit timeouts, bounded retries, and the mapping of HTTP answers onto `harness.errors`.
+explicit timeouts, bounded retries, and the mapping of HTTP answers onto `lorascope.harness.errors`.
 
 Why the retry rules look the way they do:
 - 429, 408 and 5xx answers and transport failures are transient: retry with exponential
@@ -36,8 +36,8 @@ from typing import Any
 
 import httpx
 
-from harness import secrets
-from harness.errors import (
+from lorascope.harness import secrets
+from lorascope.harness.errors import (
     AuthError,
     BadResponse,
     ContentFiltered,
@@ -46,7 +46,7 @@ from harness.errors import (
     RateLimited,
     RejectedRequest,
 )
-from registry.resolve import shown_url
+from lorascope.registry.resolve import shown_url
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]

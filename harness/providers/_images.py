@@ -13,8 +13,8 @@ import binascii
 import io
 from typing import Any
 
-from harness.errors import BadResponse
-from harness.models import GeneratedImage, ImageFormat
+from lorascope.harness.errors import BadResponse
+from lorascope.harness.models import GeneratedImage, ImageFormat
 
 _CONTENT_TYPES: dict[str, ImageFormat] = {
     "image/png": "png",

@@ -16,9 +16,9 @@ import asyncio
 import re
 from typing import Any, ClassVar
 
-from harness.errors import BadResponse, ProviderTimeout
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
-from harness.providers._hosted import (
+from lorascope.harness.errors import BadResponse, ProviderTimeout
+from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
+from lorascope.harness.providers._hosted import (
     HostedProvider,
     as_float,
     check_bool_options,
@@ -26,9 +26,9 @@ from harness.providers._hosted import (
     check_range,
     lora_url,
 )
-from harness.providers._images import decode_base64_image, slim, to_image
-from harness.providers.base import OnSubmitted
-from harness.secrets import redact, redact_headers
+from lorascope.harness.providers._images import decode_base64_image, slim, to_image
+from lorascope.harness.providers.base import OnSubmitted
+from lorascope.harness.secrets import redact, redact_headers
 
 MODEL = "alibaba/z-image-turbo-lora"
 DOCS_URL = "https://docs.aimlapi.com/api-references/image-models/alibaba-cloud/z-image-turbo-lora"

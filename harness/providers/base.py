@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from harness.models import Estimate, GenerationRequest, GenerationResult
+from lorascope.harness.models import Estimate, GenerationRequest, GenerationResult
 
 OnSubmitted = Callable[[str], Awaitable[None]]
 
@@ -81,7 +81,7 @@ class Provider(ABC):
     async def generate(
         self, request: GenerationRequest, on_submitted: OnSubmitted | None = None
     ) -> GenerationResult:
-        """Run one request to completion. Raises `harness.errors.ProviderError` subclasses."""
+        """Run one request to completion. Raises `lorascope.harness.errors.ProviderError` subclasses."""
 
     async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
         """Pick up a task the provider already accepted (async providers only)."""

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
-from harness.providers._http import looks_like_content_policy
-from harness.providers._hosted import (
+from lorascope.harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
+from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
+from lorascope.harness.providers._http import looks_like_content_policy
+from lorascope.harness.providers._hosted import (
     HostedProvider,
     as_float,
     as_int,
@@ -34,9 +34,9 @@ from harness.providers._hosted import (
     check_range,
     lora_url,
 )
-from harness.providers._images import slim
-from harness.providers.base import OnSubmitted
-from harness.secrets import redact
+from lorascope.harness.providers._images import slim
+from lorascope.harness.providers.base import OnSubmitted
+from lorascope.harness.secrets import redact
 
 APP_ID = "fal-ai/z-image"
 LORA_ENDPOINT = "fal-ai/z-image/turbo/lora"

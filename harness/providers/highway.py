@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.models import GenerationRequest
-from harness.providers._hosted import check_range
-from harness.providers.novita import NovitaProvider
+from lorascope.harness.models import GenerationRequest
+from lorascope.harness.providers._hosted import check_range
+from lorascope.harness.providers.novita import NovitaProvider
 
 
 class HighwayProvider(NovitaProvider):

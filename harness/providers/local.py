@@ -39,11 +39,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from registry.digest import sha256_file
-from registry.models import PICKLE_SUFFIXES, REPO_ID
-from registry.safetensors_header import NotSafetensorsError, read_header
-from harness.errors import InvalidRequest, ProviderError, RejectedRequest
-from harness.models import (
+from lorascope.registry.digest import sha256_file
+from lorascope.registry.models import PICKLE_SUFFIXES, REPO_ID
+from lorascope.registry.safetensors_header import NotSafetensorsError, read_header
+from lorascope.harness.errors import InvalidRequest, ProviderError, RejectedRequest
+from lorascope.harness.models import (
     Cost,
     Estimate,
     GeneratedImage,
@@ -52,7 +52,7 @@ from harness.models import (
     LoraSpec,
     Timings,
 )
-from harness.providers.base import OnSubmitted, Provider, ProviderConfig
+from lorascope.harness.providers.base import OnSubmitted, Provider, ProviderConfig
 
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny-random"
@@ -156,7 +156,7 @@ class DiffusersProvider(Provider):
         in each result's `software.revision`."""
         folder = Path(self.config.model).expanduser()
         if self.config.model == TINY_MODEL:
-            from harness.providers.tiny_zimage import TINY_REVISION
+            from lorascope.harness.providers.tiny_zimage import TINY_REVISION
 
             revision = TINY_REVISION
         elif folder.is_dir():
@@ -336,12 +336,12 @@ class DiffusersProvider(Provider):
         return self._file_problems[key]
 
     def _header_incompatibility(self, path: Path) -> str | None:
-        """Header-only verdict from `registry.inspect` (no tensors read, no torch): catches a
+        """Header-only verdict from `lorascope.registry.inspect` (no tensors read, no torch): catches a
         LoRA for another model family or size while the whole grid is validated, before
         anything loads. Returns None when it fits, when the verdict is unknown, or when the
         registry's inspector is not available (the loader's own error is translated then)."""
         try:
-            from registry.inspect import check_compatibility, inspect_file
+            from lorascope.registry.inspect import check_compatibility, inspect_file
         except ImportError:
             return None
         config = self._transformer_config()
@@ -354,7 +354,7 @@ class DiffusersProvider(Provider):
         if self._pipe is not None:
             return dict(self._pipe.transformer.config)
         if self.config.model == TINY_MODEL:
-            from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
+            from lorascope.harness.providers.tiny_zimage import TRANSFORMER_CONFIG
 
             return dict(TRANSFORMER_CONFIG)
         config_file = Path(self.config.model).expanduser() / "transformer" / "config.json"
@@ -369,7 +369,7 @@ class DiffusersProvider(Provider):
         if self._pipe is not None:
             return int(self._pipe.vae_scale_factor) * 2
         if self.config.model == TINY_MODEL:
-            from harness.providers.tiny_zimage import SIZE_MULTIPLE
+            from lorascope.harness.providers.tiny_zimage import SIZE_MULTIPLE
 
             return SIZE_MULTIPLE
         vae_config = Path(self.config.model) / "vae" / "config.json"
@@ -404,7 +404,7 @@ class DiffusersProvider(Provider):
             return self._device
         if self.config.device != "auto":
             return self.config.device
-        from harness.device import best_device
+        from lorascope.harness.device import best_device
 
         return best_device()
 
@@ -430,7 +430,7 @@ class DiffusersProvider(Provider):
         dtype = getattr(torch, dtype_name)
         started = time.perf_counter()
         if self.config.model == TINY_MODEL:
-            from harness.providers.tiny_zimage import TINY_REVISION, build_tiny_pipeline
+            from lorascope.harness.providers.tiny_zimage import TINY_REVISION, build_tiny_pipeline
 
             pipe = build_tiny_pipeline(device="cpu", dtype=dtype)
             revision = TINY_REVISION

@@ -20,10 +20,10 @@ import re
 import time
 from typing import Any, ClassVar
 
-from harness.errors import BadResponse, ContentFiltered, TaskFailed
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
-from harness.providers._http import looks_like_content_policy
-from harness.providers._hosted import (
+from lorascope.harness.errors import BadResponse, ContentFiltered, TaskFailed
+from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
+from lorascope.harness.providers._http import looks_like_content_policy
+from lorascope.harness.providers._hosted import (
     ExpiredImage,
     HostedProvider,
     as_float,
@@ -31,9 +31,9 @@ from harness.providers._hosted import (
     check_bool_options,
     check_range,
 )
-from harness.providers._images import decode_base64_image, slim, to_image
-from harness.providers.base import OnSubmitted
-from harness.secrets import redact
+from lorascope.harness.providers._images import decode_base64_image, slim, to_image
+from lorascope.harness.providers.base import OnSubmitted
+from lorascope.harness.secrets import redact
 
 QUEUED, PROCESSING, SUCCEED, FAILED = (
     "TASK_STATUS_QUEUED",

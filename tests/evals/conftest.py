@@ -43,10 +43,10 @@ def make_image():
 def tiny_run_master(tmp_path_factory) -> Path:
     """A real run of evals/suites/tiny-styles.yaml (tiny Z-Image pipeline, two random LoRAs,
     20 images), made once per session with a private generation cache. Copy it before use."""
-    from evals.pytest_plugin import SUITES_DIR
-    from harness.runner import run_suite
-    from harness.store import SharedCache
-    from harness.suite import load_suite
+    from lorascope.evals.pytest_plugin import SUITES_DIR
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache
+    from lorascope.harness.suite import load_suite
 
     root = tmp_path_factory.mktemp("tiny-run")
     summary = run_suite(load_suite(SUITES_DIR / "tiny-styles.yaml"), root / "run", progress=False,
@@ -58,6 +58,6 @@ def tiny_run_master(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_run(tiny_run_master: Path, tmp_path: Path) -> Path:
     """A private copy of the session's tiny run (tests may score, modify or break it)."""
-    from evals.session import copy_run
+    from lorascope.evals.session import copy_run
 
     return copy_run(tiny_run_master, tmp_path / "run")

@@ -73,7 +73,7 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
     assert table_rows and "0.5" in table_rows[0] and "0.25–1.5" in table_rows[0]
     assert all([p["scale"] for p in r["points"]] == [0.0, 0.5, 1.0] for r in data["recommendations"])
 
-    from evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.pytest_plugin import SUITES_DIR
 
     catalogue = tmp_path / "cat" / "loras.yaml"
     catalogue.parent.mkdir()
@@ -88,7 +88,7 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
     recs = {r["lora"]: r for r in json.loads((tiny_run / "recommend.json").read_text())["recommendations"]}
     # the write path really ran: the tiny run gives tiny-ink a recommendation under this loose rule
     assert recs["tiny-ink"]["scale"] in (0.5, 1.0) and "updated scale.recommended of tiny-ink" in written.output
-    from registry.catalogue import load_catalogue
+    from lorascope.registry.catalogue import load_catalogue
 
     cat = load_catalogue(catalogue)
     for lora_id, rec in recs.items():
@@ -102,7 +102,7 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
 
 
 def test_compare_same_run_exits_0_and_a_changed_image_exits_1(tiny_run: Path, tmp_path: Path):
-    from evals.session import copy_run
+    from lorascope.evals.session import copy_run
 
     other = copy_run(tiny_run, tmp_path / "other")
     same = invoke("compare", str(tiny_run), str(other), "--clip", "tiny-random", "--no-progress")
@@ -145,7 +145,7 @@ def test_compare_usage_errors(tiny_run: Path, tmp_path: Path):
 def test_compare_latency_ratio_tolerance_turns_a_slower_provider_into_a_regression(tiny_run: Path, tmp_path: Path):
     """Same pictures, three times slower: off by default (drift in time is not a picture
     change), a regression with --tolerance latency_ratio=2, and compare.json says why."""
-    from evals.session import copy_run
+    from lorascope.evals.session import copy_run
 
     slow = copy_run(tiny_run, tmp_path / "slow")
     with sqlite3.connect(slow / "run.db") as conn:
@@ -171,8 +171,8 @@ def test_scoring_with_the_progress_bar_embeds_the_same_and_only_once(tiny_run: P
     exactly what the quiet path would: the same vectors, nothing twice."""
     import numpy as np
 
-    from evals.scorer import Embedder
-    from evals.scoring import compute_scores
+    from lorascope.evals.scorer import Embedder
+    from lorascope.evals.scoring import compute_scores
 
     embedder = Embedder.open("tiny-random")
     try:

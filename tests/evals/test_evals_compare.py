@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from evals.compare import Tolerances, compare_frames
+from lorascope.evals.compare import Tolerances, compare_frames
 
 
 def save(path: Path, arr: np.ndarray) -> str:
@@ -111,7 +111,7 @@ def test_a_compare_json_cell_keys_like_the_rows_it_was_made_from(tmp_path, pictu
     JSON round trip a cell (a stack, an unseeded request, options) must give its rows' key."""
     import json
 
-    from evals.compare import CompareReport, cell_key
+    from lorascope.evals.compare import CompareReport, cell_key
 
     img, _, _ = pictures
     B, R = tmp_path / "base", tmp_path / "run"
@@ -127,7 +127,7 @@ def test_a_compare_json_cell_keys_like_the_rows_it_was_made_from(tmp_path, pictu
 
 
 def test_provider_changes_median_latency_mean_known_cost_and_a_provider_gone(tmp_path, pictures):
-    from evals.compare import provider_changes
+    from lorascope.evals.compare import provider_changes
 
     img, _, _ = pictures
     B, R = tmp_path / "base", tmp_path / "run"
@@ -167,8 +167,8 @@ def test_unseeded_cells_are_not_compared_picture_to_picture(tmp_path, pictures):
 
 
 def test_cells_are_listed_worst_first_in_the_order_the_report_shows_them():
-    from evals.compare import CellComparison, worst_first
-    from reports.inputs import CHANGED_VERDICTS
+    from lorascope.evals.compare import CellComparison, worst_first
+    from lorascope.reports.inputs import CHANGED_VERDICTS
 
     cells = [CellComparison("fal", "ink", "1", "p", seed, "{}", 0, verdict=v)
              for seed, v in enumerate(["same", "new", "missing", "drifted", "regressed", "drifted"])]
@@ -184,8 +184,8 @@ class _ExactPlugin:
 
 
 def test_determinism_comes_from_the_provider_class(monkeypatch):
-    import harness.providers as registry
-    from evals.compare import is_deterministic
+    import lorascope.harness.providers as registry
+    from lorascope.evals.compare import is_deterministic
 
     is_deterministic.cache_clear()
     monkeypatch.setitem(registry.BUILTIN, "exact-plugin", f"{__name__}:_ExactPlugin")

@@ -32,7 +32,7 @@ steps: 2
 
 @pytest.fixture
 def suite_file(tmp_path: Path) -> Path:
-    from evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.pytest_plugin import SUITES_DIR
 
     path = tmp_path / "mixed.yaml"
     path.write_text(SUITE.format(catalogue=SUITES_DIR / "tiny" / "loras.yaml"))
@@ -48,9 +48,9 @@ def fal(monkeypatch):
 
 
 def test_agreement_cost_and_latency_across_a_hosted_and_the_local_provider(fal, suite_file, tmp_path):
-    from evals.metrics import provider_stats
-    from evals.session import run_and_score
-    from harness.store import SharedCache
+    from lorascope.evals.metrics import provider_stats
+    from lorascope.evals.session import run_and_score
+    from lorascope.harness.store import SharedCache
 
     scored = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=SharedCache(tmp_path / "gc"))
     frame = scored.frame
@@ -69,8 +69,8 @@ def test_agreement_cost_and_latency_across_a_hosted_and_the_local_provider(fal, 
 
 
 def test_a_provider_without_its_key_is_left_out(suite_file, tmp_path, monkeypatch):
-    from evals.session import run_and_score
-    from harness.store import SharedCache
+    from lorascope.evals.session import run_and_score
+    from lorascope.harness.store import SharedCache
 
     monkeypatch.delenv("FAL_KEY", raising=False)
     scored = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=SharedCache(tmp_path / "gc"))
@@ -80,9 +80,9 @@ def test_a_provider_without_its_key_is_left_out(suite_file, tmp_path, monkeypatc
 
 def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_file, tmp_path, monkeypatch):
     import tests.fakes.fal as fal_module
-    from evals.assertions import EvalAssertionError, assert_no_regression
-    from evals.session import compare_with, run_and_score
-    from harness.store import SharedCache
+    from lorascope.evals.assertions import EvalAssertionError, assert_no_regression
+    from lorascope.evals.session import compare_with, run_and_score
+    from lorascope.harness.store import SharedCache
 
     cache = SharedCache(tmp_path / "gc")
     baseline = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=cache, name="before")
@@ -114,8 +114,8 @@ def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_fil
 def test_score_prints_the_provider_agreement_table(fal, suite_file, tmp_path):
     from typer.testing import CliRunner
 
-    from evals.session import run_and_score
-    from harness.store import SharedCache
+    from lorascope.evals.session import run_and_score
+    from lorascope.harness.store import SharedCache
     from lorascope.cli import app
 
     scored = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=SharedCache(tmp_path / "gc"))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.metrics import agreement_matrix, aggregate, image_metrics, provider_stats, scale_key
+from lorascope.evals.metrics import agreement_matrix, aggregate, image_metrics, provider_stats, scale_key
 
 
 def unit(*v):
@@ -130,7 +130,7 @@ def test_scale_key_for_single_stack_and_baseline():
 
 
 def test_a_stack_is_scored_against_its_members_style_prompts():
-    from evals.metrics import style_prompt_for, texts_needed
+    from lorascope.evals.metrics import style_prompt_for, texts_needed
 
     prompts = {"ink": "an ink drawing", "neon": "neon lights", "plain": None}
     assert style_prompt_for("ink+neon", prompts) == "an ink drawing, neon lights"
@@ -142,7 +142,7 @@ def test_a_stack_is_scored_against_its_members_style_prompts():
 
 @pytest.mark.parametrize("module, heavy", [
     ("lorascope.cli", ("torch", "open_clip", "diffusers")),  # `lorascope --help` stays fast
-    ("evals.pytest_plugin", ("torch", "open_clip", "diffusers", "pandas")),  # loaded by every pytest run
+    ("lorascope.evals.pytest_plugin", ("torch", "open_clip", "diffusers", "pandas")),  # loaded by every pytest run
 ])
 def test_start_up_imports_stay_light(module, heavy):
     import subprocess
@@ -157,7 +157,7 @@ def test_clip_score_uses_the_prompt_without_trigger_words():
     """The store keeps both: `prompt` (the suite's text) and `final_prompt` (with the LoRA's
     trigger words, what the provider was sent). CLIP is asked about the former: a trigger is
     a nonsense token to CLIP, and scoring against it would reward the trigger, not the picture."""
-    from evals.metrics import texts_needed
+    from lorascope.evals.metrics import texts_needed
 
     frame = pd.DataFrame([
         row(sha="b1", final_prompt="prompt a"),

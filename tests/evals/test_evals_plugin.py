@@ -22,7 +22,7 @@ def no_keys(monkeypatch):
 
 
 def test_hosted_suite_is_skipped_naming_the_missing_keys(pytester, no_keys):
-    from evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.pytest_plugin import SUITES_DIR
 
     pytester.makeini(INI)
     pytester.makepyfile(test_hosted=f"""
@@ -60,9 +60,9 @@ def test_options_are_registered(pytester):
 
 
 def test_only_the_providers_with_keys_run(monkeypatch, no_keys):
-    from evals.pytest_plugin import SUITES_DIR
-    from evals.session import MissingProviderKeys, missing_keys, run_and_score
-    from harness.suite import load_suite
+    from lorascope.evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.session import MissingProviderKeys, missing_keys, run_and_score
+    from lorascope.harness.suite import load_suite
 
     suite = load_suite(SUITES_DIR / "hosted-styles.yaml")
     assert missing_keys(suite) == {p: f"{v} is not set" for p, v in zip(["fal", "novita", "highway", "aimlapi"], HOSTED_KEYS)}
@@ -74,8 +74,8 @@ def test_only_the_providers_with_keys_run(monkeypatch, no_keys):
 
 
 def _scored(tmp_path):
-    from evals.session import ScoredRun
-    from registry.models import LoraEntry
+    from lorascope.evals.session import ScoredRun
+    from lorascope.registry.models import LoraEntry
 
     rows = [dict(provider="fal", lora="", scale=float("nan"), prompt_id="trex", seed=42, status="succeeded",
                  image_path="images/base.png", clip_score=0.80, style_shift=float("nan"), error="")]
@@ -88,7 +88,7 @@ def _scored(tmp_path):
 
 
 def test_assertion_failures_name_lora_scale_prompt_seed_numbers_and_images(tmp_path):
-    from evals.assertions import EvalAssertionError, assert_clip_score_near_baseline, assert_style_shift_up
+    from lorascope.evals.assertions import EvalAssertionError, assert_clip_score_near_baseline, assert_style_shift_up
 
     scored = _scored(tmp_path)
     with pytest.raises(EvalAssertionError) as err:
@@ -130,7 +130,7 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
 
     from PIL import Image, ImageOps
 
-    from evals.pytest_plugin import SUITES_DIR
+    from lorascope.evals.pytest_plugin import SUITES_DIR
 
     suite = tmp_path / "one-cell.yaml"
     suite.write_text(ONE_CELL_SUITE.format(catalogue=SUITES_DIR / "tiny" / "loras.yaml"))
@@ -138,7 +138,7 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
     pytester.makeini(INI)
     pytester.makepyfile(test_baseline=f"""
         import pytest
-        from evals.pytest_plugin import assert_no_regression
+        from lorascope.evals.pytest_plugin import assert_no_regression
 
         @pytest.mark.lorascope
         def test_matches_baseline(lorascope):
@@ -151,7 +151,7 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
     # The run once out here first. Inner in-process sessions drop the modules they imported
     # when they end, and torch cannot be imported twice in one process; and it proves that
     # the sessions below use --lorascope-runs (they find this run there and send nothing).
-    from evals.session import run_and_score
+    from lorascope.evals.session import run_and_score
 
     assert run_and_score(suite, runs, clip="tiny-random").run_summary.providers["diffusers"].sent == 1
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evals.recommend import recommend_scales, write_recommendations
-from registry.models import LoraEntry
+from lorascope.evals.recommend import recommend_scales, write_recommendations
+from lorascope.registry.models import LoraEntry
 
 
 def entry(lora_id="ink", style_prompt="an ink drawing", recommended=0.8, rng=(0.25, 1.5)):
@@ -84,7 +84,7 @@ loras:
 
 
 def test_write_keeps_comments_and_order_and_records_the_evidence(tmp_path: Path):
-    from registry.catalogue import load_catalogue
+    from lorascope.registry.catalogue import load_catalogue
 
     path = tmp_path / "loras.yaml"
     path.write_text(CATALOGUE)
@@ -115,7 +115,7 @@ def test_write_keeps_comments_and_order_and_records_the_evidence(tmp_path: Path)
 
 
 def test_write_refuses_an_unknown_entry(tmp_path: Path):
-    from evals.recommend import CatalogueWriteError
+    from lorascope.evals.recommend import CatalogueWriteError
 
     path = tmp_path / "loras.yaml"
     path.write_text(CATALOGUE)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.embedding_cache import EmbeddingCache, text_key
-from evals.metrics import clip_score_from_cosine
-from evals.scorer import (
+from lorascope.evals.embedding_cache import EmbeddingCache, text_key
+from lorascope.evals.metrics import clip_score_from_cosine
+from lorascope.evals.scorer import (
     CHECKPOINT_ENV,
     DEFAULT_CLIP,
     Embedder,

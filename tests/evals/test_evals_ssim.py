@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evals.ssim import common_size, ssim_arrays, ssim_files
+from lorascope.evals.ssim import common_size, ssim_arrays, ssim_files
 
 
 def reference_ssim(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:

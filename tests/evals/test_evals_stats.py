@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from evals.stats import mean_ci, t_cdf, t_quantile
+from lorascope.evals.stats import mean_ci, t_cdf, t_quantile
 
 
 @pytest.mark.parametrize(

@@ -9,22 +9,22 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from harness.runner import run_suite_async
-from harness.suite import load_suite
+from lorascope.harness.runner import run_suite_async
+from lorascope.harness.suite import load_suite
 
 pytest.importorskip("diffusers")
 
 
 @pytest.fixture(scope="module")
 def tiny_transformer():
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     return DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
 
 
 async def test_local_grid_batches_seeds_and_reruns_for_free(tmp_path, tiny_transformer, monkeypatch):
-    from harness.lora_writer import write_lora
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.lora_writer import write_lora
+    from lorascope.harness.providers.local import DiffusersProvider
 
     project = tmp_path / "proj"
     write_lora(project / "loras" / "style.safetensors", tiny_transformer, seed=3)

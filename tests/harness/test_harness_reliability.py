@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.store import integrity_ok
+from lorascope.harness.store import integrity_ok
 from tests.fakes import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,8 +350,8 @@ def test_the_issue_suite_runs_as_written_against_all_four_protocols(fakes, tmp_p
 async def test_garbage_json_and_corrupt_image_bytes_are_failed_cells(project, tmp_path, monkeypatch):
     """The real AI/ML API provider against its fake (in a thread), scripted to answer one
     request with truncated JSON and another with an image that is not an image."""
-    from harness.runner import run_suite_async
-    from harness.suite import load_suite
+    from lorascope.harness.runner import run_suite_async
+    from lorascope.harness.suite import load_suite
     from tests.fakes import MALFORMED, AimlapiFake, Reply
 
     with AimlapiFake(key=TEST_KEY) as fake:

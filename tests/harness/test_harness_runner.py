@@ -10,11 +10,11 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from harness import store as store_mod
-from harness.results import export_results
-from harness.runner import GridInvalid, run_suite_async
-from harness.store import RunStore, StoreError, integrity_ok
-from harness.suite import SuiteError, load_suite
+from lorascope.harness import store as store_mod
+from lorascope.harness.results import export_results
+from lorascope.harness.runner import GridInvalid, run_suite_async
+from lorascope.harness.store import RunStore, StoreError, integrity_ok
+from lorascope.harness.suite import SuiteError, load_suite
 from tests.helpers.harness_fakes import BASIC, FakeAsync, FakeSync, lookup
 
 N_CELLS = (1 + 2 * 2) * 2 * 2  # BASIC: (baseline + 2 LoRAs x 2 scales) x 2 prompts x 2 seeds
@@ -198,7 +198,7 @@ async def test_max_cost_stops_submitting_before_passing(write_suite, tmp_path):
 async def test_max_cost_with_a_provider_that_publishes_no_price(write_suite, tmp_path, monkeypatch):
     """No estimate: one probe request at a time learns the billed price, then the cap holds
     with it; with no headroom at all, nothing of unknown price is sent."""
-    from harness.models import Cost, Estimate
+    from lorascope.harness.models import Cost, Estimate
 
     monkeypatch.setattr(FakeAsync, "estimate", lambda self, request: Estimate(cost=Cost(usd=None, source="unknown"),
                                                                               seconds=1.0))
@@ -331,7 +331,7 @@ async def test_a_task_whose_polling_gave_up_is_collected_by_id_on_rerun_not_paid
     """The provider accepted the tasks, then polling failed on a transient error: the tasks
     ran on (and were billed), so a re-run asks for them by id instead of submitting again.
     A task the provider itself says failed is sent again."""
-    from harness.errors import ProviderUnavailable, TaskFailed
+    from lorascope.harness.errors import ProviderUnavailable, TaskFailed
 
     original = FakeAsync.generate
 
@@ -359,7 +359,7 @@ async def test_a_task_whose_polling_gave_up_is_collected_by_id_on_rerun_not_paid
 async def test_a_task_that_cannot_be_collected_is_tried_once_then_sent_again(write_suite, tmp_path, monkeypatch):
     """Polling gave up; on the re-run the status endpoint still fails for that task id (an
     expired task, a provider outage): the next run asks anew instead of blocking the cell."""
-    from harness.errors import ProviderUnavailable
+    from lorascope.harness.errors import ProviderUnavailable
 
     original = FakeAsync.generate
 
@@ -526,7 +526,7 @@ async def test_memory_stays_flat_image_bytes_go_to_disk(write_suite, tmp_path, m
     import numpy as np
     from PIL import Image
 
-    from harness.models import Cost, GeneratedImage, GenerationResult, Timings
+    from lorascope.harness.models import Cost, GeneratedImage, GenerationResult, Timings
 
     async def big(self, request, on_submitted=None):
         rng = np.random.default_rng(abs(hash((request.prompt, request.seed))) % 2**32)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.fingerprint import fingerprint
-from harness.grid import expand
-from harness.models import GenerationRequest, LoraSpec
-from harness.suite import SuiteError, load_suite, parse_suite
+from lorascope.harness.fingerprint import fingerprint
+from lorascope.harness.grid import expand
+from lorascope.harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.suite import SuiteError, load_suite, parse_suite
 from tests.helpers.harness_fakes import BASIC, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def test_fingerprint_covers_size_count_and_option_values_but_not_transport_optio
 def test_a_local_file_is_resolved_and_hashed_once_per_entry_not_per_scale(write_suite, project, monkeypatch):
     """A local provider needs each LoRA as a verified file: resolving hashes the whole file
     (hundreds of MB for a real LoRA), so a scale sweep must not repeat it per scale."""
-    import registry.resolve as resolve_mod
+    import lorascope.registry.resolve as resolve_mod
     from tests.helpers.harness_fakes import FakeSync
 
     class FakeLocal(FakeSync):
@@ -230,7 +230,7 @@ def test_cli_lists_suite_problems_with_lines_and_exits_1(write_suite, tmp_path):
 
 
 def test_fal_starts_at_concurrency_2_unless_the_suite_says_otherwise(monkeypatch, tmp_path):
-    from harness.runner import build_plan
+    from lorascope.harness.runner import build_plan
 
     monkeypatch.setenv("FAL_KEY", "k-test-000000000")
     plain = parse_suite("name: f\nproviders: [fal, novita]\nprompts: [a]\nsize: 512x512\n")

@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
 
 from PIL import Image  # noqa: E402
 
-from harness.errors import BadResponse, TaskFailed  # noqa: E402
-from harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings  # noqa: E402
-from harness.providers.base import Provider, ProviderConfig  # noqa: E402
+from lorascope.harness.errors import BadResponse, TaskFailed  # noqa: E402
+from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings  # noqa: E402
+from lorascope.harness.providers.base import Provider, ProviderConfig  # noqa: E402
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.models import GenerationRequest
+from lorascope.harness.models import GenerationRequest
 
 
 @pytest.fixture(scope="session")
 def tiny_provider():
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random"})
     provider.load_pipeline()
@@ -21,7 +21,7 @@ def tiny_provider():
 
 @pytest.fixture(scope="session")
 def lora_dir(tmp_path_factory, tiny_provider) -> Path:
-    from harness.lora_writer import write_foreign_lora, write_lora, write_lora_formats
+    from lorascope.harness.lora_writer import write_foreign_lora, write_lora, write_lora_formats
 
     directory = tmp_path_factory.mktemp("loras")
     transformer = tiny_provider.load_pipeline().transformer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.models import GenerationRequest, GenerationResult, LoraSpec
+from lorascope.harness.models import GenerationRequest, GenerationResult, LoraSpec
 
 
 def with_loras(request: GenerationRequest, *pairs: tuple[Path, float]) -> GenerationRequest:

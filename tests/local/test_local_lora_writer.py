@@ -8,7 +8,7 @@ import json
 import numpy as np
 from safetensors.numpy import load_file
 
-from harness.lora_writer import lora_weights, write_foreign_lora, write_lora, write_lora_formats
+from lorascope.harness.lora_writer import lora_weights, write_foreign_lora, write_lora, write_lora_formats
 
 SHAPES = {
     "layers.0.attention.to_q": (32, 32),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.errors import InvalidRequest, ProviderError, RejectedRequest
-from harness.models import LoraSpec
+from lorascope.harness.errors import InvalidRequest, ProviderError, RejectedRequest
+from lorascope.harness.models import LoraSpec
 from local_helpers import mean_abs_diff, pixels, with_loras
 
 
@@ -55,7 +55,7 @@ async def test_three_key_formats_give_identical_images(tiny_provider, lora_dir, 
 
 
 async def test_removal_restores_the_base_exactly(lora_dir, base_request):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random"})
     base = await provider.generate(base_request)
@@ -75,7 +75,7 @@ async def test_removal_restores_the_base_exactly(lora_dir, base_request):
 
 
 async def test_scale_sweep_never_reloads(lora_dir, base_request, monkeypatch):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random"})
     pipe = provider.load_pipeline()
@@ -98,7 +98,7 @@ async def test_scale_sweep_never_reloads(lora_dir, base_request, monkeypatch):
 async def test_adapter_cache_evicts_least_recently_used_never_the_requests_own(lora_dir, base_request, tiny_provider):
     """max_adapters bounds the adapters kept loaded; an evicted file reloads to the same
     image; a request's own loaded adapters are not evicted to make room for its new one."""
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random", "max_adapters": 3})
     f0, f1, f2 = (lora_dir / f"style.{fmt}.safetensors" for fmt in ("diffusers", "ai-toolkit", "kohya"))
@@ -119,7 +119,7 @@ async def test_adapter_cache_evicts_least_recently_used_never_the_requests_own(l
 
 
 async def test_same_seed_same_pixels_different_seed_different_pixels(tiny_provider, base_request):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     first = await tiny_provider.generate(base_request)
     second = await tiny_provider.generate(base_request)
@@ -165,9 +165,9 @@ async def test_loader_errors_are_translated_when_no_header_check_runs(lora_dir, 
     into one line naming the file and the reason; the base model is left untouched."""
     from diffusers import ZImageTransformer2DModel
 
-    from harness.lora_writer import write_lora
-    from harness.providers.local import DiffusersProvider
-    from harness.providers.tiny_zimage import TRANSFORMER_CONFIG
+    from lorascope.harness.lora_writer import write_lora
+    from lorascope.harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.tiny_zimage import TRANSFORMER_CONFIG
 
     provider = DiffusersProvider({"model": "tiny-random"})
     monkeypatch.setattr(provider, "_header_incompatibility", lambda path: None)
@@ -241,7 +241,7 @@ async def test_invalid_request_raises_before_the_pipeline_runs(tiny_provider, ba
 
 
 async def test_result_records_software_timings_and_cost(lora_dir, base_request):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random"})
     first = await provider.generate(base_request)
@@ -269,7 +269,7 @@ def test_settings_that_change_the_pixels_change_the_model_version():
     """guidance_scale and max_sequence_length are provider config in a suite (not request
     options), so the model version (part of every fingerprint) must name them, or a shared
     cache would hand back images made with other settings."""
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     default = DiffusersProvider({"model": "tiny-random"}).model_version()
     assert default == "tiny-random@tiny-random-v1;float32"
@@ -284,7 +284,7 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu_with_bf16_and_batching_on_gp
     what torch reports, and the dtype and batching defaults that follow from it."""
     import torch
 
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     def pick(cuda: bool, mps: bool) -> DiffusersProvider:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
@@ -321,7 +321,7 @@ def test_a_model_folder_is_identified_by_what_it_holds(tmp_path):
     """The model version (in every fingerprint) of a local folder changes when its weights
     change, so a shared cache never answers for the old ones; a hub snapshot folder is
     named by its commit."""
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     folder = tmp_path / "model"
     (folder / "transformer").mkdir(parents=True)
@@ -357,7 +357,7 @@ async def test_jpeg_and_webp_outputs(tiny_provider, base_request):
 async def test_hotswap_slots_switch_loras_without_new_adapter_names(lora_dir, base_request, tiny_provider):
     """Hotswap mode (what `compile` uses) on CPU without compiling: files replace the weights
     of fixed slots; images match the plain provider's; no LoRA means all slots at 0."""
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random", "hotswap": True, "hotswap_target_rank": 8})
     style, other = lora_dir / "style.diffusers.safetensors", lora_dir / "other.safetensors"
@@ -390,8 +390,8 @@ async def test_a_local_folder_in_the_diffusers_layout_loads_and_matches(tmp_path
     """`model: <folder>` (what `save_pretrained` writes, or a downloaded snapshot): the same
     weights give the same pixels as the in-code tiny model, LoRAs fit it, and the result
     names the folder."""
-    from harness.providers.local import DiffusersProvider
-    from harness.providers.tiny_zimage import build_tiny_pipeline
+    from lorascope.harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.tiny_zimage import build_tiny_pipeline
 
     folder = tmp_path / "tiny-folder"
     build_tiny_pipeline().save_pretrained(folder)
@@ -407,7 +407,7 @@ async def test_a_local_folder_in_the_diffusers_layout_loads_and_matches(tmp_path
 
 
 async def test_missing_model_gives_a_clear_error(monkeypatch, tmp_path, base_request):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -439,7 +439,7 @@ async def test_num_images_uses_consecutive_seeds(tiny_provider, base_request):
 
 
 async def test_hotswap_mode_removal_restores_base_and_slots_work_again(lora_dir, base_request):
-    from harness.providers.local import DiffusersProvider
+    from lorascope.harness.providers.local import DiffusersProvider
 
     provider = DiffusersProvider({"model": "tiny-random", "hotswap": True, "hotswap_target_rank": 8})
     style, other = lora_dir / "style.diffusers.safetensors", lora_dir / "other.safetensors"

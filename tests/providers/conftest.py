@@ -11,7 +11,7 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
-from harness.providers import provider_class  # noqa: E402
+from lorascope.harness.providers import provider_class  # noqa: E402
 from tests.fakes import FAKES, TEST_KEY as KEY  # noqa: E402
 ENV_VARS = ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY",
             "LORASCOPE_FAL_URL", "LORASCOPE_NOVITA_URL", "LORASCOPE_HIGHWAY_URL", "LORASCOPE_AIMLAPI_URL")

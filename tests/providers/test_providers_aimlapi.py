@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from harness.errors import AuthError, BadResponse, InvalidRequest, ProviderUnavailable, RateLimited, RejectedRequest
-from harness.models import GenerationRequest, LoraSpec
-from harness.providers.aimlapi import billed_cost
+from lorascope.harness.errors import AuthError, BadResponse, InvalidRequest, ProviderUnavailable, RateLimited, RejectedRequest
+from lorascope.harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.providers.aimlapi import billed_cost
 from tests.fakes import MALFORMED, TEST_KEY as KEY, Reply
 from tests.fakes.images import make_image
 

@@ -144,10 +144,10 @@ def test_providers_that_need_local_files_get_resolved_paths(monkeypatch, tmp_pat
     """The diffusers provider loads files: generate resolves entries with local_file=True."""
     import hashlib
 
-    import harness.providers as registry_of_providers
-    from harness.models import Cost, Estimate, GenerationResult, Timings
-    from harness.providers._images import to_image
-    from harness.providers.base import Provider
+    import lorascope.harness.providers as registry_of_providers
+    from lorascope.harness.models import Cost, Estimate, GenerationResult, Timings
+    from lorascope.harness.providers._images import to_image
+    from lorascope.harness.providers.base import Provider
     from tests.providers.test_providers_lora_specs import write_lora
 
     sha = write_lora(tmp_path / "w.safetensors")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.models import GenerationRequest
-from harness.providers.novita import NovitaProvider
+from lorascope.harness.models import GenerationRequest
+from lorascope.harness.providers.novita import NovitaProvider
 from tests.fakes import TEST_KEY as KEY
 
 ROOT = Path(__file__).resolve().parents[2]

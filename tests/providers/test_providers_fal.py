@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from harness.errors import AuthError, ContentFiltered, ProviderTimeout, RejectedRequest, TaskFailed
-from harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.errors import AuthError, ContentFiltered, ProviderTimeout, RejectedRequest, TaskFailed
+from lorascope.harness.models import GenerationRequest, LoraSpec
 from tests.fakes import TEST_KEY as KEY, Reply
 from tests.fakes.images import make_image
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import InvalidRequest
-from harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.errors import InvalidRequest
+from lorascope.harness.models import GenerationRequest, LoraSpec
 from tests.fakes import TEST_KEY as KEY
 
 LORA = LoraSpec(id="technically-color", scale=0.5, url="https://example.org/tc.safetensors")
@@ -70,7 +70,7 @@ def test_validation_of_highway_fields(make_provider, monkeypatch):
 
 
 def test_env_root_and_key(monkeypatch):
-    from harness.providers.highway import HighwayProvider
+    from lorascope.harness.providers.highway import HighwayProvider
 
     monkeypatch.setenv("LORASCOPE_HIGHWAY_URL", "http://127.0.0.1:9/proxy/")
     monkeypatch.setenv("HIGHWAY_API_KEY", "hw-key-from-env")

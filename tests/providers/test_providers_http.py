@@ -11,8 +11,8 @@ import traceback
 import httpx
 import pytest
 
-from harness.errors import AuthError, BadResponse, ContentFiltered, ProviderUnavailable, RateLimited, RejectedRequest
-from harness.providers._http import ProviderHttp, RetryPolicy, error_for, parse_retry_after
+from lorascope.harness.errors import AuthError, BadResponse, ContentFiltered, ProviderUnavailable, RateLimited, RejectedRequest
+from lorascope.harness.providers._http import ProviderHttp, RetryPolicy, error_for, parse_retry_after
 from tests.fakes import TEST_KEY as KEY, Reply
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from harness.lora_specs import LoraOptionError, parse_lora_option, spec_for_entry
-from registry.catalogue import load_catalogue
+from lorascope.harness.lora_specs import LoraOptionError, parse_lora_option, spec_for_entry
+from lorascope.registry.catalogue import load_catalogue
 
 
 def write_lora(path: Path) -> str:

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from harness import providers
-from harness.errors import AuthError, ProviderError
-from harness.models import GenerationRequest
+from lorascope.harness import providers
+from lorascope.harness.errors import AuthError, ProviderError
+from lorascope.harness.models import GenerationRequest
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def test_builtins_by_name(fresh_registry):
 
 def test_a_plugin_package_adds_a_provider_in_one_module(tmp_path, monkeypatch, fresh_registry):
     (tmp_path / "acme_provider.py").write_text(textwrap.dedent("""\
-        from harness.models import Cost, Estimate
-        from harness.providers.base import Provider
+        from lorascope.harness.models import Cost, Estimate
+        from lorascope.harness.providers.base import Provider
 
         class AcmeProvider(Provider):
             name = "acme"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from harness import secrets
+from lorascope.harness import secrets
 
 
 def test_registered_keys_are_masked_everywhere():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from registry.zimage import zimage_linears
+from lorascope.registry.zimage import zimage_linears
 
 # The tiny Z-Image transformer of NOTES.md (the config the harness's tiny pipeline uses).
 TINY_CONFIG: dict[str, Any] = dict(

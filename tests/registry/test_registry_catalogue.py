@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.catalogue import PROJECT_CATALOGUE, default_catalogue_path, load_catalogue
-from registry.problems import CatalogueError
+from lorascope.registry.catalogue import PROJECT_CATALOGUE, default_catalogue_path, load_catalogue
+from lorascope.registry.problems import CatalogueError
 
 GOOD_ENTRY = """\
   - id: {id}

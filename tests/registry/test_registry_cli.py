@@ -19,8 +19,8 @@ from registry_builders import (
 )
 from typer.testing import CliRunner
 
-from registry.catalogue import PROJECT_CATALOGUE, load_catalogue
-from registry.cli import app
+from lorascope.registry.catalogue import PROJECT_CATALOGUE, load_catalogue
+from lorascope.registry.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -156,7 +156,7 @@ def test_inspect_catalogue_entries(small: Path, tmp_path: Path, fake_hub: FakeHu
     result = run("inspect", "owner/ink:ink.safetensors", "--json")
     assert json.loads(result.stdout)["source"] == "owner/ink/ink.safetensors@main"
     # once resolved into the HF cache, inspecting the entry needs no network and gives the sha256
-    from registry.resolve import resolve
+    from lorascope.registry.resolve import resolve
 
     resolved = resolve(load_catalogue(small).get("ink"))
     fake_hub.server.requests.clear()

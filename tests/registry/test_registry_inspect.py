@@ -19,8 +19,8 @@ from registry_builders import (
     zimage_block_linears,
 )
 
-from registry.inspect import check_compatibility, inspect_file, inspect_remote, split_key
-from registry.zimage import ZIMAGE_TURBO_CONFIG, zimage_linears
+from lorascope.registry.inspect import check_compatibility, inspect_file, inspect_remote, split_key
+from lorascope.registry.zimage import ZIMAGE_TURBO_CONFIG, zimage_linears
 
 FAMILIES = ["adaLN_modulation", "attention.to_k", "attention.to_out", "attention.to_q", "attention.to_v",
             "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from registry.catalogue import PROJECT_CATALOGUE, load_catalogue
-from registry.models import LoraEntry
-from registry.prompts import apply_triggers
-from registry.references import references
-from registry.tokens import CLIP_CONTEXT_LENGTH, estimate_clip_tokens
+from lorascope.registry.catalogue import PROJECT_CATALOGUE, load_catalogue
+from lorascope.registry.models import LoraEntry
+from lorascope.registry.prompts import apply_triggers
+from lorascope.registry.references import references
+from lorascope.registry.tokens import CLIP_CONTEXT_LENGTH, estimate_clip_tokens
 
 
 def entry(id: str, triggers: list[str], position: str = "prefix", **source: object) -> LoraEntry:

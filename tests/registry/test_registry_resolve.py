@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from registry_builders import FakeHub, Loopback, Route, lora_tensors, sha256_bytes, write_safetensors
 
-from registry.models import LoraEntry
-from registry.resolve import ResolveError, lora_cache_dir, resolve
+from lorascope.registry.models import LoraEntry
+from lorascope.registry.resolve import ResolveError, lora_cache_dir, resolve
 
 
 def make_entry(**source: object) -> LoraEntry:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from registry.models import LoraEntry
-from reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
+from lorascope.registry.models import LoraEntry
+from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
 
 XSS_PROMPT = 'A <script>alert("prompt")</script> beach "><img src=x onerror=alert(1)>'
 XSS_NOTE = '</div><script>alert("note")</script><img src=x onerror="alert(2)">'

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from lorascope.cli import app
-from reports.demo import DEMO_LORAS, DEMO_PROMPTS, DEMO_SCALES, DEMO_SEEDS, tiny_linear_shapes
+from lorascope.reports.demo import DEMO_LORAS, DEMO_PROMPTS, DEMO_SCALES, DEMO_SEEDS, tiny_linear_shapes
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def browser():
 
 
 def test_demo_writes_loras_in_each_key_format_catalogue_suite_and_run(demo_dir):
-    from harness.suite import load_suite
-    from registry.catalogue import load_catalogue
+    from lorascope.harness.suite import load_suite
+    from lorascope.registry.catalogue import load_catalogue
 
     prefixes = {"diffusers": "transformer.", "ai-toolkit": "diffusion_model.", "kohya": "lora_unet_"}
     for lora_id, _, key_format, *_ in DEMO_LORAS:
@@ -113,10 +113,10 @@ def test_demo_report_in_the_browser(demo_dir, browser):
 def test_a_changed_lora_shows_first_in_the_comparison_report(demo_dir, browser, monkeypatch, tmp_path):
     """Same suite, one LoRA file replaced: its cells drift (the local pipeline is
     deterministic, so every other cell is bit-identical) and lead the comparison."""
-    from harness.lora_writer import write_lora
-    from harness.runner import run_suite
-    from harness.store import SharedCache
-    from harness.suite import load_suite
+    from lorascope.harness.lora_writer import write_lora
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache
+    from lorascope.harness.suite import load_suite
 
     changed_id, _, key_format, *_ = DEMO_LORAS[0]
     work = tmp_path / "changed"
@@ -191,9 +191,9 @@ def test_compare_report_numbers_come_from_the_comparisons_clip_model(demo_dir, t
     another model's delta."""
     import sqlite3
 
-    from evals.results import write_scores
-    from evals.session import copy_run
-    from reports.compare_sources import load_compare_data
+    from lorascope.evals.results import write_scores
+    from lorascope.evals.session import copy_run
+    from lorascope.reports.compare_sources import load_compare_data
 
     base, current = copy_run(demo_dir / "run", tmp_path / "base"), copy_run(demo_dir / "run", tmp_path / "current")
     compared = CliRunner().invoke(app, ["compare", str(base), str(current), "--clip", "tiny-random", "--no-progress"])
@@ -216,8 +216,8 @@ def test_compare_report_redoes_a_stale_comparison(demo_dir, tmp_path):
 
     from PIL import Image, ImageOps
 
-    from evals.session import copy_run
-    from reports.compare_sources import load_compare_data
+    from lorascope.evals.session import copy_run
+    from lorascope.reports.compare_sources import load_compare_data
 
     base, current = copy_run(demo_dir / "run", tmp_path / "base"), copy_run(demo_dir / "run", tmp_path / "current")
     compared = CliRunner().invoke(app, ["compare", str(base), str(current), "--clip", "tiny-random", "--no-progress"])

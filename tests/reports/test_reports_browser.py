@@ -11,7 +11,7 @@ import pytest
 from report_browser import browser_context, load_all_images, open_page, screenshot
 from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS, XSS_ERROR, XSS_NOTE, XSS_PROMPT
 
-from reports.service import write_run_data_report
+from lorascope.reports.service import write_run_data_report
 
 
 @pytest.fixture(scope="module")

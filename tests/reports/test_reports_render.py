@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS, XSS_ERROR, XSS_NOTE, XSS_PROMPT
 
-from reports.build_run import build_run_view
-from reports.plots import Curve, CurvePoint, PlotSpec, build_plot, nice_ticks
-from reports.service import write_run_data_report
+from lorascope.reports.build_run import build_run_view
+from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, nice_ticks
+from lorascope.reports.service import write_run_data_report
 
 
 def _tags(html: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
@@ -192,7 +192,7 @@ def test_option_axes_become_side_by_side_variants_and_stacks_get_their_own_grid(
 
 
 def test_a_run_with_no_generations_yet_still_renders(tmp_path):
-    from reports.inputs import RunData
+    from lorascope.reports.inputs import RunData
 
     data = RunData(run_dir=tmp_path, results=pd.DataFrame(columns=["provider", "lora", "scale", "prompt_id",
                                                                    "seed", "status", "image_path"]))
@@ -220,8 +220,8 @@ def test_random_weight_banner_says_so_and_names_every_hosted_key_without_a_url(s
     assert "These images come from random-weight models" in html
     for needle in ("FAL_KEY", "NOVITA_API_KEY", "HIGHWAY_API_KEY", "AIMLAPI_KEY", "fal.ai/dashboard/keys"):
         assert needle in html, needle
-    from harness.providers import provider_class
-    from reports.howto import KEY_PAGES
+    from lorascope.harness.providers import provider_class
+    from lorascope.reports.howto import KEY_PAGES
 
     for name, page in KEY_PAGES.items():  # the variable each provider really reads, beside its key page
         assert f"export {provider_class(name).env_key_var}=...   # {name}: {page}" in html
@@ -236,9 +236,9 @@ def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_pat
 
     from report_fixtures import png
 
-    from reports.build_compare import build_compare_view
-    from reports.inputs import CompareCellData, CompareData, CompareSide
-    from reports.render import render, write_html
+    from lorascope.reports.build_compare import build_compare_view
+    from lorascope.reports.inputs import CompareCellData, CompareData, CompareSide
+    from lorascope.reports.render import render, write_html
 
     folder = 'run "><img src=x onerror=alert(4)>'
     base_dir, run_dir = tmp_path / "base", tmp_path / folder
@@ -273,7 +273,7 @@ def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_pat
 
 
 def test_summary_names_suite_providers_versions_counts_failures_cost_and_time(scored_run):
-    from reports import fmt
+    from lorascope.reports import fmt
 
     summary = {kv.key: kv.value for kv in build_run_view(scored_run).summary}
     frame = scored_run.results
@@ -290,7 +290,7 @@ def test_summary_names_suite_providers_versions_counts_failures_cost_and_time(sc
 def test_a_compared_side_without_an_image_shows_its_error_not_a_broken_link(tmp_path):
     """A failed generation's row has no image path (NaN in the frame, None in JSON): the
     comparison shows the provider's message, never a link to RUN/nan."""
-    from reports.compare_sources import _side
+    from lorascope.reports.compare_sources import _side
 
     failed = _side({"status": "failed", "image_path": float("nan"), "error": XSS_ERROR, "latency_s": 2.0},
                    tmp_path, None, None)
@@ -304,15 +304,15 @@ def test_a_compared_side_without_an_image_shows_its_error_not_a_broken_link(tmp_
 def test_report_compare_without_clip_weights_is_a_usage_error_like_compare(tmp_path, monkeypatch):
     """No compare.json yet and no CLIP weights here: exit 2 with the scorer's fix, the same
     code `lorascope compare` gives for it (not 1, which means 'a check failed')."""
-    import evals.compare
-    from evals.scorer import ScorerUnavailable
-    from reports.compare_sources import _compare_now
-    from reports.errors import ReportError
+    import lorascope.evals.compare as evals_compare
+    from lorascope.evals.scorer import ScorerUnavailable
+    from lorascope.reports.compare_sources import _compare_now
+    from lorascope.reports.errors import ReportError
 
     def no_weights(*args, **kwargs):
         raise ScorerUnavailable("CLIP weights ViT-B-32:openai are not on this machine; set LORASCOPE_CLIP_CHECKPOINT")
 
-    monkeypatch.setattr(evals.compare, "compare_runs", no_weights)
+    monkeypatch.setattr(evals_compare, "compare_runs", no_weights)
     with pytest.raises(ReportError) as err:
         _compare_now(tmp_path / "base", tmp_path / "run")
     assert err.value.exit_code == 2 and "LORASCOPE_CLIP_CHECKPOINT" in str(err.value)

@@ -53,9 +53,9 @@ steps: 8
 
 @pytest.fixture(scope="module")
 def hostile_wire_run(tmp_path_factory):
-    from harness.runner import run_suite
-    from harness.store import SharedCache
-    from harness.suite import load_suite
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache
+    from lorascope.harness.suite import load_suite
 
     root = tmp_path_factory.mktemp("wire")
     (root / "loras.yaml").write_text(CATALOGUE)
