@@ -118,6 +118,8 @@ def generate(
         problems += _pydantic_problems(exc)
     if instance is not None and request is not None:
         problems += instance.validate(request)
+    # local preconditions come before the paid request: a paid image must have somewhere to go
+    problems += output_problems(out)
     if problems:
         _fail(err, problems, f"{provider} cannot take this request ({len(problems)} problem(s)); nothing was sent:")
     assert instance is not None and request is not None
@@ -137,8 +139,13 @@ def generate(
         raise typer.Exit(130)
 
     image = result.images[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(image.data)
+    try:
+        _write_atomic(out, image.data)
+    except OSError as exc:
+        kept = keep_paid_image(image.data, image.format)
+        err.print(f"cannot write {out}: {exc.strerror or exc}. The image is paid for and was saved to {kept}",
+                  markup=False)
+        raise typer.Exit(1)
     suffix = out.suffix.lower().lstrip(".")
     if suffix and {"jpg": "jpeg"}.get(suffix, suffix) != image.format:
         err.print(f"note: {provider} returned {image.format}; the bytes were written unchanged to {out}", markup=False)
@@ -154,6 +161,81 @@ def generate(
     console.print(f"cost: {usd} ({result.cost.source}{': ' + result.cost.basis if result.cost.basis else ''})", markup=False)
     if image.nsfw:
         err.print("note: the provider flagged this image as NSFW")
+
+
+#: Free space `generate` wants beside the output before it pays (images are a few MB at most).
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def output_problems(out: Path) -> list[str]:
+    """Why the image could not be written to `out`, found before the provider is paid: a
+    folder, a read-only file or folder, a parent that is a file, a full disk. Probes by
+    creating (and removing) a temporary file beside it, as the real write will."""
+    import os
+    import shutil
+    import tempfile
+
+    label = f"-o {out}"
+    if out.is_dir():
+        return [f"{label}: is a folder; give a file name (e.g. {out / 'image.png'})"]
+    if out.exists() and not os.access(out, os.W_OK):
+        return [f"{label}: the file exists and is not writable"]
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".lorascope-probe-"):
+            pass
+    except OSError as exc:
+        return [f"{label}: cannot write in {parent}: {exc.strerror or exc}"]
+    if out.exists():
+        try:
+            with open(out, "ab"):
+                pass
+        except OSError as exc:
+            return [f"{label}: cannot overwrite it: {exc.strerror or exc}"]
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        return [f"{label}: only {free // 1024**2} MiB free in {parent} (want {MIN_FREE_BYTES // 1024**2} MiB)"]
+    return []
+
+
+def _write_atomic(out: Path, data: bytes) -> None:
+    """Write beside `out` and rename, so a failed write never leaves half an image there."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def keep_paid_image(data: bytes, fmt: str) -> Path:
+    """Save a paid-for image the requested path refused: under $LORASCOPE_CACHE/generated (or
+    the user cache), else the temp folder; named by its sha256 so a retry never duplicates it."""
+    import hashlib
+    import os
+    import tempfile
+
+    from lorascope.harness.store import default_cache_dir
+
+    name = f"{hashlib.sha256(data).hexdigest()}.{fmt or 'img'}"
+    for folder in (default_cache_dir() / "generated", Path(tempfile.gettempdir()) / "lorascope-generated"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / name
+            _write_atomic(target, data)
+            return target
+        except OSError:
+            continue
+    fd, tmp = tempfile.mkstemp(suffix=f"-{name}")  # the last resort: wherever mkstemp may write
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return Path(tmp)
 
 
 def _pydantic_problems(exc: Any, prefix: str = "") -> list[str]:

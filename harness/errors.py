@@ -43,6 +43,13 @@ class InvalidRequest(RejectedRequest):
         self.problems = problems
 
 
+class NotSent(ProviderError):
+    """Refused on this machine before a byte left it (a header httpx will not write, a root
+    without a scheme): not billed, not counted as sent, safe to send again once fixed."""
+
+    kind = "not_sent"
+
+
 class AuthError(ProviderError):
     kind = "auth"
 

@@ -45,13 +45,41 @@ _lock = threading.Lock()
 _known: tuple[str, ...] = ()
 
 
+def _forms(secret: str) -> set[str]:
+    """The ways a key turns up in text: as is, stripped, and as Python or bytes `repr` quotes it
+    (httpx's "Illegal header value b'Bearer abc\\n'" shows the escaped form, not the raw one)."""
+    forms = {secret, secret.strip(), repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]}
+    return {f for f in forms if len(f) >= 4}
+
+
 def register(secret: str | None) -> None:
     """Remember a key so that any text containing it is masked from now on."""
     global _known
-    if secret and len(secret) >= 4:
+    if secret and len(secret.strip()) >= 4:
         with _lock:
-            if secret not in _known:
-                _known = tuple(sorted({*_known, secret}, key=len, reverse=True))
+            new = _forms(secret) - set(_known)
+            if new:
+                _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
+
+
+def key_problem(key: str | None, variable: str) -> str | None:
+    """Why `key` cannot go into an HTTP header, naming `variable` and never the value; None if
+    it can. A trailing newline (a key read from a file) or a pasted space is the usual cause:
+    httpx would refuse the header and quote the key in its error."""
+    if key is None:
+        return None
+    if not key.strip():
+        return f"{variable} is set but empty or only whitespace: set it to the key itself"
+    if any(not ("\x21" <= ch <= "\x7e") for ch in key):
+        return (f"{variable} contains whitespace, control or non-ASCII characters (a trailing newline or a "
+                "pasted space?): set it to the key alone; nothing was sent")
+    return None
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message` of any exception, library ones included, with secrets masked: the only
+    form an exception's text may take on its way to a store, a report or the terminal."""
+    return redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def redact_text(text: str) -> str:

@@ -80,10 +80,19 @@ class HostedProvider(Provider):
             return self.config.api_key.get_secret_value()
         return env_or(None, self.env_key_var)
 
+    def _key_variable(self) -> str:
+        """Where the key came from, for messages (the value itself is never shown)."""
+        if self.config.api_key is not None and self.config.api_key.get_secret_value():
+            return f"providers.{self.name}.api_key"
+        return self.env_key_var
+
     def require_key(self) -> str:
         key = self._key()
         if not key:
             raise AuthError(self.name, self.env_key_var, "no API key configured")
+        problem = secrets.key_problem(key, self._key_variable())
+        if problem:
+            raise AuthError(self.name, self.env_key_var, problem)
         return key
 
     @property
@@ -115,8 +124,11 @@ class HostedProvider(Provider):
 
     def validate(self, request: GenerationRequest) -> list[str]:
         problems: list[str] = []
-        if not self._key():
+        key = self._key()
+        if not key:
             problems.append(f"no API key: set {self.env_key_var} (or the suite's providers.{self.name}.api_key)")
+        elif problem := secrets.key_problem(key, self._key_variable()):
+            problems.append(problem)
         if not self.root.startswith(("https://", "http://")):
             problems.append(
                 f"API root {_safe_url(self.root)!r} is not an http(s) URL "

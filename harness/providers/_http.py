@@ -41,6 +41,7 @@ from lorascope.harness.errors import (
     AuthError,
     BadResponse,
     ContentFiltered,
+    NotSent,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -297,8 +298,12 @@ class ProviderHttp:
             return await self.client.request(
                 method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
             )
-        except httpx.UnsupportedProtocol as exc:  # a misconfigured root: retrying cannot help
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            # a misconfigured root, or a header h11 refuses to write: nothing left the machine,
+            # and retrying cannot help
             reason, outcome = _describe(exc), "unsendable"
+        except UnicodeEncodeError as exc:  # a non-ASCII header value: refused before sending
+            reason, outcome = f"a header value is not ASCII ({exc.reason})", "unsendable"
         except httpx.TransportError as exc:
             reason, outcome = _describe(exc), ("not sent" if isinstance(exc, _NOT_SENT) else "maybe sent")
         except httpx.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
@@ -307,7 +312,7 @@ class ProviderHttp:
         if outcome == "unreadable":
             raise BadResponse(self.provider, f"{reason} ({where})")
         if outcome == "unsendable":
-            raise ProviderError(self.provider, f"{reason} ({where}); nothing was sent")
+            raise NotSent(self.provider, f"{reason} ({where}); nothing was sent")
         if outcome == "maybe sent" and not idempotent:
             raise ProviderUnavailable(
                 self.provider,
