@@ -14,6 +14,7 @@ provider can keep one LoRA set loaded while it works through its cells.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,10 @@ from lorascope.harness.models import GenerationRequest, LoraSpec
 from lorascope.harness.suite import Suite, SuiteError
 
 ProviderLookup = Callable[[str], type]
+
+#: Most cells one suite may expand to (32 LoRAs x 10 scales x 10 prompts x 5 seeds x 4
+#: providers is 64,000); larger grids are refused before they are built.
+MAX_CELLS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +184,10 @@ def expand(
     lookup: ProviderLookup | None = None,
     concurrency: int | None = None,
     catalogue: Any = None,
+    max_cells: int | None = None,
 ) -> Grid:
-    """Every cell of the suite's grid; raises SuiteError with all problems found."""
+    """Every cell of the suite's grid; raises SuiteError with all problems found, and refuses
+    a grid over `max_cells` (default `MAX_CELLS`) before building any of it."""
     problems: list[str] = []
     setups, provider_problems = setup_providers(suite, providers, lookup, concurrency)
     problems += provider_problems
@@ -221,6 +228,10 @@ def expand(
         scales = suite.scales if suite.scales is not None else [entries[lora_id].scale.recommended]
         combos += [((lora_id, float(s)),) for s in scales]
     combos += [tuple((i, float(s)) for i, s in stack.loras) for stack in suite.stacks]
+
+    cap_problem = grid_size_problem(suite, setups, len(combos), max_cells)
+    if cap_problem:
+        raise SuiteError([cap_problem])
 
     catalogue_dir = catalogue.dir if catalogue is not None else Path.cwd()
     # Resolving an entry may download it and hashes the whole file (local providers): once
@@ -287,6 +298,20 @@ def expand(
     if problems:
         raise SuiteError(problems)
     return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None))
+
+
+def grid_size_problem(suite: Suite, setups: dict[str, ProviderSetup], n_lora_settings: int,
+                      max_cells: int | None = None) -> str | None:
+    """Why the grid is too large to build, counted from the axes' lengths (nothing expanded):
+    a typo like `seeds: [0..40000000]` must not fill memory before the dry run can say so."""
+    limit = MAX_CELLS if max_cells is None else max_cells
+    variants = sum(math.prod(len(v) for v in setup.axes.values()) for setup in setups.values())
+    total = variants * n_lora_settings * len(suite.prompts) * len(suite.seeds)
+    if total <= limit:
+        return None
+    return (f"{suite.where()}: the grid has {total:,} cells ({variants:,} provider/option variant(s) x "
+            f"{n_lora_settings:,} LoRA setting(s) x {len(suite.prompts):,} prompt(s) x {len(suite.seeds):,} "
+            f"seed(s)); the limit is {limit:,}: split the suite or trim its scales, seeds or prompts")
 
 
 def _cell_id(provider: str, axes: tuple[tuple[str, Any], ...], prompt_id: str, seed: int | None,

@@ -8,7 +8,6 @@ options is decided in `lorascope.harness.grid`, where the provider classes are k
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -321,16 +320,15 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def parse_suite(text: str, path: Path | None = None) -> Suite:
     """Parse suite YAML text; `path` only labels messages and anchors relative paths."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from lorascope.registry import safe_yaml
 
     label = str(path) if path is not None else "<suite>"
-    try:
-        tree = YAML(typ="rt").load(io.StringIO(text))
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise SuiteError([f"{label}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    try:  # size, depth and alias expansion are bounded before anything is built
+        tree = safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        line = f":{exc.line}" if exc.line else ""
+        message = exc.message.replace("invalid YAML:", "not valid YAML:", 1)
+        raise SuiteError([f"{label}{line}: {message}"]) from None
     if not isinstance(tree, dict):
         raise SuiteError([f"{label}:1: a suite is a mapping (name:, providers:, loras:, prompts:, ...)"])
     try:
@@ -352,9 +350,13 @@ def parse_suite(text: str, path: Path | None = None) -> Suite:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raises `SuiteError` listing every problem."""
+    from lorascope.registry import safe_yaml
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
+    except safe_yaml.YamlLimitError as exc:
+        raise SuiteError([f"{path}: {exc.message}"]) from None
     except OSError as exc:
         raise SuiteError([f"{path}: cannot read suite file: {exc.strerror or exc}"]) from None
     return parse_suite(text, path)

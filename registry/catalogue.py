@@ -122,20 +122,16 @@ def load_catalogue(path: Path | str | None = None) -> Catalogue:
 
 def check_catalogue(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
     """Validate a catalogue file: (valid entries, all problems, id -> line)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from lorascope.registry import safe_yaml
 
     if not path.is_file():
         return [], [Problem(path, None, None, None, "catalogue file not found")], {}
-    try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        msg = " ".join(str(x) for x in (exc.context, exc.problem) if x) or "invalid YAML"
-        return [], [Problem(path, line, None, None, f"invalid YAML: {msg}")], {}
-    except (YAMLError, UnicodeDecodeError) as exc:
-        return [], [Problem(path, None, None, None, f"invalid YAML: {exc}")], {}
+    try:  # size, depth and alias expansion are bounded before anything is built
+        data = safe_yaml.load_file(path)
+    except safe_yaml.YamlLimitError as exc:
+        return [], [Problem(path, exc.line, None, None, exc.message)], {}
+    except OSError as exc:
+        return [], [Problem(path, None, None, None, f"cannot read the catalogue: {exc.strerror or exc}")], {}
     return _check_document(path, data)
 
 
