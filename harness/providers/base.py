@@ -38,8 +38,8 @@ class HostedConfig(ProviderConfig):
     read_timeout_s: float = 120.0
     max_retries: int = Field(default=5, ge=0)
     retry_budget_s: float = Field(default=120.0, ge=0)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    poll_max_interval_s: float = Field(default=8.0, gt=0)
+    poll_interval_s: float = Field(default=0.1, gt=0, description="first poll this long after submitting")
+    poll_max_interval_s: float = Field(default=8.0, gt=0, description="longest wait between polls")
 
 
 class Provider(ABC):

@@ -166,7 +166,8 @@ class FalProvider(HostedProvider):
             pass  # 400 ALREADY_COMPLETED / 404: nothing left to cancel
 
     async def _poll(self, request_id: str, started: float) -> tuple[dict[str, Any], float | None]:
-        """Poll until COMPLETED; returns the final status and the queue wait we observed."""
+        """Poll until COMPLETED; returns the final status and the queue wait: until the first
+        IN_PROGRESS we saw, or (seen only COMPLETED) our wait minus fal's inference_time."""
         deadline = self._clock() + self.config.deadline_s
         schedule = self.poll_intervals()
         queue_s: float | None = None
@@ -175,9 +176,13 @@ class FalProvider(HostedProvider):
             if not isinstance(status, dict):
                 raise BadResponse(self.name, f"status of {request_id} is not an object", request_id=request_id)
             state = status.get("status")
-            if state in ("IN_PROGRESS", "COMPLETED") and queue_s is None:
-                queue_s = self._clock() - started
+            if state == "IN_PROGRESS" and queue_s is None:
+                queue_s = self._clock() - started  # left the queue since the last poll
             if state == "COMPLETED":
+                if queue_s is None:  # never seen running: what the wait left after inference
+                    inference = as_float((status.get("metrics") or {}).get("inference_time")) \
+                        if isinstance(status.get("metrics"), dict) else None
+                    queue_s = max(0.0, self._clock() - started - (inference or 0.0))
                 error = status.get("error")
                 if error:
                     kind = str(status.get("error_type") or "")
@@ -187,6 +192,9 @@ class FalProvider(HostedProvider):
                 return status, queue_s
             if state not in ("IN_QUEUE", "IN_PROGRESS"):
                 raise BadResponse(self.name, f"request {request_id} has unknown status {state!r}", request_id=request_id)
+            position = as_int(status.get("queue_position")) if state == "IN_QUEUE" else None
+            if position:  # fal's guidance: N requests ahead of ours, no point polling at once
+                schedule.at_least(position * self.config.poll_interval_s)
             await self.wait_or_timeout(schedule.next(), deadline, request_id)
 
     async def _finish(self, request_id: str, request: GenerationRequest, started: float) -> GenerationResult:

@@ -38,6 +38,8 @@ class FalFake(FakeServer):
         self.book = TaskBook("fal")
         self.returned_origin: str | None = None
         self.nsfw = False
+        #: a different picture for the same request (0 = the usual one): a provider that changed
+        self.variant = 0
 
     @property
     def tasks(self):
@@ -123,7 +125,9 @@ class FalFake(FakeServer):
             return json_reply(202, {"status": "IN_QUEUE", "queue_position": 1, "response_url": ""})
         if state == "running":
             return json_reply(202, {"status": "IN_PROGRESS", "logs": None})
-        body: dict[str, Any] = {"status": "COMPLETED", "logs": None, "metrics": {"inference_time": 0.842}}
+        submit, execute, complete = task.provider_times_ms()
+        inference = round(max(complete - execute, 1) / 1000, 3)  # fal reports seconds
+        body: dict[str, Any] = {"status": "COMPLETED", "logs": None, "metrics": {"inference_time": inference}}
         if state == "failed":
             body.update(error=self.book.fail_reason, error_type="runner_error")
         elif state == "filtered":
@@ -163,7 +167,7 @@ class FalFake(FakeServer):
                 {"url": url(i), "width": width, "height": height, "content_type": CONTENT_TYPES[fmt]}
                 for i in range(count)
             ],
-            "timings": {"inference": 0.84},
+            "timings": {"inference": round(max(task.provider_times_ms()[2] - task.provider_times_ms()[1], 1) / 1000, 3)},
             "seed": seed,
             "has_nsfw_concepts": [self.nsfw] * count,
             "prompt": task.body.get("prompt", ""),
@@ -187,4 +191,4 @@ class FalFake(FakeServer):
             return json_reply(404, {"detail": "not found"})
         width, height = self.size_of(task.body)
         fmt = match.group(3)
-        return 200, {"Content-Type": CONTENT_TYPES[fmt]}, make_image(fmt, width, height, int(match.group(2)))
+        return 200, {"Content-Type": CONTENT_TYPES[fmt]}, make_image(fmt, width, height, int(match.group(2)), self.variant)

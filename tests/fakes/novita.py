@@ -49,6 +49,8 @@ class NovitaFake(FakeServer):
         self.base64_field = "image_url"
         #: image URLs point at /redirect/..., which answers 302 to the /cdn/ object
         self.redirect_images = False
+        #: a different picture for the same request (0 = the usual one): a provider that changed
+        self.variant = 0
 
     # -- conveniences for tests ------------------------------------------------------------
 
@@ -134,14 +136,14 @@ class NovitaFake(FakeServer):
             info.update(status=SUCCEED, progress_percent=100)
             body["images"] = [self.image_entry(task)]
             seed = task.body.get("seed", -1)
-            ms = int(task.created * 1000)
+            submit, execute, complete = task.provider_times_ms()
             body["extra"] = {
                 "seed": str(seed if seed != -1 else random.Random(task.id).randint(1, 2**31 - 1)),
                 "debug_info": {
                     "request_info": "",
-                    "submit_time_ms": str(ms),
-                    "execute_time_ms": str(ms + 150),
-                    "complete_time_ms": str(ms + 150 + 1234),
+                    "submit_time_ms": str(submit),
+                    "execute_time_ms": str(execute),
+                    "complete_time_ms": str(complete),
                 },
             }
         return json_reply(200, body)
@@ -165,7 +167,7 @@ class NovitaFake(FakeServer):
     def _image_bytes(self, task, fmt: str) -> bytes:
         width, height = (int(v) for v in str(task.body.get("size", "64*64")).split("*"))
         seed = task.body.get("seed", 0)
-        return make_image(fmt, width, height, seed)
+        return make_image(fmt, width, height, seed, self.variant)
 
     def image(self, rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         match = re.match(r"^/cdn/([^/]+)/(\d+)\.(\w+)$", rec.path)

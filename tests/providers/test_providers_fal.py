@@ -26,6 +26,7 @@ def request(**kw) -> GenerationRequest:
 async def test_queue_protocol_on_the_wire(fake_factory, make_provider):
     fake = fake_factory("fal")
     fake.book.polls_before_done = 2
+    fake.book.reported_times = (0.0, 0.842)  # metrics.inference_time
     submitted = []
 
     async def on_submitted(request_id: str) -> None:
@@ -280,3 +281,20 @@ async def test_error_served_at_response_url_is_a_failed_task(fake_factory, make_
         with pytest.raises(TaskFailed, match="completed with an error: HTTP 500: Unhandled exception"):
             await provider.generate(request())
     assert len(fake.hits("response")) == 3  # fetching a result is safe to retry
+
+
+async def test_queue_position_slows_the_next_poll_and_queue_time_is_measured(fake_factory, make_provider, clock):
+    """fal's guidance: with N requests ahead, the next poll waits at least N x the first delay;
+    queue_s is the wait until fal first said IN_PROGRESS; inference_s is fal's own figure."""
+    from tests.fakes import Reply
+
+    fake = fake_factory("fal")
+    fake.book.reported_times = (0.0, 0.5)
+    fake.script("status", Reply(202, {"status": "IN_QUEUE", "queue_position": 5}),
+                Reply(202, {"status": "IN_QUEUE", "queue_position": 0}),
+                Reply(202, {"status": "IN_PROGRESS"}))
+    async with make_provider("fal", fake, poll_interval_s=0.1, poll_max_interval_s=4) as provider:
+        result = await provider.generate(request())
+    assert clock.sleeps == [pytest.approx(0.5), pytest.approx(0.1), pytest.approx(0.1)]
+    assert result.timings.queue_s == pytest.approx(0.6)  # submitted at 0, IN_PROGRESS seen at 0.6
+    assert result.timings.inference_s == pytest.approx(0.5)

@@ -24,6 +24,7 @@ def request(**kw) -> GenerationRequest:
 
 async def test_lora_request_goes_over_the_wire_as_documented(fake_factory, make_provider):
     fake = fake_factory("novita")
+    fake.book.reported_times = (0.15, 1.234)  # debug_info: execute - submit, complete - execute
     seen_before_poll = []
 
     async def on_submitted(task_id: str) -> None:
@@ -72,14 +73,21 @@ async def test_no_lora_uses_base_endpoint_and_random_seed(fake_factory, make_pro
     assert isinstance(result.seed, int) and result.seed > 0  # the seed Novita picked
 
 
-async def test_polls_through_queued_and_processing_with_backoff(fake_factory, make_provider, clock):
+async def test_polls_through_queued_and_processing_adaptively(fake_factory, make_provider, clock):
+    """First poll soon after submitting, then an eighth of the time elapsed (so the measured
+    latency overshoots by at most ~1/8), never shorter than the first delay, capped."""
     fake = fake_factory("novita")
-    fake.book.polls_before_done = 3
-    async with make_provider("novita", fake, poll_interval_s=1.0, poll_max_interval_s=2.0) as provider:
+    fake.book.polls_before_done = 40
+    async with make_provider("novita", fake, poll_interval_s=0.1, poll_max_interval_s=2.0) as provider:
         result = await provider.generate(request())
-    assert len(fake.hits("result")) == 4
-    assert clock.sleeps == [1.0, 1.5, 2.0]  # growing, capped at poll_max_interval_s
-    assert result.images
+    assert len(fake.hits("result")) == 41 and result.images
+    sleeps = clock.sleeps
+    assert sleeps[:8] == [pytest.approx(0.1)] * 8  # an eighth of < 0.8 s is under the first delay
+    elapsed = 0.0
+    for delay in sleeps:
+        assert delay == pytest.approx(min(2.0, max(0.1, elapsed / 8)))
+        elapsed += delay
+    assert sleeps == sorted(sleeps) and max(sleeps) == pytest.approx(2.0)  # growing, capped
 
 
 async def test_failed_task_reports_its_reason(fake_factory, make_provider):
