@@ -1,0 +1,459 @@
+"""From pairwise votes to decisions: Bradley-Terry strengths per (LoRA, provider, scale), the
+human-preferred scale, and how often each automatic metric agrees with the votes.
+
+- **Slots.** A vote compares two images of one slot: same provider, LoRA, prompt, seed,
+  options and image index, at two scales; the no-LoRA baseline of that prompt and seed is the
+  scale `""`. Unseeded cells have no same-seed partner and are left out.
+- **Fit.** Bradley-Terry (evalica, Newman's iteration) per (LoRA, provider) over the scales
+  that got votes; a tie counts half a win for each side. Plain BT has no finite answer when a
+  scale never loses (common after a few votes), so a prior of `prior` virtual ties between
+  each pair of *neighbouring* scales is added: it keeps every fit finite and connected and
+  says, before any vote, that adjacent scales look alike. Strengths are log-strengths
+  relative to the baseline (else the lowest voted scale); the 95 % interval is a bootstrap
+  over votes (resampled counts become evalica's example weights), the prior held fixed.
+- **Preferred scale.** The scale with the highest strength; `p_best` is the share of bootstrap
+  fits in which it stays on top (how settled the answer is).
+- **Agreement.** For each decided vote (left or right, not tie or skip), a metric agrees when
+  it scores the chosen image higher. Share of agreeing votes among those the metric separates,
+  with a Wilson 95 % interval. The baseline's style shift is 0 by definition (it is the
+  reference the shift is measured from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from lorascope.harness.ratings import Vote
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+BASELINE = ""
+DEFAULT_PRIOR = 1.0
+DEFAULT_RESAMPLES = 1000
+#: Metrics checked against the votes, when the run has them (higher = "this metric prefers it").
+AGREEMENT_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
+METRIC_LABELS = {"clip_score": "CLIPScore", "style_shift": "style shift", "lora_effect": "LoRA effect",
+                 "agreement": "cross-provider agreement"}
+
+
+def scale_label(scale: str) -> str:
+    return "no LoRA" if scale == BASELINE else f"scale {scale}"
+
+
+def scale_order(scale: str) -> tuple[int, float, str]:
+    """Baseline first, then by numeric scale (a stack's '0.6+0.4' by its first member)."""
+    if scale == BASELINE:
+        return (0, 0.0, "")
+    try:
+        return (1, float(scale.split("+")[0]), scale)
+    except ValueError:
+        return (2, 0.0, scale)
+
+
+# ---- slots: what can be compared ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    cell_id: str
+    index: int
+    sha256: str
+    path: str
+    scale: str
+    generation_id: int | None
+
+
+@dataclass
+class Slot:
+    key: str  # opaque and stable: a hash of the fields below
+    provider: str
+    lora: str
+    prompt_id: str
+    prompt: str
+    seed: int
+    options: str
+    image_index: int
+    images: dict[str, ImageRef] = field(default_factory=dict)  # scale -> image
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Scale pairs worth a vote here (two different pictures), in scale order."""
+        scales = sorted(self.images, key=scale_order)
+        return [(a, b) for i, a in enumerate(scales) for b in scales[i + 1:]
+                if self.images[a].sha256 != self.images[b].sha256]
+
+
+def build_slots(frame: "pd.DataFrame") -> list[Slot]:
+    """The run's comparable slots, from its results frame (one row per image)."""
+    from lorascope.evals.metrics import hashable, scale_key
+
+    ok = frame[(frame["status"] == "succeeded") & (frame["image_sha256"].astype(str) != "")]
+    baselines: dict[tuple, ImageRef] = {}
+    slots: dict[tuple, Slot] = {}
+    for row in ok.to_dict("records"):
+        seed = hashable(row["seed"])
+        if seed == "":
+            continue
+        gid = row.get("generation_id")
+        gid = None if gid is None or gid is _NA() or (isinstance(gid, float) and math.isnan(gid)) else int(gid)
+        scale = scale_key(row)
+        ref = ImageRef(row["cell_id"], int(row["image_index"]), row["image_sha256"], row["image_path"], scale, gid)
+        where = (row["provider"], row["prompt_id"], int(seed), str(row["options"]), int(row["image_index"]))
+        if not row["lora"]:
+            baselines[where] = ref
+            continue
+        key = (row["provider"], row["lora"], *where[1:])
+        slot = slots.get(key)
+        if slot is None:
+            digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:20]
+            slot = slots[key] = Slot(digest, row["provider"], row["lora"], row["prompt_id"], row["prompt"],
+                                     int(seed), str(row["options"]), int(row["image_index"]))
+        slot.images[scale] = ref
+    for key, slot in slots.items():
+        base = baselines.get((key[0], *key[2:]))
+        if base is not None:
+            slot.images[BASELINE] = base
+    return [s for s in slots.values() if s.pairs()]
+
+
+def _NA():  # pandas' NA without importing pandas at module load
+    import pandas as pd
+
+    return pd.NA
+
+
+# ---- Bradley-Terry ---------------------------------------------------------------------
+
+
+@dataclass
+class ScaleStrength:
+    scale: str
+    strength: float  # log-strength relative to the reference scale
+    low: float
+    high: float
+    wins: int
+    losses: int
+    ties: int
+    p_best: float
+
+    @property
+    def votes(self) -> int:
+        return self.wins + self.losses + self.ties
+
+
+@dataclass
+class GroupFit:
+    provider: str
+    lora: str
+    reference: str
+    strengths: list[ScaleStrength]
+    decided: int
+    ties: int
+    skips: int
+    raters: list[str]
+
+    @property
+    def preferred(self) -> ScaleStrength | None:
+        voted = [s for s in self.strengths if s.votes]
+        return max(voted, key=lambda s: s.strength) if voted else None
+
+    @property
+    def preferred_scale(self) -> float | None:
+        """The human-preferred LoRA scale; None when people preferred no LoRA, or no votes."""
+        best = self.preferred
+        if best is None or best.scale == BASELINE:
+            return None
+        try:
+            return float(best.scale.split("+")[0])
+        except ValueError:
+            return None
+
+    def as_dict(self) -> dict:
+        best = self.preferred
+        return {
+            "provider": self.provider, "lora": self.lora, "reference": self.reference,
+            "decided": self.decided, "ties": self.ties, "skips": self.skips, "raters": self.raters,
+            "preferred": None if best is None else best.scale,
+            "preferred_scale": self.preferred_scale,
+            "strengths": [vars(s) for s in self.strengths],
+        }
+
+
+def _outcomes(votes: Iterable[Vote]) -> list[tuple[str, str, str]]:
+    """(left scale, right scale, choice) of the informative votes (skips dropped)."""
+    return [(v.left_scale, v.right_scale, v.choice) for v in votes if v.choice != "skip"]
+
+
+def bt_log_strengths(outcomes: Sequence[tuple[str, str, str]], items: Sequence[str], *, prior: float,
+                     weights: Sequence[float] | None = None) -> dict[str, float]:
+    """Bradley-Terry log-strengths of `items` (mean 0) from (left, right, choice) outcomes,
+    ties as half wins, plus `prior` virtual ties between neighbours in `items` order."""
+    import evalica
+
+    xs = [o[0] for o in outcomes]
+    ys = [o[1] for o in outcomes]
+    code = {"left": evalica.Winner.X, "right": evalica.Winner.Y, "tie": evalica.Winner.Draw}
+    winners = [code[o[2]] for o in outcomes]
+    w = list(weights) if weights is not None else [1.0] * len(outcomes)
+    if prior > 0:
+        for a, b in zip(items, items[1:]):
+            xs.append(a)
+            ys.append(b)
+            winners.append(evalica.Winner.Draw)
+            w.append(float(prior))
+    elif not _strongly_connected(outcomes, items):
+        raise ValueError("without a prior, every scale must both beat (or tie) and lose to (or tie) the others: "
+                         "the votes leave the strengths unbounded")
+    import pandas as pd
+
+    result = evalica.bradley_terry(xs, ys, winners, weights=w, index=pd.Index(list(items)),
+                                   tolerance=1e-10, limit=10_000)
+    logs = {item: math.log(float(result.scores[item])) for item in items}
+    mean = sum(logs.values()) / len(logs)
+    return {k: v - mean for k, v in logs.items()}
+
+
+def _strongly_connected(outcomes: Sequence[tuple[str, str, str]], items: Sequence[str]) -> bool:
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pos = {s: i for i, s in enumerate(items)}
+    rows, cols = [], []
+    for a, b, choice in outcomes:
+        if choice in ("left", "tie"):
+            rows.append(pos[b]); cols.append(pos[a])  # b lost to (or tied) a: edge b -> a
+        if choice in ("right", "tie"):
+            rows.append(pos[a]); cols.append(pos[b])
+    graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(items), len(items)))
+    n, _ = connected_components(graph, directed=True, connection="strong")
+    return n == 1
+
+
+def fit_group(votes: Sequence[Vote], *, prior: float = DEFAULT_PRIOR, resamples: int = DEFAULT_RESAMPLES,
+              seed: int = 0, scales: Iterable[str] = ()) -> GroupFit:
+    """Fit one (LoRA, provider)'s votes. `scales` adds scales without votes (listed, no
+    strength), so a table shows what has not been judged yet."""
+    assert votes or scales, "nothing to fit"
+    first = votes[0] if votes else None
+    outcomes = _outcomes(votes)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for a, b, choice in outcomes:
+        if choice == "tie":
+            counts[a]["ties"] += 1
+            counts[b]["ties"] += 1
+        else:
+            winner, loser = (a, b) if choice == "left" else (b, a)
+            counts[winner]["wins"] += 1
+            counts[loser]["losses"] += 1
+    items = sorted({s for o in outcomes for s in o[:2]}, key=scale_order)
+    reference = BASELINE if BASELINE in items else (items[0] if items else BASELINE)
+    strengths: dict[str, tuple[float, float, float, float]] = {}
+    if len(items) >= 2:
+        point = bt_log_strengths(outcomes, items, prior=prior)
+        rel = {k: v - point[reference] for k, v in point.items()}
+        rng = np.random.default_rng(seed)
+        boot = np.empty((resamples, len(items)))
+        best_count = Counter()
+        for r in range(resamples):
+            w = rng.multinomial(len(outcomes), [1.0 / len(outcomes)] * len(outcomes)).astype(float)
+            fit = bt_log_strengths(outcomes, items, prior=prior, weights=w)
+            boot[r] = [fit[i] - fit[reference] for i in items]
+            best_count[items[int(np.argmax(boot[r]))]] += 1
+        for j, item in enumerate(items):
+            low, high = (np.percentile(boot[:, j], [2.5, 97.5]) if resamples else (math.nan, math.nan))
+            strengths[item] = (rel[item], float(low), float(high), best_count[item] / resamples if resamples else math.nan)
+    all_scales = sorted(set(items) | set(scales), key=scale_order)
+    rows = []
+    for s in all_scales:
+        est = strengths.get(s, (math.nan, math.nan, math.nan, math.nan))
+        c = counts.get(s, Counter())
+        rows.append(ScaleStrength(s, *est[:3], wins=c["wins"], losses=c["losses"], ties=c["ties"], p_best=est[3]))
+    return GroupFit(
+        provider=first.provider if first else "",
+        lora=first.lora if first else "",
+        reference=reference,
+        strengths=rows,
+        decided=sum(1 for o in outcomes if o[2] != "tie"),
+        ties=sum(1 for o in outcomes if o[2] == "tie"),
+        skips=sum(1 for v in votes if v.choice == "skip"),
+        raters=sorted({v.rater for v in votes}),
+    )
+
+
+def fit_all(votes: Sequence[Vote], slots: Sequence[Slot] = (), **kw) -> list[GroupFit]:
+    """One fit per (LoRA, provider) that has votes, in LoRA then provider order."""
+    groups: dict[tuple[str, str], list[Vote]] = defaultdict(list)
+    for v in votes:
+        groups[(v.lora, v.provider)].append(v)
+    scales: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for s in slots:
+        scales[(s.lora, s.provider)].update(s.images)
+    out = []
+    for key in sorted(groups):
+        fit = fit_group(groups[key], scales=scales.get(key, ()), **kw)
+        out.append(fit)
+    return out
+
+
+# ---- agreement of automatic metrics with the votes --------------------------------------
+
+
+@dataclass
+class Agreement:
+    metric: str
+    agree: int
+    disagree: int
+    undecided: int  # the metric scored both images the same, or one is missing
+    share: float
+    low: float
+    high: float
+
+    @property
+    def label(self) -> str:
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+    @property
+    def n(self) -> int:
+        return self.agree + self.disagree
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float, float]:
+    """Share k/n with its Wilson score 95 % interval (NaN when n = 0)."""
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def metric_agreement(votes: Sequence[Vote], scored: "pd.DataFrame",
+                     metrics: Sequence[str] = AGREEMENT_METRICS) -> list[Agreement]:
+    """Per metric the scored frame has values for: agreement with the decided votes."""
+    import pandas as pd
+
+    out = []
+    decided = [v for v in votes if v.decided]
+    for metric in metrics:
+        if metric not in scored.columns:
+            continue
+        values = pd.to_numeric(scored[metric], errors="coerce")
+        if metric == "style_shift":
+            values = values.where(scored["lora"] != "", 0.0)  # the baseline is the shift's zero
+        if values.notna().sum() == 0:
+            continue
+        lookup = {(c, int(i), s): float(v) for c, i, s, v in
+                  zip(scored["cell_id"], scored["image_index"], scored["image_sha256"], values)}
+        agree = disagree = undecided = 0
+        for v in decided:
+            left = lookup.get((v.left_cell, v.left_index, v.left_sha256), math.nan)
+            right = lookup.get((v.right_cell, v.right_index, v.right_sha256), math.nan)
+            if math.isnan(left) or math.isnan(right) or left == right:
+                undecided += 1
+                continue
+            metric_pick = "left" if left > right else "right"
+            if metric_pick == v.choice:
+                agree += 1
+            else:
+                disagree += 1
+        share, low, high = wilson(agree, agree + disagree)
+        out.append(Agreement(metric, agree, disagree, undecided, share, low, high))
+    return out
+
+
+# ---- choosing the next pair ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    slot: Slot
+    left: ImageRef
+    right: ImageRef
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.slot.key, self.left.sha256, self.right.sha256)
+
+
+def pair_key(slot_key: str, sha_a: str, sha_b: str) -> str:
+    a, b = sorted((sha_a, sha_b))
+    return f"{slot_key}:{a}:{b}"
+
+
+class PairChooser:
+    """Picks the pair where one more vote teaches most: for the rater, the (LoRA, provider)
+    they judged least; in it, the scale pair with the closest estimated strengths and fewest
+    votes; then the prompt/seed slot with the fewest votes on that pair that this rater has
+    not judged yet. Left and right are shuffled."""
+
+    def __init__(self, slots: Sequence[Slot], *, target_per_lora: int = 30, prior: float = DEFAULT_PRIOR,
+                 rng: random.Random | None = None) -> None:
+        self.slots = list(slots)
+        self.target = target_per_lora
+        self.prior = prior
+        self.rng = rng or random.Random()
+        self.groups: dict[tuple[str, str], list[Slot]] = defaultdict(list)
+        for s in self.slots:
+            self.groups[(s.lora, s.provider)].append(s)
+        self.by_key = {s.key: s for s in self.slots}
+        self._by_fields = {(s.provider, s.lora, s.prompt_id, s.seed, s.options, s.image_index): s.key
+                           for s in self.slots}
+
+    def possible(self, group: tuple[str, str]) -> int:
+        return sum(len(s.pairs()) for s in self.groups[group])
+
+    def progress(self, votes: Sequence[Vote], rater: str) -> list[dict]:
+        mine = Counter((v.lora, v.provider) for v in votes if v.rater == rater)
+        return [
+            {"lora": lora, "provider": provider, "votes": mine[(lora, provider)],
+             "target": min(self.target, self.possible((lora, provider))),
+             "possible": self.possible((lora, provider))}
+            for lora, provider in sorted(self.groups)
+        ]
+
+    def choose(self, votes: Sequence[Vote], rater: str, exclude: Iterable[str] = ()) -> Pair | None:
+        excluded = set(exclude)
+        done = {pair_key(self.slot_key(v), v.left_sha256, v.right_sha256) for v in votes if v.rater == rater}
+        mine = Counter((v.lora, v.provider) for v in votes if v.rater == rater)
+        order = sorted(self.groups, key=lambda g: (mine[g], self.rng.random()))
+        for group in order:
+            pair = self._choose_in(group, [v for v in votes if (v.lora, v.provider) == group], done | excluded)
+            if pair is not None:
+                return pair
+        return None
+
+    def slot_key(self, v: Vote) -> str:
+        """The slot a vote was about ('' when this run has no such slot)."""
+        return self._by_fields.get((v.provider, v.lora, v.prompt_id, v.seed, v.options, v.left_index), "")
+
+    def _choose_in(self, group: tuple[str, str], votes: list[Vote], taken: set[str]) -> Pair | None:
+        outcomes = _outcomes(votes)
+        items = sorted({x for o in outcomes for x in o[:2]}, key=scale_order)
+        strengths = bt_log_strengths(outcomes, items, prior=self.prior) if len(items) >= 2 else {}
+        per_pair = Counter(tuple(sorted((v.left_scale, v.right_scale), key=scale_order)) for v in votes)
+        per_slot_pair = Counter(pair_key(self.slot_key(v), v.left_sha256, v.right_sha256) for v in votes)
+        candidates = []
+        for slot in self.groups[group]:
+            for a, b in slot.pairs():
+                key = pair_key(slot.key, slot.images[a].sha256, slot.images[b].sha256)
+                if key in taken:
+                    continue
+                gap = abs(strengths[a] - strengths[b]) if a in strengths and b in strengths else 0.0
+                candidates.append((gap + math.log1p(per_pair[(a, b)]), per_slot_pair[key], self.rng.random(),
+                                   slot, a, b))
+        if not candidates:
+            return None
+        _, _, _, slot, a, b = min(candidates, key=lambda c: c[:3])
+        left, right = slot.images[a], slot.images[b]
+        if self.rng.random() < 0.5:
+            left, right = right, left
+        return Pair(slot, left, right)
