@@ -20,6 +20,8 @@ BUILTIN: dict[str, str] = {
     "novita": "lorascope.harness.providers.novita:NovitaProvider",
     "highway": "lorascope.harness.providers.highway:HighwayProvider",
     "aimlapi": "lorascope.harness.providers.aimlapi:AimlapiProvider",
+    "replicate": "lorascope.harness.providers.replicate:ReplicateProvider",
+    "wavespeed": "lorascope.harness.providers.wavespeed:WavespeedProvider",
     "diffusers": "lorascope.harness.providers.local:DiffusersProvider",
 }
 

@@ -17,7 +17,8 @@ Each fake is a real HTTP server (stdlib `ThreadingHTTPServer`) on 127.0.0.1:
                                       # (lower-case names), json, body, route, t
 
 Routes: fal: submit, status, response, cancel, image; novita/highway: submit, result,
-image; aimlapi: generate, image. Scripted replies skip the auth check; otherwise a missing
+image; aimlapi: generate, image; replicate: model, submit, get, cancel, image; wavespeed:
+submit, result, image. Scripted replies skip the auth check; otherwise a missing
 key answers 401 and a wrong one 403 (fal: 401). Requests are appended to `record` as JSONL
 (flushed and fsync'd per request) so a log survives a SIGKILLed client.
 
@@ -34,11 +35,15 @@ conftests in tests/providers add it; `python -m` from the root has it).
 from tests.fakes.aimlapi import AimlapiFake
 from tests.fakes.fal import FalFake
 from tests.fakes.novita import HighwayFake, NovitaFake
+from tests.fakes.replicate import ReplicateFake
 from tests.fakes.server import MALFORMED, FakeServer, Recorded, Reply
+from tests.fakes.wavespeed import WavespeedFake
 
 #: A key-shaped test credential (never a real key); tests assert it never leaks.
 TEST_KEY = "sk-test-0123456789abcdef"
 
-FAKES = {"fal": FalFake, "novita": NovitaFake, "highway": HighwayFake, "aimlapi": AimlapiFake}
+FAKES = {"fal": FalFake, "novita": NovitaFake, "highway": HighwayFake, "aimlapi": AimlapiFake,
+         "replicate": ReplicateFake, "wavespeed": WavespeedFake}
 
-__all__ = ["FAKES", "MALFORMED", "AimlapiFake", "FakeServer", "FalFake", "HighwayFake", "NovitaFake", "Recorded", "Reply", "TEST_KEY"]
+__all__ = ["FAKES", "MALFORMED", "AimlapiFake", "FakeServer", "FalFake", "HighwayFake", "NovitaFake", "Recorded", "ReplicateFake", "Reply", "TEST_KEY",
+           "WavespeedFake"]

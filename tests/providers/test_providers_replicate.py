@@ -1,0 +1,310 @@
+"""Replicate's predictions API against its loopback fake: wire format, the model version in
+the fingerprint, failures, deadlines and cancel, resume by prediction id, and a SIGKILLed
+`lorascope run` resumed without a second prediction (counted at the fake, in its own process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from lorascope.harness.errors import AuthError, BadResponse, ContentFiltered, InvalidRequest, ProviderTimeout, RejectedRequest, TaskFailed
+from lorascope.harness.fingerprint import fingerprint
+from lorascope.harness.models import GenerationRequest, LoraSpec
+from lorascope.harness.store import integrity_ok
+from tests.fakes import TEST_KEY as KEY, Reply
+from tests.fakes.images import make_image
+from tests.fakes.replicate import VERSION
+from tests.harness.test_harness_reliability import (
+    FAST_POLL, N_CELLS, Fake, body_key, count_status, db_rows, lorascope, start_run, wait_for,
+)
+from tests.helpers.harness_fakes import CATALOGUE
+
+LORA = LoraSpec(id="coloring-book", scale=0.7, url="https://example.org/weights/coloring.safetensors")
+INK = LoraSpec(id="ink", scale=1.25, url="https://example.org/weights/ink.safetensors")
+NEWER = "0" * 63 + "1"
+
+
+def request(**kw) -> GenerationRequest:
+    base = dict(prompt="c0l0ringb00k, a fox in a forest", width=512, height=768, seed=42, loras=(LORA, INK))
+    base.update(kw)
+    return GenerationRequest(**base)
+
+
+async def test_prediction_goes_over_the_wire_as_documented(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    seen_before_poll = []
+
+    async def on_submitted(prediction_id: str) -> None:
+        seen_before_poll.append((prediction_id, len(fake.hits("get"))))
+
+    async with make_provider("replicate", fake) as provider:
+        result = await provider.generate(request(), on_submitted)
+
+    (model,) = fake.hits("model")  # the latest version, asked once
+    assert model.path == "/v1/models/prunaai/z-image-turbo-lora"
+    assert model.headers["authorization"] == f"Bearer {KEY}"
+    (submit,) = fake.hits("submit")
+    assert submit.method == "POST" and submit.path == "/v1/predictions"
+    assert submit.headers["authorization"] == f"Bearer {KEY}"
+    assert submit.headers["content-type"] == "application/json"
+    assert "prefer" not in submit.headers  # the id must come back at once, to be written ahead
+    assert submit.json == {
+        "version": VERSION,
+        "input": {
+            "prompt": "c0l0ringb00k, a fox in a forest",
+            "width": 512,
+            "height": 768,
+            "num_inference_steps": 8,
+            "guidance_scale": 0,
+            "output_format": "png",
+            "seed": 42,
+            "lora_weights": ["https://example.org/weights/coloring.safetensors",
+                             "https://example.org/weights/ink.safetensors"],
+            "lora_scales": [0.7, 1.25],
+        },
+    }
+    assert seen_before_poll == [(result.request_id, 0)]  # written ahead before the first poll
+    (poll,) = fake.hits("get")
+    assert poll.path == f"/v1/predictions/{result.request_id}"
+    assert poll.headers["authorization"] == f"Bearer {KEY}"
+    (download,) = fake.hits("image")
+    assert "authorization" not in download.headers  # the delivery host never sees the token
+
+    (image,) = result.images
+    assert image.data == make_image("png", 512, 768, 42)
+    assert result.seed == 42
+    assert result.timings.inference_s == pytest.approx(1.234)  # metrics.predict_time
+    assert result.timings.queue_s == pytest.approx(0.25)  # started_at - created_at
+    assert result.cost.source == "unknown" and result.cost.usd is None
+    assert result.metadata["version"] == VERSION
+    assert result.software == {"replicate_model": f"prunaai/z-image-turbo-lora:{VERSION}"}
+    assert KEY not in repr(result.metadata)
+
+
+async def test_jpeg_is_asked_for_as_jpg_and_no_lora_sends_no_lora_fields(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    async with make_provider("replicate", fake) as provider:
+        result = await provider.generate(request(loras=(), seed=None, output_format="jpeg"))
+    inputs = fake.hits("submit")[0].json["input"]
+    assert inputs["output_format"] == "jpg"
+    assert not {"seed", "lora_weights", "lora_scales"} & set(inputs)
+    assert result.images[0].format == "jpeg"
+
+
+async def test_pinned_version_is_sent_without_asking_for_the_latest(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    fake.versions.add(NEWER)
+    async with make_provider("replicate", fake, version=NEWER) as provider:
+        assert provider.model_version() == NEWER
+        result = await provider.generate(request())
+    assert fake.hits("model") == []
+    assert fake.hits("submit")[0].json["version"] == NEWER
+    assert result.metadata["version"] == NEWER
+
+
+def test_a_new_model_version_changes_every_fingerprint(fake_factory, make_provider):
+    """A regression check re-runs a suite: when Replicate publishes a new version, the same
+    cell must be a new generation (not the stored or cached one), and the run records it."""
+    fake = fake_factory("replicate")
+    first = make_provider("replicate", fake)
+    assert first.model_version() == VERSION
+    assert first.model_version() == VERSION
+    assert len(fake.hits("model")) == 1  # asked once per run
+    fake.latest_version = NEWER
+    later = make_provider("replicate", fake)
+    assert later.model_version() == NEWER
+    req = request()
+    assert fingerprint("replicate", later.endpoint(req), NEWER, req) != fingerprint("replicate", first.endpoint(req), VERSION, req)
+
+
+def test_bad_version_setting_is_refused_by_the_config():
+    from lorascope.harness.providers.replicate import ReplicateConfig
+
+    with pytest.raises(ValueError, match="version"):
+        ReplicateConfig(version="latest")
+
+
+async def test_create_is_retried_after_429_with_retry_after(fake_factory, make_provider, clock):
+    fake = fake_factory("replicate")
+    fake.script("submit", Reply(429, {"title": "Request was throttled", "status": 429,
+                                      "detail": "Request was throttled. Expected available in 3 seconds."},
+                                {"Retry-After": "3"}))
+    async with make_provider("replicate", fake) as provider:
+        result = await provider.generate(request())
+    assert len(fake.hits("submit")) == 2
+    assert clock.sleeps[0] == 3.0
+    assert result.images
+
+
+async def test_failed_prediction_reports_its_error(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    fake.book.outcome = "fail"
+    fake.book.fail_reason = "Failed to download LoRA weights: 404"
+    async with make_provider("replicate", fake) as provider:
+        with pytest.raises(TaskFailed) as info:
+            await provider.generate(request())
+    assert info.value.kind == "task_failed"
+    assert "Failed to download LoRA weights: 404" in str(info.value)
+    assert info.value.request_id in fake.tasks
+    assert fake.hits("image") == []
+
+
+async def test_nsfw_failure_is_content_filtered(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    fake.book.outcome = "filtered"
+    async with make_provider("replicate", fake) as provider:
+        with pytest.raises(ContentFiltered, match="NSFW"):
+            await provider.generate(request())
+
+
+async def test_deadline_cancels_the_prediction(fake_factory, make_provider, clock):
+    fake = fake_factory("replicate")
+    fake.book.outcome = "never"
+    async with make_provider("replicate", fake, deadline_s=30, poll_interval_s=2, poll_max_interval_s=4) as provider:
+        with pytest.raises(ProviderTimeout, match="deadline_s=30"):
+            await provider.generate(request())
+    (cancel,) = fake.hits("cancel")
+    (submit,) = fake.hits("submit")
+    prediction_id = cancel.path.split("/")[3]
+    assert cancel.method == "POST" and cancel.path == f"/v1/predictions/{prediction_id}/cancel"
+    assert cancel.headers["authorization"] == f"Bearer {KEY}"
+    assert fake.tasks[prediction_id].cancelled
+    assert sum(clock.sleeps) == pytest.approx(30)
+
+
+async def test_ctrl_c_cancels_the_prediction(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    fake.book.outcome = "never"
+    provider = make_provider("replicate", fake, deadline_s=10_000)
+    submitted = asyncio.Event()
+
+    async def on_submitted(prediction_id: str) -> None:
+        submitted.set()
+
+    task = asyncio.create_task(provider.generate(request(), on_submitted))
+    await submitted.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await provider.aclose()
+    assert len(fake.hits("cancel")) == 1
+
+
+async def test_resume_polls_the_same_prediction_without_creating_one(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{fake.url}/v1/predictions", headers={"Authorization": f"Bearer {KEY}"},
+                                   json={"version": VERSION, "input": {"prompt": "a fox", "width": 512, "height": 512,
+                                                                       "seed": 7, "output_format": "png"}})
+    assert answer.status_code == 201
+    prediction_id = answer.json()["id"]
+    async with make_provider("replicate", fake) as provider:
+        result = await provider.resume(prediction_id, request(width=512, height=512, seed=7))
+    assert len(fake.hits("submit")) == 1  # only ours above
+    assert result.request_id == prediction_id and result.images[0].data == make_image("png", 512, 512, 7)
+
+
+async def test_unknown_version_is_rejected_with_replicates_words_and_not_retried(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    async with make_provider("replicate", fake, version=NEWER) as provider:
+        with pytest.raises(RejectedRequest, match="does not exist"):
+            await provider.generate(request())
+    assert len(fake.hits("submit")) == 1
+
+
+async def test_output_gone_after_retention_is_a_clear_error(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    fake.outputs_gone = True
+    async with make_provider("replicate", fake) as provider:
+        with pytest.raises(BadResponse) as info:
+            await provider.generate(request())
+    assert info.value.kind == "bad_response"
+    assert "HTTP 404" in str(info.value) and "after an hour" in str(info.value)
+
+
+async def test_wrong_token_names_the_variable_and_never_shows_it(fake_factory, make_provider):
+    fake = fake_factory("replicate", key="r8_the-right-token-000")
+    provider = make_provider("replicate", fake)
+    with pytest.raises(AuthError) as planning:
+        provider.model_version()  # the planning-time lookup maps errors the same way
+    async with provider:
+        with pytest.raises(AuthError) as info:
+            await provider.generate(request())
+    for error in (planning.value, info.value):
+        assert "REPLICATE_API_TOKEN" in str(error) and "valid authentication token" in str(error)
+        assert KEY not in str(error) and KEY not in repr(error)
+    assert fake.hits("submit") == []
+
+
+async def test_invalid_request_lists_every_problem_and_sends_nothing(fake_factory, make_provider):
+    fake = fake_factory("replicate")
+    bad = request(width=2000, height=32, steps=60, num_images=2, seed=-3,
+                  loras=(LoraSpec(scale=5.0, url="https://example.org/a.safetensors"), LoraSpec(scale=1.0, repo="a/b")),
+                  options={"bogus": 1, "output_quality": 101})
+    async with make_provider("replicate", fake, version=VERSION) as provider:
+        with pytest.raises(InvalidRequest) as info:
+            await provider.generate(bad)
+    joined = "\n".join(info.value.problems)
+    for needle in ("width 2000", "height 32", "steps 60", "num_images=2", "seed -3", "scale 5", "https URL",
+                   "bogus", "output_quality 101"):
+        assert needle in joined, needle
+    assert fake.requests == []
+
+
+# -- a real `lorascope run`, SIGKILLed and resumed ---------------------------------------------
+
+
+class ReplicateProcess(Fake):
+    def submits(self) -> list[dict]:
+        return [r for r in self.requests() if r["route"] == "submit" and r["json"] is not None]
+
+
+def test_sigkilled_run_resumes_by_prediction_id_without_a_second_prediction(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "loras.yaml").write_text(CATALOGUE)
+    fake = ReplicateProcess("replicate", tmp_path, latency=0.6)
+    try:
+        suite = project / "rel.yaml"
+        suite.write_text(
+            f"name: rel\nproviders:\n  - replicate: {{concurrency: 4, {FAST_POLL}}}\n"
+            "loras: [paint]\nscales: [0.5, 1.0]\n"
+            "prompts:\n  - {id: cat, text: a cat on a mat}\n  - {id: dog, text: a dog in fog}\n"
+            "seeds: [1, 2, 3]\nsize: 512x512\nsteps: 8\n"
+        )
+        run = tmp_path / "run"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "REPLICATE_"))}
+        env.update(REPLICATE_API_TOKEN=KEY, LORASCOPE_REPLICATE_URL=fake.url, LORASCOPE_CACHE=str(tmp_path / "cache"),
+                   PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        proc = start_run([str(suite), "--out", str(run)], env, project)
+        wait_for(lambda: len(fake.submits()) >= 6 and count_status(run, "submitted") >= 2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert integrity_ok(run / "run.db")
+        in_flight = db_rows(run, "SELECT task_id FROM generations WHERE status = 'submitted'")
+        assert in_flight and all(task_id for (task_id,) in in_flight)
+
+        second = lorascope([str(suite), "--out", str(run)], env, project)
+        assert second.returncode == 0, second.stderr + second.stdout
+        submits = Counter(body_key(r) for r in fake.submits())
+        assert len(submits) == N_CELLS, "\n".join(submits)
+        unconfirmed = db_rows(run, "SELECT COUNT(*) FROM generations WHERE error_kind = 'interrupted' AND task_id IS NULL")[0][0]
+        assert sum(n - 1 for n in submits.values()) <= unconfirmed
+        polled = {r["path"].rsplit("/", 1)[-1] for r in fake.requests() if r["route"] == "get"}
+        assert {task_id for (task_id,) in in_flight} <= polled  # each accepted prediction collected by its id
+        resumed = db_rows(run, "SELECT COUNT(*) FROM generations WHERE origin = 'resumed' AND status = 'succeeded'")[0][0]
+        assert resumed == len(in_flight)
+        frame = pd.read_parquet(run / "results.parquet")
+        assert len(frame) == N_CELLS and set(frame.status) == {"succeeded"}
+        assert set(frame.model_version) == {VERSION}  # the version every prediction ran, in the results
+        assert {r["json"]["version"] for r in fake.submits()} == {VERSION}
+    finally:
+        fake.stop()
