@@ -8,6 +8,11 @@ only costs a recomputation.
 
 Keys: an image is keyed by the sha256 of its file (the store's `image_sha256`), a text by
 the sha256 of its UTF-8 bytes. Vectors are stored L2-normalised, float32.
+
+The same file holds the plugin scorers' numbers (`scalar_scores`): one float per (scorer id,
+key), where the scorer id names the weights exactly (scorer + weights hash) and the key is
+the image sha256, or `image sha256:text sha256` for a scorer that reads the prompt. A
+re-score that finds every key here loads no model.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     sha256   TEXT NOT NULL,
     PRIMARY KEY (path, size, mtime_ns)
 );
+CREATE TABLE IF NOT EXISTS scalar_scores (
+    scorer_id TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     REAL NOT NULL,
+    PRIMARY KEY (scorer_id, key)
+) WITHOUT ROWID;
 """
 
 
@@ -100,6 +111,26 @@ class EmbeddingCache:
         ]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def get_scores(self, scorer_id: str, keys: Iterable[str]) -> dict[str, float]:
+        """{key: value} for the keys this scorer has already scored."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, float] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, value FROM scalar_scores WHERE scorer_id=? AND key IN ({marks})", (scorer_id, *chunk)
+            )
+            found.update(rows)
+        return found
+
+    def put_scores(self, scorer_id: str, values: Mapping[str, float]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO scalar_scores VALUES (?, ?, ?)",
+                [(scorer_id, k, float(v)) for k, v in values.items()],
+            )
 
     def count(self, model_id: str | None = None) -> int:
         if model_id is None:
