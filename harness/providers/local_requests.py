@@ -1,0 +1,140 @@
+"""The local provider's request mapping: a neutral `GenerationRequest` checked against what
+the pipeline accepts, turned into one `ZImagePipeline` call (Turbo's settings passed
+explicitly, one seeded generator per image), and the pipeline's images turned back into
+`GenerationResult`s.
+
+Why explicit: `ZImagePipeline.__call__`'s own defaults are not Turbo's (50 steps, guidance
+5.0); Turbo is 8 passes without guidance. One generator per image means the same request
+gives the same pixels, and a batched call gives each seed its single-call image.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from lorascope.harness.errors import InvalidRequest
+from lorascope.harness.models import Cost, GeneratedImage, GenerationRequest, GenerationResult, Timings
+
+if TYPE_CHECKING:
+    from lorascope.harness.providers.local import DiffusersConfig
+
+MAX_LORAS = 3
+JPEG_WEBP_QUALITY = 95
+
+
+def free() -> Cost:
+    """Local generation costs no money (a fresh object each time: results are mutable)."""
+    return Cost(usd=0.0, source="free", basis="local pipeline")
+
+
+def request_problems(request: GenerationRequest, *, model: str, size_multiple: int,
+                     known_options: frozenset[str], provider_name: str) -> list[str]:
+    """Everything but the LoRA files: size, steps, images, seed, options, LoRA count."""
+    problems: list[str] = []
+    for side, value in (("width", request.width), ("height", request.height)):
+        if value <= 0 or value % size_multiple:
+            problems.append(f"{side} {value} is not a positive multiple of {size_multiple} for {model}")
+    if request.steps < 1:
+        problems.append(f"steps {request.steps} must be at least 1")
+    if request.num_images < 1:
+        problems.append(f"num_images {request.num_images} must be at least 1")
+    if request.seed is not None and not 0 <= request.seed < 2**63:
+        problems.append(f"seed {request.seed} must be in [0, 2**63)")
+    for key in request.options:
+        if key not in known_options:
+            problems.append(
+                f"option {key!r} is not understood by the {provider_name} provider "
+                f"(known: {', '.join(sorted(known_options))})"
+            )
+    if len(request.loras) > MAX_LORAS:
+        problems.append(f"{len(request.loras)} LoRAs given; at most {MAX_LORAS} per request")
+    return problems
+
+
+def check_batchable(provider_name: str, requests: list[GenerationRequest]) -> None:
+    first = requests[0].model_copy(update={"seed": None})
+    for other in requests[1:]:
+        if other.model_copy(update={"seed": None}) != first:
+            raise InvalidRequest(provider_name, ["generate_batch takes requests that differ only by seed"])
+
+
+def draw_seeds(requests: list[GenerationRequest]) -> tuple[list[int], list[bool], list[int]]:
+    """Per request: its seed (drawn when unseeded) and whether it was drawn; per image: the
+    request's seed + the image's index."""
+    seeds: list[int] = []
+    drawn: list[bool] = []
+    for request in requests:
+        base_seed = request.seed if request.seed is not None else secrets.randbits(63)
+        drawn.append(request.seed is None)
+        seeds.append(base_seed)
+    num_images = requests[0].num_images
+    image_seeds = [s + i for s in seeds for i in range(num_images)]
+    return seeds, drawn, image_seeds
+
+
+def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", generators: list[Any]) -> dict[str, Any]:
+    """The `ZImagePipeline.__call__` arguments: one prompt per generator, Turbo's steps and
+    guidance passed explicitly (a request's options win over the provider's settings)."""
+    options = template.options
+    return {
+        "prompt": [template.prompt] * len(generators),
+        "height": template.height,
+        "width": template.width,
+        "num_inference_steps": template.steps,
+        "guidance_scale": float(options.get("guidance_scale", config.guidance_scale)),
+        "max_sequence_length": int(options.get("max_sequence_length", config.max_sequence_length)),
+        "generator": generators,
+        "output_type": "pil",
+    }
+
+
+def encode(image: Any, fmt: str) -> GeneratedImage:
+    """Pillow encode; png is lossless, jpeg/webp at quality 95. No timestamps or other
+    varying metadata, so the same pixels give the same bytes."""
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, format="PNG")
+    elif fmt == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_WEBP_QUALITY)
+    else:
+        image.save(buffer, format="WEBP", quality=JPEG_WEBP_QUALITY)
+    return GeneratedImage(data=buffer.getvalue(), format=fmt, width=image.width, height=image.height)
+
+
+def to_results(provider_name: str, requests: list[GenerationRequest], images: list[GeneratedImage], *,
+               seeds: list[int], drawn: list[bool], image_seeds: list[int], started: float, inference_s: float,
+               load_s: float, pipeline_load_s: float | None, adapters: list[list[str]],
+               software: dict[str, str]) -> list[GenerationResult]:
+    """Split one pipeline call's images back into one result per request. The first result
+    carries the load time; inference time is shared out per image."""
+    per_request = requests[0].num_images
+    per_image_s = inference_s / len(image_seeds)
+    results = []
+    for index in range(len(requests)):
+        own = slice(index * per_request, (index + 1) * per_request)
+        results.append(
+            GenerationResult(
+                provider=provider_name,
+                images=images[own],
+                seed=seeds[index],
+                timings=Timings(
+                    total_s=time.perf_counter() - started,
+                    inference_s=per_image_s * per_request,
+                    load_s=load_s if index == 0 else 0.0,
+                ),
+                cost=free(),
+                metadata={
+                    "image_seeds": image_seeds[own],
+                    "seed_drawn": drawn[index],
+                    "batch_size": len(image_seeds),
+                    "per_image_inference_s": per_image_s,
+                    "pipeline_load_s": pipeline_load_s,
+                    "adapters": adapters[index],
+                },
+                software=software,
+            )
+        )
+    return results
