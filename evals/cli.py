@@ -262,14 +262,17 @@ def compare(
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP model (default: the one the baseline was scored with). " + CLIP_HELP),
     show: str = typer.Option("changed", "--show", help="Table rows: changed (not 'same') or all."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_unrelated: bool = typer.Option(
+        False, "--allow-unrelated", help="Compare runs of different suites, or with no cell in common (refused: exit 2)."),
 ) -> None:
     """Compare RUN against BASELINE cell by cell; writes compare.json in RUN.
 
-    Exit 0 when nothing regressed, 1 on a regression."""
+    Exit 0 when nothing regressed, 1 on a regression or a damaged image, 2 when the runs are
+    unrelated (different suites, no cell in common) unless --allow-unrelated."""
     from rich.markup import escape
     from rich.table import Table
 
-    from lorascope.evals.compare import Tolerances, compare_runs, worst_first
+    from lorascope.evals.compare import Tolerances, UnrelatedRuns, compare_runs, worst_first
     from lorascope.evals.scorer import ScorerUnavailable
 
     _open_run(baseline)
@@ -282,10 +285,12 @@ def compare(
         _fail(str(exc))
     console = _console()
     try:
-        report = compare_runs(baseline, run, clip=clip, tolerances=tolerances, progress=progress)
-    except ScorerUnavailable as exc:
+        report = compare_runs(baseline, run, clip=clip, tolerances=tolerances, progress=progress,
+                              allow_unrelated=allow_unrelated)
+    except (ScorerUnavailable, UnrelatedRuns) as exc:
         _fail(str(exc))
-    colour = {"same": "green", "drifted": "yellow", "regressed": "red", "missing": "magenta", "new": "cyan"}
+    colour = {"same": "green", "drifted": "yellow", "regressed": "red", "damaged": "red", "missing": "magenta",
+              "new": "cyan"}
     rows = worst_first([c for c in report.cells if show == "all" or c.verdict != "same"])
     if rows:
         table = Table(title=f"{escape(str(run))} vs baseline {escape(str(baseline))}")

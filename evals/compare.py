@@ -34,10 +34,17 @@ from lorascope.evals.metrics import finite, hashable, is_scorable, is_unseeded, 
 from lorascope.evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
-VERDICTS = ("same", "drifted", "regressed", "missing", "new")
+VERDICTS = ("same", "drifted", "regressed", "damaged", "missing", "new")
 #: The verdicts that mean a cell changed, worst first: the order `lorascope compare` lists
-#: cells in, and the comparison report shows them in.
-CHANGED_VERDICTS = ("regressed", "drifted", "missing", "new")
+#: cells in, and the comparison report shows them in. `damaged`: an image file is missing or
+#: no longer hashes to its stored sha256, so nothing can be said about the cell (it fails the
+#: comparison like a regression; `lorascope run` restores the file).
+CHANGED_VERDICTS = ("regressed", "damaged", "drifted", "missing", "new")
+
+
+class UnrelatedRuns(ValueError):
+    """The two runs do not answer the same question (different suites, no cell in common):
+    comparing them would pass a CI job pointed at the wrong baseline."""
 
 
 @dataclass
@@ -183,8 +190,13 @@ def compare_frames(
     base_vectors: dict[str, np.ndarray],
     run_vectors: dict[str, np.ndarray],
     tolerances: Tolerances,
+    base_damaged: dict[str, str] | None = None,
+    run_damaged: dict[str, str] | None = None,
 ) -> list[CellComparison]:
-    """The per-cell comparison of two scored results frames (see the module docstring)."""
+    """The per-cell comparison of two scored results frames (see the module docstring).
+    `*_damaged` (image_path -> why, from `ComputedScores.damaged`) name image files that are
+    missing or fail their sha256: such a cell is `damaged`, never `same`."""
+    base_damaged, run_damaged = base_damaged or {}, run_damaged or {}
     base_ok, run_ok = is_scorable(base), is_scorable(run)
     base_rows = {cell_key(r): (r, bool(ok)) for r, ok in zip(base.to_dict("records"), base_ok)}
     run_rows = {cell_key(r): (r, bool(ok)) for r, ok in zip(run.to_dict("records"), run_ok)}
@@ -215,6 +227,11 @@ def compare_frames(
                 cell.reasons = ["no image in either run"]
         elif not b[1]:
             cell.verdict, cell.reasons = "drifted", [f"has an image now; the baseline had none ({b[0]['status']})"]
+        elif b[0]["image_path"] in base_damaged or r[0]["image_path"] in run_damaged:
+            cell.verdict = "damaged"
+            cell.reasons = [f"{side} image {damage}: {where}" for side, damage, where in (
+                ("baseline", base_damaged.get(b[0]["image_path"]), cell.baseline_image),
+                ("run", run_damaged.get(r[0]["image_path"]), cell.run_image)) if damage]
         else:
             _compare_images(cell, b[0], r[0], base_vectors, run_vectors, tolerances)
         cells.append(cell)
@@ -311,6 +328,7 @@ def compare_runs(
     tolerances: Tolerances | None = None,
     progress: bool = True,
     write: bool = True,
+    allow_unrelated: bool = False,
 ) -> CompareReport:
     """Score both runs in memory (embeddings through the cache; neither run.db is written),
     compare them cell by cell, and write compare.json into the run folder."""
@@ -319,6 +337,8 @@ def compare_runs(
 
     baseline_dir, run_dir = Path(baseline_dir), Path(run_dir)
     tolerances = tolerances or Tolerances()
+    if not allow_unrelated:
+        check_related(baseline_dir, run_dir)
     clip = clip or default_clip_for(baseline_dir, run_dir)
     embedder = Embedder.open(clip)
     try:
@@ -326,7 +346,11 @@ def compare_runs(
         run = compute_scores(run_dir, embedder, progress=progress)
     finally:
         embedder.close()
-    cells = compare_frames(base.frame, run.frame, baseline_dir, run_dir, base.image_vectors, run.image_vectors, tolerances)
+    cells = compare_frames(base.frame, run.frame, baseline_dir, run_dir, base.image_vectors, run.image_vectors, tolerances,
+                           base.damaged, run.damaged)
+    if not allow_unrelated and not _common_cells(base.frame, run.frame):
+        raise UnrelatedRuns(f"{baseline_dir} and {run_dir} have no cell in common (every cell is only in one of them); "
+                            "is this the right baseline? Pass --allow-unrelated to compare them anyway")
     report = CompareReport(
         baseline=str(baseline_dir),
         run=str(run_dir),
@@ -346,13 +370,48 @@ def compare_runs(
                 report.notes.append(
                     f"{provider}: median latency x{ratio:.2f} (tolerance x{tolerances.latency_ratio})"
                 )
-    if report.counts["regressed"] or slow:
+    if report.counts["damaged"]:
+        report.notes.append(f"{report.counts['damaged']} cell(s) have a damaged or missing image file, so the comparison "
+                            "cannot vouch for them; `lorascope run SUITE --out DIR` restores them (from the shared "
+                            "cache, or by asking the provider again)")
+    if report.counts["regressed"] or report.counts["damaged"] or slow:
         report.overall = "regressed"
     elif any(report.counts[v] for v in ("drifted", "missing", "new")):
         report.overall = "drifted"
     if write:
         write_compare_json(report, run_dir)
     return report
+
+
+def check_related(baseline_dir: Path, run_dir: Path) -> None:
+    """Raise `UnrelatedRuns` when the two runs were made from differently named suites."""
+    from lorascope.harness.store import RunStore
+
+    names = []
+    for run in (baseline_dir, run_dir):
+        with RunStore.open(run) as store:
+            names.append(_suite_name(store.get_meta("suite_text")))
+    if None not in names and names[0] != names[1]:
+        raise UnrelatedRuns(f"{baseline_dir} is a run of suite {names[0]!r} and {run_dir} of suite {names[1]!r}; "
+                            "is this the right baseline? Pass --allow-unrelated to compare them anyway")
+
+
+def _common_cells(base: pd.DataFrame, run: pd.DataFrame) -> int:
+    """How many cells (by `cell_key`) both runs hold."""
+    keys = {cell_key(r) for r in base.to_dict("records")}
+    return sum(1 for r in run.to_dict("records") if cell_key(r) in keys)
+
+
+def _suite_name(text: str | None) -> str | None:
+    """The stored suite's `name:` (None if it cannot be read: then only the cells decide)."""
+    if not text:
+        return None
+    from lorascope.harness.suite import SuiteError, parse_suite
+
+    try:
+        return parse_suite(text).name
+    except SuiteError:
+        return None
 
 
 def default_clip_for(*run_dirs: Path) -> str | None:

@@ -45,11 +45,14 @@ class ComputedScores:
     frame: "pd.DataFrame"
     image_vectors: dict[str, np.ndarray]
     summary: ScoreSummary
+    #: image_path (relative) -> why its file cannot be trusted ("missing", "damaged: ...");
+    #: such rows are left unscored, and a comparison never calls them the same image
+    damaged: dict[str, str] = field(default_factory=dict)
 
 
 def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = True) -> ComputedScores:
     """Embed (through the cache) and compute every per-image metric; writes nothing."""
-    from lorascope.harness.store import RunStore
+    from lorascope.harness.store import RunStore, image_problem
 
     run_dir = Path(run_dir)
     with RunStore.open(run_dir) as store:
@@ -61,10 +64,17 @@ def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = 
     ok = is_scorable(frame)
     summary.unscored = int((~ok).sum())
     items: dict[str, Path] = {}
+    damaged: dict[str, str] = {}
+    # the bytes are hashed before their embedding is looked up by sha256: an overwritten file
+    # would otherwise keep the score (and the "same image" verdict) of what it used to be
     for sha, rel in frame.loc[ok, ["image_sha256", "image_path"]].itertuples(index=False):
         path = run_dir / rel
-        if not path.is_file():
-            summary.problems.append(f"{path}: image file missing (row left unscored)")
+        problem = damaged.get(rel) or image_problem(path, sha)
+        if problem:
+            if rel not in damaged:
+                damaged[rel] = problem
+                summary.problems.append(f"{path}: image file {problem} (row left unscored; "
+                                        "`lorascope run` on the suite restores it)")
             continue
         items.setdefault(sha, path)
 
@@ -83,7 +93,7 @@ def compute_scores(run_dir: str | Path, embedder: Embedder, *, progress: bool = 
     summary.images = int(scored["image_sha256"].isin(image_vectors).sum())
     if scored["provider"].nunique() > 1:
         summary.agreement = agreement_matrix(frame, image_vectors)
-    return ComputedScores(scored, image_vectors, summary)
+    return ComputedScores(scored, image_vectors, summary, damaged)
 
 
 def score_run(

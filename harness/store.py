@@ -189,13 +189,44 @@ def image_relpath(sha256: str, fmt: str) -> str:
 
 
 def write_image(root: Path, data: bytes, fmt: str) -> tuple[str, str]:
-    """Store image bytes content-addressed under `root`; returns (sha256, relative path)."""
+    """Store image bytes content-addressed under `root`; returns (sha256, relative path).
+    A file already there is kept only if its bytes still match (a damaged one is replaced)."""
     sha = hashlib.sha256(data).hexdigest()
     rel = image_relpath(sha, fmt)
     target = root / rel
-    if not target.exists():
+    if image_problem(target, sha) is not None:
         atomic_write(target, data)
+        _verified.pop(str(target), None)
     return sha, rel
+
+
+#: path -> (size, mtime_ns, sha256) of files whose bytes were hashed and matched, so one
+#: process (a compare, then its report) reads each image once; a rewrite changes the stamp.
+_verified: dict[str, tuple[int, int, str]] = {}
+
+
+def image_problem(path: Path, sha256: str) -> str | None:
+    """Why the image file at `path` cannot be trusted to be the one stored as `sha256`
+    ("missing", or "damaged: ..."), or None when its bytes hash to it. Content-addressed
+    files are never edited, so any difference is damage (a disk error, an overwrite)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    stamp = (st.st_size, st.st_mtime_ns, sha256)
+    if _verified.get(str(path)) == stamp:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        return f"damaged: unreadable ({exc.strerror or exc})"
+    if digest.hexdigest() != sha256:
+        return f"damaged: its bytes hash to {digest.hexdigest()[:12]}..., not the stored {sha256[:12]}..."
+    _verified[str(path)] = stamp
+    return None
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -652,8 +683,8 @@ class SharedCache:
         if row is None:
             return None
         images = [StoredImage(**im) for im in json.loads(row[1])]
-        if not all((self.root / im.path).is_file() for im in images):
-            return None
+        if any(image_problem(self.root / im.path, im.sha256) for im in images):
+            return None  # missing or damaged: not an answer (the request is sent again)
         return json.loads(row[0]), images
 
     def put(self, fingerprint: str, provider: str, result: "GenerationResult", images: list[StoredImage],

@@ -171,10 +171,10 @@ def test_cells_are_listed_worst_first_in_the_order_the_report_shows_them():
     from lorascope.reports.inputs import CHANGED_VERDICTS
 
     cells = [CellComparison("fal", "ink", "1", "p", seed, "{}", 0, verdict=v)
-             for seed, v in enumerate(["same", "new", "missing", "drifted", "regressed", "drifted"])]
+             for seed, v in enumerate(["same", "new", "missing", "drifted", "regressed", "drifted", "damaged"])]
     assert [(c.verdict, c.seed) for c in worst_first(cells)] == [
-        ("regressed", 4), ("drifted", 3), ("drifted", 5), ("missing", 2), ("new", 1), ("same", 0)]
-    assert sorted(CHANGED_VERDICTS, key=CHANGED_VERDICTS.get) == ["regressed", "drifted", "missing", "new"]
+        ("regressed", 4), ("damaged", 6), ("drifted", 3), ("drifted", 5), ("missing", 2), ("new", 1), ("same", 0)]
+    assert sorted(CHANGED_VERDICTS, key=CHANGED_VERDICTS.get) == ["regressed", "damaged", "drifted", "missing", "new"]
 
 
 class _ExactPlugin:
