@@ -45,7 +45,7 @@ def parse_pairs(values: list[str], flag: str) -> dict[str, Any]:
 def generate(
     prompt: str = typer.Argument(..., help="The prompt (trigger words are added for catalogue LoRAs)."),
     out: Path = typer.Option(..., "-o", "--out", help="Where to write the image (bytes exactly as returned)."),
-    provider: str = typer.Option(..., "--provider", help="fal, novita, highway, aimlapi, diffusers, or a plugin."),
+    provider: str = typer.Option(..., "--provider", help="fal, novita, highway, aimlapi, replicate, wavespeed, diffusers, or a plugin."),
     lora: list[str] = typer.Option([], "--lora", help="ID[:SCALE] or PATH.safetensors[:SCALE]; repeat up to 3 times."),
     seed: int = typer.Option(..., "--seed", help="Seed (fixed seeds make images comparable)."),
     size: str = typer.Option("1024x1024", "--size", help="WIDTHxHEIGHT."),

@@ -1,6 +1,6 @@
 """The banner a report shows when its images come from random-weight models (the offline
-demo, CI), with how to run the same suite for real: on fal, Novita, HighwayAPI, AI/ML API
-or a GPU. The snippet is built from the run's own suite, so it is the suite the reader
+demo, CI), with how to run the same suite for real: on fal, Novita, HighwayAPI, AI/ML API,
+Replicate, WaveSpeedAI or a GPU. The snippet is built from the run's own suite, so it is the suite the reader
 just looked at with only the providers changed.
 """
 
@@ -22,6 +22,8 @@ KEY_PAGES = {
     "novita": "novita.ai/settings/key-management",
     "highway": "highwayapi.ai",
     "aimlapi": "aimlapi.com/app/keys",
+    "replicate": "replicate.com/account/api-tokens",
+    "wavespeed": "wavespeed.ai/accesskey",
 }
 
 
@@ -57,7 +59,7 @@ def _real_suite(suite: dict[str, Any], suite_name: str, entries: dict[str, Any])
     out: dict[str, Any] = {"name": f"{suite.get('name') or suite_name or 'my-suite'}-real"}
     out["catalogue"] = "loras.yaml"
     out["providers"] = [
-        "fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi",
+        "fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi", "replicate", "wavespeed",
         {"diffusers": {"model": "Tongyi-MAI/Z-Image-Turbo"}},
     ]
     wanted = [x for x in suite.get("loras") or [] if isinstance(x, str)]
