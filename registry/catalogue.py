@@ -24,6 +24,7 @@ from lorascope.registry.models import (
     SCALE_MIN,
     HubSource,
     LoraEntry,
+    Alternative,
     PathSource,
     Provenance,
     ScaleSpec,
@@ -34,6 +35,11 @@ from lorascope.registry.tokens import CLIP_CONTEXT_LENGTH, estimate_clip_tokens
 
 PROJECT_CATALOGUE = Path(__file__).resolve().parent.parent / "loras.yaml"
 TOP_LEVEL_KEYS = ("version", "loras")
+#: 1: provenance says `confirmed: true|false`. 2: every fact says `state` (confirmed | secondary |
+#: unverified) and, unless unverified, the `url` it was read from; a hub file may be unknown.
+SCHEMA_VERSIONS = (1, 2)
+#: Facts every version-2 entry must give a source for (others: when the entry sets them).
+V2_REQUIRED_FACTS = ("source", "kind", "triggers", "scale")
 SOURCE_TYPES: dict[str, type[BaseModel]] = {"hub": HubSource, "url": UrlSource, "path": PathSource}
 SOURCE_KEY_FOR_TYPE = {"hub": "repo", "url": "url", "path": "path"}
 
@@ -62,6 +68,7 @@ class Catalogue:
     entries: list[LoraEntry]
     warnings: list[Problem] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # entry id -> line of its "- id:" item
+    version: int = 1
 
     @property
     def dir(self) -> Path:
@@ -111,10 +118,14 @@ def _unknown_id_message(entry_id: str, ids: list[str], path: Path) -> str:
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
     """Load a catalogue; raise CatalogueError listing every error (warnings ride on the result)."""
     path = Path(path) if path is not None else default_catalogue_path()
-    entries, problems, lines = check_catalogue(path)
+    entries, problems, lines = _check_file(path)
     if any(p.severity == "error" for p in problems):
         raise CatalogueError(problems)
-    return Catalogue(path=path, entries=entries, warnings=problems, lines=lines)
+    version = lines.pop(_VERSION_LINE_KEY, 1)
+    return Catalogue(path=path, entries=entries, warnings=problems, lines=lines, version=version)
+
+
+_VERSION_LINE_KEY = "\0version"  # _check_document hands the version to load_catalogue (no id has a NUL)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -122,6 +133,12 @@ def load_catalogue(path: Path | str | None = None) -> Catalogue:
 
 def check_catalogue(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
     """Validate a catalogue file: (valid entries, all problems, id -> line)."""
+    entries, problems, lines = _check_file(path)
+    lines.pop(_VERSION_LINE_KEY, None)
+    return entries, problems, lines
+
+
+def _check_file(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
     from lorascope.registry import safe_yaml
 
     if not path.is_file():
@@ -146,6 +163,12 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             problems.append(Problem(path, _key_line(data, key), None, None, _unknown_key_msg(key, TOP_LEVEL_KEYS)))
+    version = data.get("version", 1)
+    if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+        problems.append(Problem(path, _key_line(data, "version"), None, "version",
+                                f"unknown schema version {version!r}; this lorascope reads versions "
+                                + ", ".join(map(str, SCHEMA_VERSIONS))))
+        version = max(SCHEMA_VERSIONS)
     items = data.get("loras")
     if items is None:
         items = CommentedSeq()
@@ -172,6 +195,11 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
             else:
                 first_seen[raw_id] = line
         entry_problems = _check_entry_raw(path, raw, label, line)
+        if version >= 2:
+            entry_problems += _check_entry_v2(path, raw, label, line)
+        elif isinstance(raw.get("source"), dict) and "repo" in raw["source"] and "file" not in raw["source"]:
+            entry_problems.append(Problem(path, _key_line(raw, "source", line), label, "source.file",
+                                          "required field is missing (version 2 catalogues may leave it unknown)"))
         entry, model_problems = _validate_entry(path, raw, label, line)
         problems.extend(entry_problems)
         problems.extend(model_problems)
@@ -179,7 +207,40 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
             entries.append(entry)
             lines.setdefault(entry.id, line)
     problems.sort(key=lambda p: p.line or 0)  # stable: file order, then the order rules ran
+    lines[_VERSION_LINE_KEY] = version
     return entries, problems, lines
+
+
+def _check_entry_v2(path: Path, raw: dict, label: str, line: int) -> list[Problem]:
+    """Version 2: each fact says its state, a confirmed or secondary fact its URL, and the
+    facts an entry sets all have a source; an unknown hub file is a warning."""
+    problems: list[Problem] = []
+    provenance = raw.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    prov_line = _key_line(raw, "provenance", line) or line
+    for fact, record in provenance.items():
+        if not isinstance(record, dict):
+            continue
+        where = _key_line(provenance, fact, prov_line)
+        if "confirmed" in record:
+            problems.append(Problem(path, where, label, f"provenance.{fact}.confirmed",
+                                    "version 2 says `state: confirmed|secondary|unverified` instead of `confirmed`"))
+        if "state" not in record:
+            problems.append(Problem(path, where, label, f"provenance.{fact}.state", "required field is missing"))
+        elif record.get("state") in ("confirmed", "secondary") and not record.get("url"):
+            problems.append(Problem(path, where, label, f"provenance.{fact}.url",
+                                    f"a {record.get('state')} fact needs the URL it was read from"))
+    wanted = list(V2_REQUIRED_FACTS) + [f for f in ("license", "base_model", "style_prompt") if raw.get(f)]
+    missing = [f for f in wanted if f not in provenance]
+    if missing:
+        problems.append(Problem(path, prov_line, label, "provenance",
+                                "no source given for: " + ", ".join(missing)))
+    source = raw.get("source")
+    if isinstance(source, dict) and "repo" in source and not source.get("file"):
+        problems.append(Problem(path, _key_line(raw, "source", line), label, "source.file",
+                                "file not known yet: providers cannot use this entry until "
+                                "`lorascope registry verify ID --write` fills it from the repo", severity="warning"))
+    return problems
 
 
 def _check_entry_raw(path: Path, raw: dict, label: str, line: int) -> list[Problem]:
@@ -315,6 +376,8 @@ def _model_at(loc: list) -> type[BaseModel]:
         return ScaleSpec
     if loc[0] == "provenance" and len(loc) == 2:
         return Provenance
+    if loc[0] == "provenance" and len(loc) == 4 and loc[2] == "alternatives":
+        return Alternative
     return LoraEntry
 
 

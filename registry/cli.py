@@ -24,6 +24,10 @@ CatalogueOpt = Annotated[
     typer.Option("--catalogue", "-c", help="Catalogue file (default: $LORASCOPE_CATALOGUE, ./loras.yaml, the project's)."),
 ]
 UNCONFIRMED = "?"
+SECONDARY = "~"
+STATE_MARK = {"confirmed": "", "secondary": SECONDARY, "unverified": UNCONFIRMED}
+LEGEND = (f"{SECONDARY} = secondary (a LoRA list or provider page, not the LoRA's own card or file); "
+          f"{UNCONFIRMED} = unverified; no mark = confirmed from the LoRA's own repo")
 
 
 def _err(message: str, code: int) -> typer.Exit:
@@ -69,15 +73,24 @@ def _console_err():
 
 
 def _mark(entry: "LoraEntry", fact: str, text: str) -> str:
-    return text if entry.is_confirmed(fact) else f"{text}{UNCONFIRMED}"
+    return f"{text}{STATE_MARK[entry.state(fact)]}"
+
+
+def _tally(entry: "LoraEntry") -> str:
+    """How many of the entry's facts are confirmed / secondary / unverified, e.g. `2✓ 3~ 1?`."""
+    from lorascope.registry.models import FACT_FIELDS
+
+    facts = [f for f in FACT_FIELDS if f in entry.provenance or f in ("source", "kind", "triggers", "scale")]
+    states = [entry.state(f) for f in facts]
+    return " ".join(f"{states.count(s)}{m or '✓'}" for s, m in STATE_MARK.items() if states.count(s))
 
 
 def _source_label(entry: "LoraEntry", short: bool = False) -> str:
     src = entry.source
     if src.type == "hub" and short:
-        return src.repo + (f"@{src.revision[:8]}" if src.revision else "")
+        return src.repo + (f"@{src.revision[:8]}" if src.revision else "") + ("" if src.file else " (file unknown)")
     if src.type == "hub":
-        return f"{src.repo}:{src.file}" + (f"@{src.revision[:12]}" if src.revision else "")
+        return f"{src.repo}:{src.file or '(file unknown)'}" + (f"@{src.revision[:12]}" if src.revision else "")
     if src.type == "url":
         return src.url
     return str(src.path)
@@ -86,20 +99,21 @@ def _source_label(entry: "LoraEntry", short: bool = False) -> str:
 @app.command("list")
 def list_(
     catalogue: CatalogueOpt = None,
-    kind: Annotated[Optional[str], typer.Option(help="Only this kind: style, character, concept, utility.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind: style, character, concept, utility, training-adapter, speed, restoration, slider.")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Only entries with this tag.")] = None,
 ) -> None:
-    """A table of the catalogue's LoRAs; `?` marks a fact not confirmed by the LoRA's own card or file."""
+    """A table of the catalogue's LoRAs; `~` marks a fact from a secondary source, `?` an unverified one."""
     from rich.table import Table
 
-    kinds = ("style", "character", "concept", "utility")
+    from lorascope.registry.models import KINDS as kinds
+
     if kind is not None and kind not in kinds:
         raise _err(f"--kind must be one of {', '.join(kinds)} (got {kind!r})", 2)
     cat = _load(catalogue)
     entries = [e for e in cat.entries if (kind is None or e.kind == kind) and (tag is None or tag in e.tags)]
     table = Table(title=f"{len(entries)} of {len(cat.entries)} LoRAs in {cat.path}", title_justify="left")
     table.add_column("id", no_wrap=True)
-    for col in ("kind", "source", "triggers", "scale", "tags"):
+    for col in ("kind", "source", "triggers", "scale", "facts", "tags"):
         table.add_column(col, overflow="fold")
     for e in entries:
         triggers = ", ".join(e.triggers) if e.triggers else "—"
@@ -110,11 +124,12 @@ def list_(
             _escape(_mark(e, "source", _source_label(e, short=True))),
             _escape(_mark(e, "triggers", triggers)),
             _mark(e, "scale", scale),
+            _tally(e),
             _escape(", ".join(e.tags)),
         )
     out = _console()
     out.print(table)
-    out.print(f"{UNCONFIRMED} = unconfirmed: not checked against the LoRA's own card or file")
+    out.print(LEGEND)
 
 
 @app.command()
@@ -130,7 +145,12 @@ def show(
         e = cat.get(entry_id)
     except KeyError as exc:
         raise _err(str(exc), 2) from None
-    refs = references(e, cat.dir)
+    try:
+        refs = references(e, cat.dir)
+    except ValueError as exc:  # a hub entry whose file is not known yet
+        refs, unresolved = None, str(exc)
+    else:
+        unresolved = ""
     out = _console()
     line = cat.lines.get(e.id)
     out.print(f"[bold]{_escape(e.name)}[/] ({e.id}) — {cat.path}{f':{line}' if line else ''}")
@@ -142,26 +162,40 @@ def show(
         ("scale", f"recommended {e.scale.recommended:g}, range [{e.scale.range[0]:g}, {e.scale.range[1]:g}]", "scale"),
         ("style prompt", e.style_prompt or "(none)", "style_prompt"),
         ("license", e.license or "(unknown)", "license"),
+        ("base model", e.base_model or "(not stated)", "base_model"),
         ("tags", ", ".join(e.tags) or "(none)", ""),
         ("notes", e.notes or "", ""),
-        ("url", refs.url or "", ""),
-        ("repo id", refs.repo or "", ""),
-        ("local path", str(refs.path) if refs.path else "", ""),
-        ("sha256", refs.sha256 or "", ""),
+        ("url", refs.url or "" if refs else unresolved, ""),
+        ("repo id", refs.repo or "" if refs else "", ""),
+        ("local path", str(refs.path) if refs and refs.path else "", ""),
+        ("sha256", refs.sha256 or "" if refs else "", ""),
     ]
+    colours = {"confirmed": "green", "secondary": "cyan", "unverified": "yellow"}
     for label, value, fact in rows:
         if not value:
             continue
         flag = ""
-        if fact and not value.startswith("("):
-            p = e.provenance.get(fact)
-            if p is None:
-                flag = f"  [yellow]{UNCONFIRMED} no provenance[/]"
-            else:
-                state = "[green]confirmed[/]" if p.confirmed else f"[yellow]{UNCONFIRMED} unconfirmed[/]"
-                note = f"; {p.note}" if p.note else ""
-                flag = f"  {state} — {_escape(p.source + note)}"
+        p = e.provenance.get(fact) if fact else None
+        if fact and p is None and not value.startswith("("):
+            flag = f"  [yellow]{UNCONFIRMED} no provenance[/]"
+        elif p is not None:
+            mark = STATE_MARK[p.state]
+            note = f"; {p.note}" if p.note else ""
+            flag = f"  [{colours[p.state]}]{p.state}{mark}[/] — {_escape(p.source + note)}"
         out.print(f"  {label:<17} {_escape(value)}{flag}")
+        if p is not None and p.url:
+            out.print(f"  {'':<17}   [dim]{_escape(p.url)}[/]")
+        for alt in p.alternatives if p is not None else ():
+            where = f" ({alt.url})" if alt.url else ""
+            note = f"; {alt.note}" if alt.note else ""
+            out.print(f"  {'':<17}   [magenta]disagrees:[/] {_escape(_show_value(alt.value))} — "
+                      f"{_escape(alt.source + where + note)}")
+
+
+def _show_value(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
 
 
 @app.command()

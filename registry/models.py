@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -46,7 +46,7 @@ class HubSource(_Strict):
 
     type: Literal["hub"] = "hub"
     repo: str
-    file: str
+    file: str | None = None  # None: not known yet (schema 2 only); `registry verify --write` fills it
     revision: str | None = None
     sha256: str | None = None  # optional pin of the file's content, verified after download
 
@@ -59,8 +59,8 @@ class HubSource(_Strict):
 
     @field_validator("file")
     @classmethod
-    def _file(cls, v: str) -> str:
-        return _refuse_pickle(v)
+    def _file(cls, v: str | None) -> str | None:
+        return None if v is None else _refuse_pickle(v)
 
     @field_validator("revision")
     @classmethod
@@ -138,27 +138,83 @@ class ScaleSpec(_Strict):
         return self
 
 
-class Provenance(_Strict):
-    """Where one fact came from, and whether the LoRA's own card or file confirms it."""
+FactState = Literal["confirmed", "secondary", "unverified"]
+FACT_STATES: tuple[str, ...] = ("confirmed", "secondary", "unverified")
+#: Kinds of LoRA. Non-style kinds are meant for particular uses (registry/usage.py warns when a
+#: suite uses them otherwise): a training adapter de-distills Turbo, a speed LoRA restores
+#: few-step sampling on a de-turbo model, a restoration LoRA works on an input image, a slider's
+#: useful scales can lie far from 0..1.
+KINDS: tuple[str, ...] = ("style", "character", "concept", "utility", "training-adapter", "speed", "restoration", "slider")
 
+
+def _check_url(v: str | None) -> str | None:
+    if v is not None and not v.startswith(("https://", "http://")):
+        raise ValueError(f"{v!r} is not an http(s) URL")
+    return v
+
+
+class Alternative(_Strict):
+    """A value another source gives for the same fact (kept where sources disagree)."""
+
+    value: Any
     source: str
-    confirmed: bool = False
+    url: str | None = None
     note: str | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v)
 
-FACT_FIELDS = ("name", "source", "kind", "triggers", "scale", "style_prompt", "license")
+
+class Provenance(_Strict):
+    """Where one fact came from and how far to trust it.
+
+    `state`: `confirmed` (read from the LoRA's own repo, card or file), `secondary` (a LoRA list
+    or a provider page), `unverified` (a guess or lorascope's default). Schema version 1 wrote
+    only `confirmed: true|false`; the two are kept consistent so both files read the same."""
+
+    source: str
+    state: FactState = "unverified"
+    confirmed: bool = False
+    url: str | None = None
+    note: str | None = None
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_from_confirmed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        state, confirmed = data.get("state"), data.get("confirmed")
+        if state is None:
+            return {**data, "state": "confirmed" if confirmed is True else "unverified"}
+        if confirmed is None and isinstance(state, str):
+            return {**data, "confirmed": state == "confirmed"}
+        if isinstance(confirmed, bool) and (state == "confirmed") != confirmed:
+            raise ValueError(f"state {state!r} contradicts confirmed: {str(confirmed).lower()}")
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v)
+
+
+FACT_FIELDS = ("name", "source", "kind", "triggers", "scale", "style_prompt", "license", "base_model")
 
 
 class LoraEntry(_Strict):
     id: str
     name: str
     source: Source
-    kind: Literal["style", "character", "concept", "utility"]
+    kind: Literal["style", "character", "concept", "utility", "training-adapter", "speed", "restoration", "slider"]
     triggers: list[str] = Field(default_factory=list)
     trigger_position: Literal["prefix", "suffix"] = "prefix"
     scale: ScaleSpec
     style_prompt: str | None = None
     license: str | None = None
+    base_model: str | None = None  # the repo id the LoRA was trained on, e.g. Tongyi-MAI/Z-Image-Turbo
     tags: list[str] = Field(default_factory=list)
     notes: str | None = None
     provenance: dict[str, Provenance] = Field(default_factory=dict)
@@ -190,3 +246,8 @@ class LoraEntry(_Strict):
         """A fact counts as confirmed only when its provenance says so."""
         p = self.provenance.get(fact)
         return bool(p and p.confirmed)
+
+    def state(self, fact: str) -> str:
+        """confirmed | secondary | unverified; a fact without provenance is unverified."""
+        p = self.provenance.get(fact)
+        return p.state if p else "unverified"

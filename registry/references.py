@@ -21,6 +21,10 @@ class LoraReferences(BaseModel):
     path: Path | None = None  # local entries only, absolute
 
 
+class UnknownFileError(ValueError):
+    """A hub entry whose file name is not known yet (schema 2 allows it); nothing can fetch it."""
+
+
 def hub_file_url(repo: str, file: str, revision: str | None = None, endpoint: str = HUB_URL) -> str:
     """The Hub's download URL for one file of a repo at a revision (default `main`)."""
     rev = quote(revision or "main", safe="")
@@ -29,6 +33,11 @@ def hub_file_url(repo: str, file: str, revision: str | None = None, endpoint: st
 
 def references(entry: LoraEntry, catalogue_dir: Path) -> LoraReferences:
     src = entry.source
+    if isinstance(src, HubSource) and src.file is None:
+        raise UnknownFileError(
+            f"entry {entry.id!r}: the file in {src.repo} is not known yet; "
+            f"`lorascope registry verify {entry.id} --write` fills it from the repo"
+        )
     if isinstance(src, HubSource):
         return LoraReferences(
             url=hub_file_url(src.repo, src.file, src.revision),

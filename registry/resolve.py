@@ -123,6 +123,9 @@ def hub_offline() -> bool:
 
 
 def _resolve_hub(src: HubSource, where: str) -> Path:
+    if src.file is None:
+        raise ResolveError(f"{where}: the file in {src.repo} is not known yet; "
+                           "`lorascope registry verify ID --write` fills it from the repo")
     _refuse_pickle_name(src.file, where)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (

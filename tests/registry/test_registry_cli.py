@@ -64,8 +64,11 @@ def test_list_shipped_catalogue_marks_unconfirmed() -> None:
     assert result.exit_code == 0, result.output
     for entry_id in ("classic-painting", "coloring-book", "pencil-sketch"):
         assert entry_id in result.stdout
-    assert "class1cpa1nt?" in result.stdout and "13 of 13 LoRAs" in result.stdout
-    assert "? = unconfirmed" in result.stdout
+    n = len(load_catalogue(PROJECT_CATALOGUE).entries)
+    assert "class1cpa1nt~" in result.stdout and f"{n} of {n} LoRAs" in result.stdout
+    assert "~ = secondary" in result.stdout and "? = unverified" in result.stdout
+    classic = next(line for line in result.stdout.splitlines() if "classic-painting" in line)
+    assert "4~ 1?" in classic  # source, kind, triggers, scale secondary; the style prompt lorascope's
 
 
 def test_list_filters_and_confirmed_marks(small: Path) -> None:
