@@ -58,3 +58,6 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
     app.command("report", help=report.__doc__)(report)
     app.command("demo", help=demo.__doc__)(demo)
+    from lorascope.reports.cli_review import review
+
+    app.command("review", help=review.__doc__)(review)
