@@ -259,6 +259,19 @@ def compare(
         "style_shift (max drop, 0.05), latency_ratio (max growth of a provider's median latency; off), "
         "same_cosine / same_ssim (non-deterministic providers: 'same' at/above, 0.995 / 0.98).",
     ),
+    junit: Optional[Path] = typer.Option(
+        None, "--junit", dir_okay=False,
+        help="Also write JUnit XML for CI: one test case per cell, a failure for each regressed, drifted or "
+        "missing cell (new cells are skipped); the exit code still fails only as described below.",
+    ),
+    markdown: Optional[Path] = typer.Option(
+        None, "--markdown", dir_okay=False,
+        help="Also write a Markdown summary: overall verdict, per-provider counts, the worst cells.",
+    ),
+    step_summary: bool = typer.Option(
+        True, "--step-summary/--no-step-summary",
+        help="Append the Markdown summary to $GITHUB_STEP_SUMMARY when it is set (GitHub Actions' job summary).",
+    ),
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP model (default: the one the baseline was scored with). " + CLIP_HELP),
     show: str = typer.Option("changed", "--show", help="Table rows: changed (not 'same') or all."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -320,6 +333,7 @@ def compare(
             f"{_fmt(info['baseline_cost_per_image_usd'], '.4f')} → {_fmt(info['run_cost_per_image_usd'], '.4f')}",
         )
     console.print(ptable)
+    _write_ci_outputs(report, junit, markdown, step_summary)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     counts = ", ".join(f"{n} {v}" for v, n in report.counts.items() if n)
@@ -331,11 +345,30 @@ def compare(
         raise typer.Exit(1)
 
 
+def _write_ci_outputs(report: Any, junit: Optional[Path], markdown: Optional[Path], step_summary: bool) -> None:
+    """`compare --junit / --markdown`, and $GITHUB_STEP_SUMMARY (lorascope.evals.ci_outputs)."""
+    from rich.markup import escape
+
+    from lorascope.evals.ci_outputs import append_step_summary, markdown_summary, write_junit, write_text
+
+    written = []
+    try:
+        if junit is not None:
+            written.append(str(write_junit(report, junit)))
+        text = markdown_summary(report) if markdown is not None or step_summary else None
+        if markdown is not None and text is not None:
+            written.append(str(write_text(markdown, text)))
+        appended = append_step_summary(text) if step_summary and text is not None else None
+        if appended is not None:
+            written.append(f"{appended} (appended: $GITHUB_STEP_SUMMARY)")
+    except OSError as exc:
+        _fail(f"cannot write the CI outputs: {exc}")
+    if written:
+        _console().print(f"wrote {escape(', '.join(written))}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
     app.command("score")(score)
     app.command("recommend")(recommend)
     app.command("compare")(compare)
-    from lorascope.evals.cli_ratings import app as ratings_app
-
-    app.add_typer(ratings_app, name="ratings")
