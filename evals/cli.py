@@ -372,3 +372,6 @@ def register(app: typer.Typer) -> None:
     app.command("score")(score)
     app.command("recommend")(recommend)
     app.command("compare")(compare)
+    from lorascope.evals.cli_ratings import app as ratings_app
+
+    app.add_typer(ratings_app, name="ratings")
