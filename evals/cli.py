@@ -24,6 +24,14 @@ CLIP_HELP = (
 )
 
 
+SCORER_HELP = (
+    "Comma-separated scorers, one pass over the images: clip (default), aesthetic (LAION v2 head on "
+    "--clip; LORASCOPE_AESTHETIC_HEAD), hpsv2 (LORASCOPE_HPSV2_CHECKPOINT), pickscore "
+    "(LORASCOPE_PICKSCORE_MODEL), or a plugin's name; NAME:tiny-random = random weights (offline, "
+    "meaningless numbers)."
+)
+
+
 def _console() -> "Console":
     from rich.console import Console
 
@@ -65,27 +73,41 @@ def score(
     clip: Optional[str] = typer.Option(None, "--clip", help=CLIP_HELP),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CLIP forward pass."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    scorer: Optional[str] = typer.Option(
+        None, "--scorer", help=SCORER_HELP,
+    ),
 ) -> None:
-    """Score a run's images with CLIP: CLIPScore, style shift, LoRA effect, agreement.
+    """Score a run's images with CLIP: CLIPScore, style shift, LoRA effect, agreement; with
+    --scorer also aesthetic / human-preference scorers, and each one's gain over the
+    same-seed no-LoRA image.
 
-    Idempotent: embeddings are cached by image hash and model, so re-scoring does no model
-    work for images already seen. Writes the scores into run.db and re-exports
+    Idempotent: embeddings and scores are cached by image hash and model, so re-scoring does
+    no model work for images already seen. Writes the scores into run.db and re-exports
     results.parquet with the score columns."""
     from rich.markup import escape
     from rich.table import Table
 
     from lorascope.evals.metrics import aggregate, provider_stats
     from lorascope.evals.scorer import ScorerUnavailable
-    from lorascope.evals.scoring import score_run
+    from lorascope.evals.scoring import score_run, score_run_with
 
     _open_run(run)
     console = _console()
+    multi = None
     try:
-        summary = score_run(run, clip, batch_size=batch_size, progress=progress)
+        if scorer is None or scorer.strip() == "clip":
+            summary = score_run(run, clip, batch_size=batch_size, progress=progress)
+        else:
+            multi = score_run_with(run, scorer, clip, batch_size=batch_size, progress=progress)
+            summary = multi.clip
     except ScorerUnavailable as exc:
         _fail(str(exc))
     except ValueError as exc:
         _fail(str(exc))
+    if multi is not None:
+        _print_scorers(console, run, multi)
+        if summary is None:
+            return
     for problem in summary.problems:
         console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
     console.print(
@@ -93,7 +115,7 @@ def score(
         f"({summary.embedded} newly embedded, {summary.forward_passes} forward pass(es)); "
         f"{summary.unscored} row(s) without an image"
     )
-    console.print(f"wrote {escape(str(summary.results_path))}")
+    console.print(f"wrote {escape(str(multi.results_path if multi else summary.results_path))}")
 
     frame = summary.frame
     agg = aggregate(frame)
@@ -138,6 +160,40 @@ def score(
                 _fmt(row["cost_per_mp"], ".4f"),
             )
         console.print(table)
+
+
+def _print_scorers(console: "Console", run: Path, multi: Any) -> None:
+    """Per plugin scorer: its weights, what was computed, and per (LoRA, scale, provider) the
+    mean score and its gain over the same-seed no-LoRA image, each ± 95% CI half-width."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lorascope.evals.metrics import aggregate
+
+    for problem in multi.problems if multi.clip is None else []:
+        console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    plugins = [s for s in multi.scorers if s.name != "clip"]
+    for s in plugins:
+        note = " [yellow](random weights: numbers carry no meaning)[/yellow]" if s.random_weights else ""
+        console.print(
+            f"{escape(s.name)}: {escape(s.model_id)}{note} — {multi.computed.get(s.name, 0)} newly scored, "
+            f"{multi.cached.get(s.name, 0)} from cache"
+        )
+    console.print(f"{multi.forward_passes} forward pass(es) in this pass over the images")
+    if multi.clip is None:
+        console.print(f"wrote {escape(str(multi.results_path))}")
+    metrics = [m for s in plugins for m in (s.name, f"{s.name}_gain")]
+    agg = aggregate(multi.frame, metrics=metrics) if plugins else None
+    if agg is None or agg.empty:
+        return
+    table = Table(title="scorers per (LoRA, scale, provider): mean ± 95% CI half-width; gain = vs same-seed no-LoRA image")
+    for col in ("LoRA", "scale", "provider", "n", *[h for s in plugins for h in (s.name, f"{s.name} gain")]):
+        table.add_column(col, justify="right" if col not in ("LoRA", "provider") else "left")
+    for _, row in agg.iterrows():
+        cells = [_ci(row, m, "+.4f" if m.endswith("_gain") else ".4f") for m in metrics]
+        table.add_row(escape(row["lora"] or "(baseline)"), escape(row["scale_key"] or "—"), escape(row["provider"]),
+                      str(row["images"]), *cells)
+    console.print(table)
 
 
 def recommend(
@@ -275,13 +331,21 @@ def compare(
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP model (default: the one the baseline was scored with). " + CLIP_HELP),
     show: str = typer.Option("changed", "--show", help="Table rows: changed (not 'same') or all."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_cached: bool = typer.Option(
+        False, "--allow-cached",
+        help="Accept a RUN whose every image came from the shared generation cache (it then compares stored "
+        "results, not what the provider does today). Without it such a comparison exits 1.",
+    ),
     allow_unrelated: bool = typer.Option(
         False, "--allow-unrelated", help="Compare runs of different suites, or with no cell in common (refused: exit 2)."),
 ) -> None:
     """Compare RUN against BASELINE cell by cell; writes compare.json in RUN.
 
-    Exit 0 when nothing regressed, 1 on a regression or a damaged image, 2 when the runs are
-    unrelated (different suites, no cell in common) unless --allow-unrelated."""
+    Prints the overall verdict and each provider's verdict counts first, then the changed
+    cells. Exit 0 when nothing regressed, 1 on a regression or a damaged image, or when RUN
+    came entirely from the shared cache (generate it with `lorascope run SUITE --out RUN
+    --fresh`) unless --allow-cached, 2 when the runs are unrelated (different suites, no
+    cell in common) unless --allow-unrelated."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -299,11 +363,12 @@ def compare(
     console = _console()
     try:
         report = compare_runs(baseline, run, clip=clip, tolerances=tolerances, progress=progress,
-                              allow_unrelated=allow_unrelated)
+                              allow_unrelated=allow_unrelated, allow_cached=allow_cached)
     except (ScorerUnavailable, UnrelatedRuns) as exc:
         _fail(str(exc))
     colour = {"same": "green", "drifted": "yellow", "regressed": "red", "damaged": "red", "missing": "magenta",
               "new": "cyan"}
+    _print_verdict_first(console, report, colour)
     rows = worst_first([c for c in report.cells if show == "all" or c.verdict != "same"])
     if rows:
         table = Table(title=f"{escape(str(run))} vs baseline {escape(str(baseline))}")
@@ -334,15 +399,31 @@ def compare(
         )
     console.print(ptable)
     _write_ci_outputs(report, junit, markdown, step_summary)
-    for note in report.notes:
+    for note in report.notes[1 if report.cache_only else 0:]:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    counts = ", ".join(f"{n} {v}" for v, n in report.counts.items() if n)
-    console.print(
-        f"overall: [{colour[report.overall]}]{report.overall}[/{colour[report.overall]}] ({counts}); "
-        f"wrote {escape(str(run / 'compare.json'))}"
-    )
+    console.print(f"wrote {escape(str(run / 'compare.json'))}; side by side: "
+                  f"lorascope report {escape(str(run))} --compare {escape(str(baseline))}", highlight=False)
+    if report.cache_only and not report.allow_cached:
+        raise typer.Exit(1)
     if report.regressed:
         raise typer.Exit(1)
+
+
+def _print_verdict_first(console: "Console", report: Any, colour: dict[str, str]) -> None:
+    """The answer before the evidence: overall verdict with counts, one line per provider,
+    and (if so) the statement that the run came entirely from the cache."""
+    from rich.markup import escape
+
+    from lorascope.evals.compare import VERDICTS
+
+    tint = colour.get(report.overall, "bold")
+    console.print(f"overall: [{tint}]{escape(report.headline())}[/{tint}]", highlight=False)
+    for provider, counts in report.provider_counts().items():
+        parts = ", ".join(f"[{colour.get(v, 'bold')}]{n} {v}[/]" for v in VERDICTS if (n := counts.get(v)))
+        console.print(f"  {escape(provider)}: {parts}", highlight=False)
+    if report.cache_only:
+        label = "[yellow]note:[/yellow]" if report.allow_cached else "[red]error:[/red]"
+        console.print(f"{label} {escape(report.notes[0])}", highlight=False)
 
 
 def _write_ci_outputs(report: Any, junit: Optional[Path], markdown: Optional[Path], step_summary: bool) -> None:

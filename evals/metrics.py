@@ -180,6 +180,27 @@ def image_metrics(
     return out
 
 
+def gain_over_baseline(frame: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """Per image: its value minus the value of its same-seed no-LoRA baseline image (same
+    provider, prompt, seed, options, image index) — the change a LoRA made to a scorer's
+    number (aesthetic gain, preference gain). Baseline rows get 0; NaN for an unseeded row or
+    one whose baseline is missing or unscored."""
+    out = pd.Series(np.nan, index=frame.index, dtype=float)
+    rows = frame[is_scorable(frame)].to_dict("index")
+    base: dict[tuple, float] = {}
+    for idx, r in rows.items():
+        key = _baseline_key(r)
+        if not r["lora"] and key is not None and key not in base and not pd.isna(values.get(idx)):
+            base[key] = float(values[idx])
+    for idx, r in rows.items():
+        v = values.get(idx)
+        key = _baseline_key(r)
+        if pd.isna(v) or key is None or key not in base:
+            continue
+        out.at[idx] = 0.0 if not r["lora"] else float(v) - base[key]
+    return out
+
+
 def texts_needed(frame: pd.DataFrame, style_prompts: Mapping[str, str | None]) -> list[str]:
     """Every prompt and style prompt the metrics of `frame` will look up."""
     scorable = frame[is_scorable(frame)]

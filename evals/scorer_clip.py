@@ -31,7 +31,8 @@ def shared_embedder(ctx: ScorerContext, clip: str | None) -> Embedder:
 def image_vectors(embedder: Embedder, shas: Sequence[str], images: Sequence["Image"]) -> np.ndarray:
     """Embeddings of decoded images, through the embedding cache (encodes only misses)."""
     found = embedder.cache.get_many(embedder.model_id, "image", shas)
-    missing = [i for i, sha in enumerate(shas) if sha not in found]
+    first = {sha: i for i, sha in reversed(list(enumerate(shas)))}  # one pass per distinct image
+    missing = [i for sha, i in first.items() if sha not in found]
     if missing:
         vecs = embedder._model().encode_images([images[i] for i in missing])
         new = {shas[i]: v for i, v in zip(missing, vecs)}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lorascope.evals.metrics import agreement_matrix, finite, image_metrics, is_scorable, texts_needed
-from lorascope.evals.results import SCORE_VALUE_COLUMNS, export_scored_results, write_scores
+from lorascope.evals.results import SCORE_VALUE_COLUMNS, write_scores
 from lorascope.evals.scorer import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +124,8 @@ def score_run(
             summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
         finally:
             conn.close()
-        summary.results_path, summary.frame = export_scored_results(run_dir, embedder.model_id)
+        # with every stored plugin scorer's columns too, so a CLIP-only re-score keeps them
+        summary.results_path, summary.frame = export_all_scores(run_dir, embedder.model_id)
         return summary
     finally:
         if own_embedder:
@@ -149,3 +150,122 @@ def _embed_with_progress(embedder: Embedder, items: list[tuple[str, Path]], prog
     ) as bar:
         task = bar.add_task("embed", total=todo)
         return embedder.images(items, progress=lambda n: bar.advance(task, n), cached=cached)
+
+
+@dataclass
+class MultiScoreSummary:
+    """`lorascope score --scorer a,b,...`: CLIP's summary (when CLIP was asked for) and, per
+    plugin scorer, its model id and how many images were scored anew / found cached."""
+
+    run_dir: Path
+    clip: ScoreSummary | None
+    scorers: list = field(default_factory=list)  # the Scorer instances, in the order asked
+    computed: dict[str, int] = field(default_factory=dict)
+    cached: dict[str, int] = field(default_factory=dict)
+    forward_passes: int = 0  # every scorer's model calls in this pass (CLIP included)
+    problems: list[str] = field(default_factory=list)
+    results_path: Path | None = None
+    frame: "pd.DataFrame | None" = None
+
+
+def score_run_with(
+    run_dir: str | Path,
+    scorers: str | None = None,
+    clip: str | None = None,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    cache_path: Path | str | None = None,
+) -> MultiScoreSummary:
+    """Score a run with several scorers in one pass over its images (each file opened once per
+    batch, one progress bar), store each scorer's values and gains with its model id, then
+    CLIP's own metrics from the embeddings that pass cached (no second forward pass), and
+    re-export results.parquet with every stored scorer's columns."""
+    from lorascope.evals.embedding_cache import EmbeddingCache
+    from lorascope.evals.metrics import gain_over_baseline
+    from lorascope.evals.scorer_plugin import ScorerContext, parse_scorers, score_items
+    from lorascope.evals.scorer_store import write_scorer_values
+    from lorascope.harness.store import RunStore
+
+    run_dir = Path(run_dir)
+    ctx = ScorerContext(cache=EmbeddingCache(cache_path), clip=clip, batch_size=batch_size)
+    try:
+        chosen = parse_scorers(scorers, ctx)
+        summary = MultiScoreSummary(run_dir, None, chosen)
+        with RunStore.open(run_dir) as store:
+            frame = store.results_frame()
+        ok = is_scorable(frame)
+        items: dict[tuple[str, str], Path] = {}
+        for sha, rel, prompt in frame.loc[ok, ["image_sha256", "image_path", "prompt"]].itertuples(index=False):
+            path = run_dir / rel
+            if not path.is_file():
+                summary.problems.append(f"{path}: image file missing (row left unscored)")
+                continue
+            items.setdefault((sha, str(prompt)), path)
+        work = [(sha, path, prompt) for (sha, prompt), path in items.items()]
+        values, info = _score_items_with_progress(chosen, work, batch_size, progress)
+        summary.computed, summary.cached = info.computed, info.cached
+        clip_scorer = next((s for s in chosen if s.name == "clip"), None)
+        for s in chosen:
+            if s.name == "clip":
+                continue
+            per_row = pd_series([values[s.name].get(s.key(sha, str(p))) if keep else None
+                                 for sha, p, keep in zip(frame["image_sha256"], frame["prompt"], ok)], frame.index)
+            gains = gain_over_baseline(frame, per_row)
+            rows = [(r.cell_id, int(r.image_index), r.image_sha256, finite(v), finite(g))
+                    for r, v, g in zip(frame.itertuples(index=False), per_row, gains) if finite(v) is not None]
+            with RunStore.open(run_dir) as store:
+                conn = store.connect()
+            try:
+                write_scorer_values(conn, s.name, s.model_id, s.label, s.random_weights, rows)
+            finally:
+                conn.close()
+        if clip_scorer is not None:
+            summary.clip = score_run(run_dir, embedder=clip_scorer.embedder, progress=False)
+        summary.forward_passes = sum(s.forward_passes for s in chosen if s.name != "clip") + (
+            clip_scorer.embedder.forward_passes if clip_scorer else 0)
+        if summary.clip is not None:  # CLIP's work happened in the shared pass: count all of it
+            summary.clip.forward_passes = clip_scorer.embedder.forward_passes
+            summary.clip.embedded = _encoded(clip_scorer)
+        summary.results_path, summary.frame = export_all_scores(run_dir)
+        return summary
+    finally:
+        ctx.cache.close()
+
+
+def export_all_scores(run_dir: str | Path, clip: str | None = None) -> tuple[Path, "pd.DataFrame"]:
+    """results.parquet = the run's rows + CLIP's score columns + every stored scorer's columns."""
+    from lorascope.evals.results import scored_frame
+    from lorascope.evals.scorer_store import scorer_columns
+    from lorascope.harness.results import write_results
+
+    frame, _ = scorer_columns(scored_frame(run_dir, clip), run_dir)
+    return write_results(frame, run_dir), frame
+
+
+def pd_series(values: list, index) -> "pd.Series":
+    import pandas as pd
+
+    return pd.Series([np.nan if v is None else v for v in values], index=index, dtype=float)
+
+
+def _encoded(clip_scorer) -> int:
+    if clip_scorer is None or clip_scorer.embedder.model is None:
+        return 0
+    return clip_scorer.embedder.model.images_encoded
+
+
+def _score_items_with_progress(chosen, work, batch_size: int, progress: bool):
+    from lorascope.evals.scorer_plugin import score_items
+
+    if not progress:
+        return score_items(chosen, work, batch_size=batch_size)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    names = ", ".join(s.label for s in chosen)
+    with Progress(TextColumn(f"scoring ({names})"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("score", total=None)
+        return score_items(chosen, work, batch_size=batch_size,
+                           on_total=lambda n: bar.update(task, total=n),
+                           progress=lambda n: bar.advance(task, n))
