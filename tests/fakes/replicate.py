@@ -5,8 +5,11 @@ POST /v1/models/prunaai/z-image-turbo-lora/predictions ("submit"), GET /v1/predi
 ("get"), POST /v1/predictions/{id}/cancel ("cancel"), GET /delivery/{id}/out-0.{ext} ("image").
 Inputs are checked against the version's input schema (unknown fields, ranges, lora_scales
 matching lora_weights) and refused with 422 like Replicate's "Input validation failed".
-`latest_version` is what the model route reports; set it to simulate a new model version.
-`outputs_gone = True` makes output files answer 404, as after Replicate's one-hour retention.
+`latest_version` is what the model route reports; set it to simulate a new model version:
+a prediction that ran any version but `VERSION` answers with a different picture (as a changed
+model would). Timestamps and `metrics.predict_time` come from the task book's provider times
+(`book.reported_times` fixes them for protocol tests). `outputs_gone = True` makes output files
+answer 404, as after Replicate's one-hour retention.
 """
 
 from __future__ import annotations
@@ -137,18 +140,19 @@ class ReplicateFake(FakeServer):
 
     def prediction(self, task, status: str) -> dict[str, Any]:
         base = f"{self.url}/v1/predictions/{task.id}"
+        submit, execute, complete = task.provider_times_ms()
         out: dict[str, Any] = {
             "id": task.id, "model": MODEL, "version": self.ran.get(task.id, self.latest_version),
             "input": task.body, "logs": "", "output": None, "data_removed": False, "error": None,
-            "status": status, "source": "api", "created_at": _iso(task.created), "started_at": None,
+            "status": status, "source": "api", "created_at": _iso(submit / 1000), "started_at": None,
             "completed_at": None, "metrics": {},
             "urls": {"get": base, "cancel": f"{base}/cancel", "web": f"https://replicate.com/p/{task.id}"},
         }
         if status != "starting":
-            out["started_at"] = _iso(task.created + 0.25)
+            out["started_at"] = _iso(execute / 1000)
         if status in ("succeeded", "failed", "canceled"):
-            out["completed_at"] = _iso(task.created + 1.5)
-            out["metrics"] = {"predict_time": 1.234, "total_time": 1.5}
+            out["completed_at"] = _iso(complete / 1000)
+            out["metrics"] = {"predict_time": (complete - execute) / 1000, "total_time": (complete - submit) / 1000}
         return out
 
     def get(self, prediction_id: str) -> tuple[int, dict[str, str], bytes]:
@@ -182,8 +186,10 @@ class ReplicateFake(FakeServer):
         with self.lock:
             task = self.book.tasks.get(match.group(1)) if match else None
             gone = self.outputs_gone
+            variant = 0 if task is None or self.ran.get(task.id) == VERSION else 1
         if task is None or gone:
             return 404, {"Content-Type": "text/plain"}, b"Not Found"
         fmt = "jpeg" if match.group(2) == "jpg" else match.group(2)
-        data = make_image(fmt, task.body.get("width", 1024), task.body.get("height", 1024), task.body.get("seed", 0))
+        data = make_image(fmt, task.body.get("width", 1024), task.body.get("height", 1024), task.body.get("seed", 0),
+                          variant)
         return 200, {"Content-Type": CONTENT_TYPES[fmt]}, data

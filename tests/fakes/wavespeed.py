@@ -4,7 +4,8 @@ Routes: POST /api/v3/wavespeed-ai/z-image/turbo-lora ("submit"), GET
 /api/v3/predictions/{id}/result ("result"), GET /cdn/{id}/0.{ext} ("image"). Every answer is
 the `{code, message, data}` envelope; bodies are checked against the model page's input schema
 (known fields, size sides 256..1536, at most 3 LoRAs, output_format) and refused with 400.
-`outputs_gone = True` makes output files answer 404 (an expired output URL).
+`timings.inference` comes from the task book's provider times (`book.reported_times` fixes it
+for protocol tests). `outputs_gone = True` makes output files answer 404 (an expired output URL).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ class WavespeedFake(FakeServer):
         data = self.data(task, status)
         if state == "done":
             fmt = task.body.get("output_format", "jpeg")
+            submit, execute, complete = task.provider_times_ms()
             data.update(outputs=[f"{self.url}/cdn/{task.id}/0.{fmt}"], has_nsfw_contents=[False],
-                        executionTime=1400, timings={"inference": 1234})
+                        executionTime=complete - submit, timings={"inference": complete - execute})
         elif state == "failed":
             data["error"] = self.book.fail_reason
         elif state == "filtered":

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +41,7 @@ def request(**kw) -> GenerationRequest:
 
 async def test_prediction_goes_over_the_wire_as_documented(fake_factory, make_provider):
     fake = fake_factory("replicate")
+    fake.book.reported_times = (0.25, 1.234)  # (queue s, inference s) the provider reports
     seen_before_poll = []
 
     async def on_submitted(prediction_id: str) -> None:
@@ -308,3 +311,39 @@ def test_sigkilled_run_resumes_by_prediction_id_without_a_second_prediction(tmp_
         assert {r["json"]["version"] for r in fake.submits()} == {VERSION}
     finally:
         fake.stop()
+
+
+def test_a_new_model_version_is_generated_anew_and_compare_catches_it(tmp_path):
+    """`lorascope run` reuses the shared cache by fingerprint. The version is in the
+    fingerprint, so after Replicate publishes a new version the same suite buys new
+    predictions (counted at the fake) instead of serving the old pictures, and `lorascope
+    compare` sees the new version's different pictures as a regression."""
+    from tests.fakes.replicate import ReplicateFake
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "loras.yaml").write_text(CATALOGUE)
+    suite = project / "ver.yaml"
+    suite.write_text(f"name: ver\nproviders:\n  - replicate: {{{FAST_POLL}}}\nloras: [paint]\nscales: [1.0]\n"
+                     "prompts:\n  - {id: cat, text: a cat on a mat}\nseeds: [1]\nsize: 256x256\nsteps: 8\n")
+    with ReplicateFake(key=KEY) as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "REPLICATE_"))}
+        env.update(REPLICATE_API_TOKEN=KEY, LORASCOPE_REPLICATE_URL=fake.url, LORASCOPE_CACHE=str(tmp_path / "cache"),
+                   PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        base, today = tmp_path / "base", tmp_path / "today"
+        first = lorascope([str(suite), "--out", str(base)], env, project)
+        assert first.returncode == 0, first.stderr + first.stdout
+        assert [hit.json["version"] for hit in fake.hits("submit")] == [VERSION, VERSION]
+
+        fake.latest_version = NEWER  # Replicate publishes a new version of the model
+        second = lorascope([str(suite), "--out", str(today)], env, project)
+        assert second.returncode == 0, second.stderr + second.stdout
+        assert [hit.json["version"] for hit in fake.hits("submit")] == [VERSION, VERSION, NEWER, NEWER]
+        assert set(pd.read_parquet(base / "results.parquet").model_version) == {VERSION}
+        assert set(pd.read_parquet(today / "results.parquet").model_version) == {NEWER}
+
+        compare = subprocess.run([str(Path(sys.executable).parent / "lorascope"), "compare", str(base),
+                                  str(today), "--clip", "tiny-random", "--no-progress"],
+                                 env=env, cwd=project, capture_output=True, text=True, timeout=300)
+    assert compare.returncode == 1, compare.stdout + compare.stderr
+    assert "regressed" in compare.stdout and "SSIM" in compare.stdout  # the pictures changed

@@ -36,6 +36,7 @@ def request(**kw) -> GenerationRequest:
 
 async def test_prediction_goes_over_the_wire_as_documented(fake_factory, make_provider):
     fake = fake_factory("wavespeed")
+    fake.book.reported_times = (0.1, 1.234)  # (queue s, inference s) the provider reports
     seen_before_poll = []
 
     async def on_submitted(prediction_id: str) -> None:
