@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from lorascope.harness.models import Estimate
 from lorascope.harness.plan import Plan, Unit
+from lorascope.harness.secrets import describe_exception
 from lorascope.harness.store import IN_FLIGHT, INTERRUPTED, RunStore, SharedCache
 from lorascope.harness.summary import RunSummary
 
@@ -17,10 +18,17 @@ def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fre
     """Set each unit's action from what the store and the cache already hold."""
     min_epoch = epoch if (fresh and epoch is not None) else 0
     done = store.succeeded_fingerprints(min_epoch) if store else set()
+    # a stored image that is missing or no longer matches its sha256 is not "stored": it is
+    # restored from the shared cache, or generated again (and its cost counted)
+    damaged = store.damaged(done) if store else {}
+    done -= set(damaged)
     leftovers = store.leftovers() if store else {}
     cached = set()
     if cache is not None and not fresh:
         cached = cache.lookup_many(u.fingerprint for u in plan.units if u.request.seed is not None and u.fingerprint not in done)
+    # the cache's copy of a damaged image may be the same (hard-linked) file: check its bytes
+    cached -= {fp for fp in damaged if fp in cached and cache is not None and cache.get(fp) is None}
+    _note_damaged(plan, damaged, cached, summary)
     for unit in plan.units:
         inst = plan.instances[unit.provider]
         asynchronous = bool(getattr(inst, "asynchronous", False))
@@ -57,12 +65,29 @@ def decide(plan: Plan, store: RunStore | None, cache: SharedCache | None, *, fre
             ps.to_send += 1
 
 
+def _note_damaged(plan: Plan, damaged: dict[str, str], cached: set[str], summary: RunSummary) -> None:
+    """One note per provider: how many stored images were damaged and what happens to them."""
+    by_provider: dict[str, list[str]] = defaultdict(list)
+    for unit in plan.units:
+        if unit.fingerprint in damaged:
+            by_provider[unit.provider].append(unit.fingerprint)
+    for provider, fps in by_provider.items():
+        from_cache = sum(1 for fp in fps if fp in cached)
+        again = len(fps) - from_cache
+        example = damaged[fps[0]]
+        summary.notes.append(
+            f"{provider}: {len(fps)} stored image(s) missing or damaged (e.g. {example}): "
+            + ", ".join(part for part in (
+                f"{from_cache} restored from the shared cache" if from_cache else "",
+                f"{again} generated again (cost counted)" if again else "") if part))
+
+
 def estimate_unit(plan: Plan, unit: Unit, summary: RunSummary) -> Estimate | None:
     """Set and return the unit's estimate; a failure is advice lost, noted once per provider."""
     try:
         unit.estimate = plan.instances[unit.provider].estimate(unit.request)
     except Exception as exc:
-        note = f"{unit.provider}: estimate failed: {type(exc).__name__}: {exc}"
+        note = f"{unit.provider}: estimate failed: {describe_exception(exc)}"
         if note not in summary.notes:
             summary.notes.append(note)
         return None

@@ -12,11 +12,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lorascope.harness.errors import BadResponse, ProviderError
+from lorascope.harness.errors import BadResponse, NotSent, ProviderError
 from lorascope.harness.models import GenerationRequest, GenerationResult
 from lorascope.harness.plan import Plan, Unit
 from lorascope.harness.record import StorageFailure, check_and_write
-from lorascope.harness.secrets import redact
+from lorascope.harness.secrets import describe_exception, redact
 from lorascope.harness.store import INTERRUPTED, RunStore, SharedCache
 from lorascope.harness.summary import RunSummary
 
@@ -201,6 +201,9 @@ class Executor:
         except Exception as exc:
             self._record_error(unit, gid, exc, started)
             self._settle(unit, 0.0, learn=False)
+            if isinstance(exc, NotSent):  # refused on this machine: nothing left it, nothing billed
+                ps.sent -= 1
+                ps.not_sent += 1
             ps.failed += 1
             self._advance(unit, failed=True)
             return
@@ -320,8 +323,8 @@ class Executor:
                       result: GenerationResult | None = None) -> None:
         if isinstance(exc, ProviderError):
             kind, message = exc.kind, exc.message
-        else:
-            kind, message = "internal", f"{type(exc).__name__}: {exc}"
+        else:  # a library's exception text may quote a header: masked like everything else
+            kind, message = "internal", describe_exception(exc)
         cost = result.cost if result is not None else None
         self.store.record_failure(gid, kind, redact(message), latency_s=time.monotonic() - started,
                                   cost_usd=cost.usd if cost else None, cost_source=cost.source if cost else None)

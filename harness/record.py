@@ -12,7 +12,7 @@ from pathlib import Path
 from lorascope.harness.errors import BadResponse
 from lorascope.harness.models import GenerationResult
 from lorascope.harness.plan import Unit
-from lorascope.harness.store import RunStore, SharedCache, StoredImage, link_or_copy
+from lorascope.harness.store import RunStore, SharedCache, StoredImage, image_problem, link_or_copy
 from lorascope.harness.summary import RunSummary
 
 
@@ -60,7 +60,10 @@ def reuse(store: RunStore, cache: SharedCache, unit: Unit, epoch: int, attempts:
     result, images = found
     try:
         for im in images:
-            link_or_copy(cache.root / im.path, store.run_dir / im.path)
+            target = store.run_dir / im.path
+            if target.exists() and image_problem(target, im.sha256):
+                target.unlink()  # damaged: restored from the cache's verified copy below
+            link_or_copy(cache.root / im.path, target)
     except OSError:
         return False
     attempt = attempts.get(unit.fingerprint, 0) + 1

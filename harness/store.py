@@ -404,6 +404,23 @@ class RunStore:
         )
         return {r[0] for r in rows}
 
+    def damaged(self, fingerprints: Iterable[str]) -> dict[str, str]:
+        """fingerprint -> why its latest succeeded generation's image cannot be trusted
+        (`image_problem`: missing, or bytes that no longer hash to the stored sha256)."""
+        wanted = set(fingerprints)
+        rows = self._conn.execute(
+            "SELECT g.fingerprint, i.path, i.sha256 FROM generations g JOIN images i ON i.generation_id = g.id "
+            "WHERE g.status = 'succeeded' AND g.id = (SELECT MAX(id) FROM generations "
+            "WHERE fingerprint = g.fingerprint AND status = 'succeeded')"
+        ).fetchall()
+        out: dict[str, str] = {}
+        for fingerprint, rel, sha in rows:
+            if fingerprint in wanted and fingerprint not in out:
+                problem = image_problem(self.run_dir / rel, sha)
+                if problem:
+                    out[fingerprint] = f"{rel}: {problem}"
+        return out
+
     def leftovers(self) -> dict[str, GenerationRow]:
         """Per fingerprint, its latest generation when that one did not succeed: left in
         flight by a stopped run (`intent`, `submitted`) or `failed`. The runner decides from
