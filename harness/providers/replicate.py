@@ -150,8 +150,6 @@ class ReplicateProvider(HostedProvider):
         check_range(problems, "steps", request.steps, *self.steps_range)
         if request.num_images != 1:
             problems.append(f"num_images={request.num_images}: {MODEL} makes one image per prediction")
-        if request.seed is not None and request.seed < 0:
-            problems.append(f"seed {request.seed} must be >= 0 (leave it unset for a random seed)")
         quality = request.options.get("output_quality")
         if "output_quality" in request.options:
             if isinstance(quality, bool) or not isinstance(quality, int):

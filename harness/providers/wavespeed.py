@@ -118,8 +118,10 @@ class WavespeedProvider(HostedProvider):
             raise BadResponse(self.name, f"{what} answer is not an object: {slim(redact(answer))!r}")
         code = answer.get("code")
         if isinstance(code, int) and not isinstance(code, bool) and code >= 400:
+            # only the headers the mapping reads: the original's encoding headers describe another body
+            kept = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "x-request-id")}
             raise error_for(self.name, self.env_key_var,
-                            httpx.Response(code, json=answer, headers=response.headers, request=response.request))
+                            httpx.Response(code, json=answer, headers=kept, request=response.request))
         data = answer.get("data")
         if not isinstance(data, dict):
             raise BadResponse(self.name, f"{what} answer has no data object: {slim(redact(answer))!r}")
