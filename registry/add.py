@@ -95,10 +95,26 @@ def pick_file(repo: str, file: str | None, revision: str | None) -> tuple[str, s
 
 def build_entry(
     entry_id: str, repo: str, file: str, commit: str | None, file_sha: str | None,
-    inspection: LoraInspection, card_license: str | None,
+    inspection: LoraInspection, card_license: str | None, version: int = 1,
 ) -> dict[str, Any]:
-    """The new entry as plain data, with provenance for every fact."""
+    """The new entry as plain data, with provenance for every fact (in the catalogue's schema:
+    version 1 `confirmed: true|false`, version 2 `state` + the URL it was read from)."""
     from ruamel.yaml.comments import CommentedMap
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    card_url = f"{endpoint}/{repo}"
+
+    def fact(source: str, confirmed: bool, note: str | None = None, url: str | None = None) -> Any:
+        rec: dict[str, Any] = {"source": source}
+        if version >= 2:
+            rec = {"state": "confirmed" if confirmed else "unverified", **rec}
+            if confirmed:
+                rec["url"] = url or card_url
+        else:
+            rec["confirmed"] = confirmed
+        if note:
+            rec["note"] = note
+        return _flow(rec)
 
     today = dt.date.today().isoformat()
     hub = f"Hugging Face {repo}" + (f"@{commit[:12]}" if commit else "")
@@ -128,19 +144,19 @@ def build_entry(
         f"{verdict.verdict}: {verdict.reason}. Write a style_prompt describing the look."
     )
     prov = CommentedMap()
-    prov["name"] = _flow({"source": "lorascope (from the repo name)", "confirmed": False})
-    prov["source"] = _flow({"source": hub + " (repo listing)", "confirmed": True,
-                            "note": "revision pinned to the commit seen" if commit else "revision not pinned"})
-    prov["kind"] = _flow({"source": "lorascope default", "confirmed": False, "note": "not stated in the file"})
+    file_url = f"{card_url}/blob/{commit or 'main'}/{file}"
+    prov["name"] = fact("lorascope (from the repo name)", False)
+    prov["source"] = fact(hub + " (repo listing)", True,
+                          "revision pinned to the commit seen" if commit else "revision not pinned", file_url)
+    prov["kind"] = fact("lorascope default", False, "not stated in the file")
     prov["triggers"] = (
-        _flow({"source": f"the file's own header (__metadata__.{trigger_key})", "confirmed": True})
+        fact(f"the file's own header (__metadata__.{trigger_key})", True, url=file_url)
         if trigger_key
-        else _flow({"source": "the file's own header", "confirmed": False,
-                    "note": "no trigger in the header; check the model card"})
+        else fact("the file's own header", False, "no trigger in the header; check the model card")
     )
-    prov["scale"] = _flow({"source": "AI/ML API docs (scales typically 0.6-1.0)", "confirmed": False})
+    prov["scale"] = fact("AI/ML API docs (scales typically 0.6-1.0)", False)
     if card_license:
-        prov["license"] = _flow({"source": hub + " (model card metadata)", "confirmed": True})
+        prov["license"] = fact(hub + " (model card metadata)", True)
     entry["provenance"] = prov
     return entry
 
@@ -185,11 +201,17 @@ def add_entry(
     card = getattr(info, "card_data", None)
     card_license = getattr(card, "license", None) if card is not None else None
     entry = build_entry(entry_id, repo, file, commit, file_sha, inspection,
-                        card_license if isinstance(card_license, str) else None)
+                        card_license if isinstance(card_license, str) else None, version=data.get("version", 1))
     if repo in existing_sources:
         entry["notes"] += f" Another entry already uses {repo}."
     data["loras"].append(entry)
+    write_validated(catalogue_path, y, data)
+    return entry, inspection
 
+
+def write_validated(catalogue_path: Path, y: Any, data: Any) -> None:
+    """Dump a round-trip document beside the catalogue and move it into place only if it still
+    validates (so a bad edit never replaces a good file); raise CatalogueError otherwise."""
     buf = io.StringIO()
     y.dump(data, buf)
     new_text = buf.getvalue()
@@ -204,4 +226,3 @@ def add_entry(
         os.replace(tmp, catalogue_path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return entry, inspection

@@ -352,3 +352,71 @@ def add(
     out.print(f"added [bold]{entry['id']}[/] to {_escape(str(path))}: {ins.key_format}, "
               f"{ins.compatibility.verdict} ({_escape(ins.compatibility.reason)})")
     out.print("facts lorascope assumed are marked confirmed: false; review kind, triggers, scale and add a style_prompt")
+
+
+_VERDICT_STYLE = {"confirmed": "green", "new": "cyan", "unknown": "dim", "skipped": "dim",
+                  "differs": "red", "missing": "red", "gone": "red", "not-zimage": "red"}
+
+
+def _short(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+@app.command()
+def verify(
+    ids: Annotated[Optional[list[str]], typer.Argument(metavar="[ID ...]", help="Entries to check (default: all).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Pin revision and sha256 and mark confirmed facts in the catalogue (comments and order kept).")] = False,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Check entries against their Hub repos (one request per repo): file, sha256, trigger, base model, license; exit 1 when anything differs."""
+    import json as jsonlib
+
+    from lorascope.registry.problems import CatalogueError
+    from lorascope.registry.verify import FAILING, HubUnavailable, verify as run_verify, write_verified
+
+    cat = _load(catalogue)
+    try:
+        for entry_id in ids or []:
+            cat.get(entry_id)
+    except KeyError as exc:
+        raise _err(str(exc), 2) from None
+    try:
+        reports = run_verify(cat, ids or None)
+    except HubUnavailable as exc:
+        raise _err(str(exc), 2) from None
+    except Exception as exc:  # any other Hub failure: one line, no traceback
+        raise _err(_remote_error("registry verify", exc), 1) from None
+    changed = 0
+    if write:
+        try:
+            changed = write_verified(cat, reports)
+        except CatalogueError as exc:
+            raise _err(f"--write left {cat.path} unchanged: {exc}", 1) from None
+    failed = [r for r in reports if r.failed]
+    if json_:
+        typer.echo(jsonlib.dumps({"catalogue": str(cat.path), "written": changed,
+                                  "reports": [r.model_dump() for r in reports]}, indent=2, ensure_ascii=False))
+    else:
+        out = _console()
+        for r in reports:
+            head = f"[bold]{r.id}[/]" + (f"  {_escape(r.repo)}@{(r.commit or '?')[:12]}" if r.repo else "")
+            out.print(head + ("  [red]FAIL[/]" if r.failed else ""))
+            for c in r.checks:
+                colour = _VERDICT_STYLE[c.status]
+                values = ""
+                if c.status == "differs":
+                    values = f" ours {_escape(_short(c.ours))} vs the repo's {_escape(_short(c.theirs))}"
+                elif c.status in ("confirmed", "new") and (c.theirs or c.ours) is not None:
+                    values = f" {_escape(_short(c.theirs if c.theirs is not None else c.ours))}"
+                detail = f" — {_escape(c.detail)}" if c.detail else ""
+                out.print(f"  {c.field:<16} [{colour}]{c.status}[/]{values}{detail}")
+        counts = {s: sum(c.status == s for r in reports for c in r.checks) for s in _VERDICT_STYLE}
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        out.print(f"{len(reports)} entries checked: {summary}"
+                  + (f"; {len(failed)} with problems ({', '.join(sorted({c.status for r in failed for c in r.checks if c.status in FAILING}))})" if failed else "")
+                  + (f"; {changed} entries written to {_escape(str(cat.path))}" if write else ""))
+    if failed:
+        raise typer.Exit(1)
