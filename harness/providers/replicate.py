@@ -80,9 +80,13 @@ class ReplicateProvider(HostedProvider):
         return f"{self.root}/v1/models/{MODEL}"
 
     def model_version(self) -> str:
-        """The pinned version, else the model's latest (one GET, remembered for this run)."""
+        """The pinned version, else the model's latest (one GET, remembered for this run).
+        Without a token there is nothing to ask and nothing will be sent: `validate` names the
+        variable alongside every other problem."""
         if self.config.version:
             return self.config.version
+        if not self._key():
+            return ""
         if self._latest is None:
             self._latest = self._latest_version_sync()
         return self._latest

@@ -247,6 +247,18 @@ async def test_wrong_token_names_the_variable_and_never_shows_it(fake_factory, m
     assert fake.hits("submit") == []
 
 
+async def test_missing_token_is_a_validation_problem_and_nothing_is_asked(fake_factory, make_provider, monkeypatch):
+    fake = fake_factory("replicate")
+    provider = make_provider("replicate", fake, api_key=None)
+    assert provider.model_version() == ""  # planning goes on, so every problem is listed at once
+    assert any("REPLICATE_API_TOKEN" in p for p in provider.validate(request()))
+    with pytest.raises(AuthError, match="REPLICATE_API_TOKEN"):
+        await provider.generate(request())
+    assert fake.requests == []
+    monkeypatch.setenv("REPLICATE_API_TOKEN", KEY)
+    assert provider.validate(request()) == [] and provider.model_version() == VERSION
+
+
 async def test_invalid_request_lists_every_problem_and_sends_nothing(fake_factory, make_provider):
     fake = fake_factory("replicate")
     bad = request(width=2000, height=32, steps=60, num_images=2,
