@@ -205,8 +205,12 @@ def create_app(state: ReviewState, *, allowed_hosts: list[str]) -> Starlette:
             "progress": state.chooser.progress(state.votes, data.rater),
         }, headers={"Cache-Control": "no-store"})
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask; an error here would only be noise
+
     routes = [
         Route("/", guarded(page), methods=["GET"]),
+        Route("/favicon.ico", guarded(favicon), methods=["GET"]),
         Route("/static/{name}", guarded(asset), methods=["GET"]),
         Route("/img/{sha:str}", guarded(image), methods=["GET"]),
         Route("/api/next", guarded(next_pair), methods=["GET"]),
