@@ -210,6 +210,15 @@ def recommend(
     clip_tolerance: float = typer.Option(
         0.05, "--clip-tolerance", min=0.0, max=1.0, help="Allowed relative CLIPScore drop below the no-LoRA baseline."
     ),
+    objective: Optional[str] = typer.Option(
+        None, "--objective",
+        help="Maximise this expression over the stored metrics instead of the default rule, e.g. aesthetic_gain, "
+        "'pickscore_gain + 10 * style_shift' (names: clip_score, style_shift, lora_effect, <scorer>, <scorer>_gain, "
+        "base_<name>, scale; docs/evals.md).",
+    ),
+    constraint: Optional[list[str]] = typer.Option(
+        None, "--constraint", help="With --objective, repeatable: e.g. 'clip_score >= base_clip_score - 0.02'."
+    ),
 ) -> None:
     """Recommend a scale per LoRA and provider from a scored run, beside the catalogue's.
 
@@ -243,8 +252,23 @@ def recommend(
         what = f"with {clip} " if clip else ""
         _fail(f"{run} has not been scored {what}yet; run `lorascope score {run}` first")
     frame = scored_frame(run, model)
-    recs = recommend_scales(frame, entries, target_fraction=target, clip_tolerance=clip_tolerance)
-    console.print(f"rule: {RULE.format(target=target, tol=clip_tolerance)}")
+    if objective is None and constraint:
+        _fail("--constraint needs --objective (the default rule has its own CLIPScore tolerance)")
+    if objective is not None:
+        from lorascope.evals.objective import ObjectiveError, parse_objective, recommend_by_objective
+        from lorascope.evals.scorer_store import scorer_columns
+
+        frame, _ = scorer_columns(frame, run)
+        try:
+            chosen_objective = parse_objective(objective, constraint or [], frame)
+        except ObjectiveError as exc:
+            _fail(str(exc))
+        recs = recommend_by_objective(frame, entries, chosen_objective, target_fraction=target)
+        rule_text = f"objective: {chosen_objective.describe()}; smallest scale reaching {target:.0%} of the best"
+    else:
+        recs = recommend_scales(frame, entries, target_fraction=target, clip_tolerance=clip_tolerance)
+        rule_text = RULE.format(target=target, tol=clip_tolerance)
+    console.print(f"rule: {escape(rule_text)}")
     console.print(f"scores: {escape(labels.get(model, model))}")
     table = Table(title=f"recommended scales — {escape(str(run))}")
     for col in ("LoRA", "provider", "catalogue", "range", "measured", "basis", "per scale: strength / CLIPScore", "why"):
@@ -261,7 +285,7 @@ def recommend(
             _fmt(rec.catalogue_scale, "g"),
             escape(f"{rec.catalogue_range[0]:g}–{rec.catalogue_range[1]:g}") if rec.catalogue_range else "—",
             measured,
-            rec.basis.replace("_", " "),
+            rec.basis.replace("_", " ") if objective is None else "objective",
             escape(points),
             escape(rec.reason),
         )
@@ -271,7 +295,7 @@ def recommend(
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     (run / "recommend.json").write_text(
         json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
-                    "recommendations": [r.as_dict() for r in recs]}, indent=2),
+                    "objective": rule_text, "recommendations": [r.as_dict() for r in recs]}, indent=2),
         encoding="utf-8",
     )
     if not write:
