@@ -32,7 +32,7 @@ def cell(provider, lora, seed, verdict, reasons, **kw) -> CellComparison:
 def make_report(cells, *, overall=None, notes=(), providers=None) -> CompareReport:
     counts = {v: sum(1 for c in cells if c.verdict == v) for v in VERDICTS}
     if overall is None:
-        overall = "regressed" if counts["regressed"] else ("drifted" if any(
+        overall = "regressed" if counts["regressed"] or counts.get("damaged") else ("drifted" if any(
             counts[v] for v in ("drifted", "missing", "new")) else "same")
     return CompareReport("runs/base", "runs/today", "tiny-random", Tolerances(), list(cells),
                          providers or {}, overall=overall, counts=counts, notes=list(notes))
@@ -96,9 +96,12 @@ def test_a_failure_no_cell_explains_is_a_run_level_case():
     assert (root.get("tests"), root.get("failures")) == ("2", "1")
     run_level = [c for c in root.iter("testcase") if c.get("name") == RUN_LEVEL_CASE][0]
     assert run_level.find("failure").get("message") == note
-    # with a regressed cell to point at, no extra case
+    # with a regressed or damaged cell to point at, no extra case
     report = make_report([cell("fal", "ink", 1, "regressed", ["SSIM 0.1 < 0.6"])], notes=[note])
     assert RUN_LEVEL_CASE not in junit_xml(report).decode()
+    damaged = make_report([cell("fal", "ink", 1, "damaged", ["run image file missing"])], overall="regressed")
+    root = ET.fromstring(junit_xml(damaged))
+    assert [c.find("failure").get("type") for c in root.iter("testcase")] == ["damaged"]
 
 
 def test_markdown_gives_verdict_counts_per_provider_and_worst_cells_escaped(mixed):
