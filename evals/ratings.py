@@ -457,3 +457,61 @@ class PairChooser:
         if self.rng.random() < 0.5:
             left, right = right, left
         return Pair(slot, left, right)
+
+
+# ---- a recommendation from the votes (`recommend --objective human`) -------------------
+
+
+def human_recommendations(fits: Sequence[GroupFit], entries: dict) -> list:
+    """One `evals.recommend.Recommendation` per fitted (LoRA, provider): the human-preferred
+    scale, clamped into the catalogue range with a warning (as the automatic rule does);
+    none when people preferred no LoRA. Points carry each scale's strength and interval."""
+    from lorascope.evals.recommend import Recommendation, ScalePoint
+
+    out = []
+    for fit in fits:
+        entry = entries.get(fit.lora)
+        rec = Recommendation(
+            lora=fit.lora, provider=fit.provider, basis="human", scale=None,
+            catalogue_scale=entry.scale.recommended if entry else None,
+            catalogue_range=tuple(entry.scale.range) if entry else None,
+            baseline_clip_score=math.nan,
+        )
+        for s in fit.strengths:
+            if s.scale == BASELINE:
+                continue
+            try:
+                value = float(s.scale.split("+")[0])
+            except ValueError:
+                continue
+            rec.points.append(ScalePoint(value, s.votes, s.strength, s.low, s.high,
+                                         math.nan, math.nan, math.nan, True))
+        best = fit.preferred
+        if best is None:
+            rec.reason = "no decided votes yet"
+        elif fit.preferred_scale is None:
+            rec.reason = (f"people preferred no LoRA (P(best) {best.p_best:.0%} over "
+                          f"{fit.decided} decided vote(s))")
+        else:
+            rec.scale = rec.measured_scale = fit.preferred_scale
+            rec.reason = (f"highest Bradley-Terry strength from {fit.decided} decided vote(s), {fit.ties} tie(s): "
+                          f"{best.strength:+.2f} vs {scale_label(fit.reference)}, P(best) {best.p_best:.0%}")
+            if entry is not None:
+                lo, hi = entry.scale.range
+                if not lo <= rec.scale <= hi:
+                    rec.scale = min(max(rec.scale, lo), hi)
+                    rec.warnings.append(
+                        f"{fit.lora}: preferred scale {fit.preferred_scale:g} is outside the catalogue range "
+                        f"[{lo:g}, {hi:g}]; clamped to {rec.scale:g}")
+        out.append(rec)
+    return out
+
+
+def human_recommendations_for_run(run_dir, entries: dict, *, rater: str | None = None,
+                                  resamples: int = DEFAULT_RESAMPLES) -> list:
+    """`human_recommendations` from a run folder's stored votes ([] when it has none)."""
+    from lorascope.harness.ratings import Ratings
+
+    with Ratings.open(run_dir) as ratings:
+        votes = ratings.votes(rater)
+    return human_recommendations(fit_all(votes, resamples=resamples), entries) if votes else []

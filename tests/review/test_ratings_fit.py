@@ -107,3 +107,19 @@ def test_agreement_counts_only_decided_votes_the_metric_separates():
     assert (shift.agree, shift.disagree, shift.undecided) == (5, 1, 0)
     assert shift.share == pytest.approx(5 / 6)
     assert (shift.low, shift.high) == pytest.approx(wilson(5, 6)[1:])
+
+
+def test_human_recommendation_is_the_preferred_scale_clamped_into_the_range():
+    from lorascope.evals.ratings import human_recommendations
+    from lorascope.registry.models import LoraEntry
+
+    entry = LoraEntry(id="paint", name="Paint", source={"type": "path", "path": "p.safetensors"}, kind="style",
+                      scale={"recommended": 0.7, "range": [0.3, 0.8]}, license="apache-2.0")
+    prefers_1 = fit_group(votes(("1", "0.5", "left", 5), ("1", "", "left", 5), ("0.5", "", "left", 3)), resamples=50)
+    (rec,) = human_recommendations([prefers_1], {"paint": entry})
+    assert (rec.basis, rec.measured_scale, rec.scale, rec.catalogue_scale) == ("human", 1.0, 0.8, 0.7)
+    assert "outside the catalogue range" in rec.warnings[0]
+    assert [p.scale for p in rec.points] == [0.5, 1.0] and rec.points[1].strength > rec.points[0].strength
+    no_lora = fit_group(votes(("", "0.5", "left", 5)), resamples=50)
+    (rec,) = human_recommendations([no_lora], {})
+    assert rec.scale is None and "preferred no LoRA" in rec.reason
