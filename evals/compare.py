@@ -15,6 +15,12 @@ Verdict per cell:
 - `missing`   in the baseline, not in the run (or not generated); `new`: only in the run.
 Overall: `regressed` if any cell regressed (or a provider's median latency grew past
 `latency_ratio`, when set), else `drifted` if anything changed, else `same`.
+
+A comparison must see what the provider does today: when every image of the run came from
+the shared generation cache (origin `cache`: no request was sent for it), the run holds
+stored results, typically the baseline's own, and comparing them proves nothing. Such a
+report is `cache_only`, says so in its notes, and fails (`failed`) unless the caller allowed
+it (`allow_cached=True`: `lorascope compare --allow-cached`, `--lorascope-allow-cached`).
 """
 
 from __future__ import annotations
@@ -121,10 +127,42 @@ class CompareReport:
     overall: str = "same"
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the run's images, and how many of them the shared cache supplied (no request sent)
+    run_images: int = 0
+    cached_images: int = 0
+    #: the caller accepts a run served entirely from the cache (it compares stored results)
+    allow_cached: bool = False
 
     @property
     def regressed(self) -> bool:
         return self.overall == "regressed"
+
+    @property
+    def cache_only(self) -> bool:
+        """Every image of the run came from the shared cache: nothing was asked anew."""
+        return self.run_images > 0 and self.cached_images == self.run_images
+
+    @property
+    def failed(self) -> bool:
+        """What a check acts on: a regression, or a cache-only run that was not allowed."""
+        return self.regressed or (self.cache_only and not self.allow_cached)
+
+    def provider_counts(self) -> dict[str, dict[str, int]]:
+        """{provider: {verdict: cells}} over every verdict, providers sorted."""
+        out: dict[str, dict[str, int]] = {}
+        for cell in self.cells:
+            out.setdefault(cell.provider, {v: 0 for v in VERDICTS})[cell.verdict] += 1
+        return dict(sorted(out.items()))
+
+    def headline(self) -> str:
+        """One line: the overall verdict and the counts, e.g. `regressed: 3 regressed, 1 drifted
+        of 56 cells`."""
+        changed = ", ".join(f"{self.counts.get(v, 0)} {v}" for v in CHANGED_VERDICTS if self.counts.get(v))
+        total = len(self.cells)
+        text = f"{self.overall}: {changed or 'nothing changed'} of {total} cell{'s' if total != 1 else ''}"
+        if self.cache_only:
+            text += " (run served entirely from the cache" + (", allowed)" if self.allow_cached else ": not a check)")
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +174,11 @@ class CompareReport:
             "counts": self.counts,
             "providers": self.providers,
             "notes": self.notes,
+            "run_images": self.run_images,
+            "cached_images": self.cached_images,
+            "cache_only": self.cache_only,
+            "allow_cached": self.allow_cached,
+            "failed": self.failed,
             "cells": [_clean(asdict(c)) for c in self.cells],
         }
 
@@ -329,9 +372,12 @@ def compare_runs(
     progress: bool = True,
     write: bool = True,
     allow_unrelated: bool = False,
+    allow_cached: bool = False,
 ) -> CompareReport:
     """Score both runs in memory (embeddings through the cache; neither run.db is written),
-    compare them cell by cell, and write compare.json into the run folder."""
+    compare them cell by cell, and write compare.json into the run folder. A run whose every
+    image came from the shared cache makes a `cache_only` report, failed unless
+    `allow_cached`."""
     from lorascope.evals.scorer import Embedder
     from lorascope.evals.scoring import compute_scores
 
@@ -358,8 +404,17 @@ def compare_runs(
         tolerances=tolerances,
         cells=cells,
         providers=provider_changes(base.frame, run.frame),
+        allow_cached=allow_cached,
     )
     report.notes += base.summary.problems + run.summary.problems
+    report.run_images, report.cached_images = cache_provenance(run.frame)
+    if report.cache_only:
+        report.notes.insert(0, cache_only_message(report))
+    elif report.cached_images:
+        report.notes.append(
+            f"{report.cached_images} of {report.run_images} images of the run came from the shared cache "
+            "(generated earlier, not asked anew)"
+        )
     report.counts = {v: sum(1 for c in cells if c.verdict == v) for v in VERDICTS}
     slow = []
     if tolerances.latency_ratio is not None:
@@ -412,6 +467,26 @@ def _suite_name(text: str | None) -> str | None:
         return parse_suite(text).name
     except SuiteError:
         return None
+
+
+def cache_provenance(frame: pd.DataFrame) -> tuple[int, int]:
+    """(images, images whose generation came from the shared cache) of a run's results frame."""
+    ok = is_scorable(frame)
+    if "origin" not in frame:
+        return int(ok.sum()), 0
+    return int(ok.sum()), int((frame.loc[ok, "origin"].astype(str) == "cache").sum())
+
+
+def cache_only_message(report: CompareReport) -> str:
+    """Why a cache-only comparison is no check, and the two ways out (CLI and pytest)."""
+    verdict = "allowed" if report.allow_cached else "this comparison fails"
+    return (
+        f"all {report.run_images} images of {report.run} came from the shared generation cache: no request "
+        f"reached a provider, so stored results were compared with the baseline, not what the provider does "
+        f"today; {verdict}. Generate anew with `lorascope run SUITE --out {report.run} --fresh` (the pytest "
+        f"plugin does so by default when comparing, unless --lorascope-reuse), or compare stored results on "
+        f"purpose with --allow-cached (pytest: --lorascope-allow-cached)"
+    )
 
 
 def default_clip_for(*run_dirs: Path) -> str | None:

@@ -5,14 +5,21 @@ Options:
   --lorascope-baseline DIR      baselines live in DIR/<suite name>/ (a run folder)
   --lorascope-update-baseline   copy this session's runs into the baseline folder instead of
                                 comparing (review the diff, then commit or keep it)
-  --lorascope-fresh             generate anew instead of reusing stored generations (a
-                                regression check must see what the provider does today)
+  --lorascope-fresh             generate anew instead of reusing stored generations; the
+                                default whenever --lorascope-baseline is given (a regression
+                                check must see what the provider does today)
+  --lorascope-reuse             with a baseline: reuse stored generations instead (a
+                                comparison whose run came entirely from the cache still fails)
+  --lorascope-allow-cached      let such a cache-only comparison pass (compares stored results)
+  --lorascope-require-baseline  a missing baseline fails instead of skipping (default under
+                                CI, i.e. when the CI environment variable is set)
   --lorascope-clip MODEL        CLIP model for scoring (default: what each test asks for)
   --lorascope-runs DIR          where eval runs are kept (default: pytest's cache folder), so a
                                 re-run resumes from the store and sends nothing
 
 Fixture `lorascope` (session): `.run(suite) -> ScoredRun` (run through the store, scored),
-`.compare_to_baseline(scored) -> CompareReport`. Hosted providers without their API key are
+`.compare_to_baseline(scored) -> CompareReport`. Suite paths resolve against the pytest
+rootdir, then evals/suites/ by name. Hosted providers without their API key are
 left out; a test whose providers all lack keys is skipped with the variable names. Marker:
 `@pytest.mark.lorascope` for eval tests (select them with `-m lorascope`).
 
@@ -53,6 +60,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lorascope-fresh", action="store_true", default=False,
                     help="Ask the providers anew instead of reusing stored generations (what a regression "
                          "check against a baseline needs; hosted providers charge for it).")
+    group.addoption("--lorascope-reuse", action="store_true", default=False,
+                    help="With --lorascope-baseline: reuse stored generations instead of asking anew.")
+    group.addoption("--lorascope-allow-cached", action="store_true", default=False,
+                    help="Let a comparison pass whose run came entirely from the shared cache.")
+    group.addoption("--lorascope-require-baseline", action="store_true", default=False,
+                    help="A missing baseline fails the test instead of skipping it (default when CI is set).")
     group.addoption("--lorascope-clip", default=None, metavar="MODEL",
                     help="CLIP model for scoring, e.g. ViT-B-32:openai or tiny-random.")
     group.addoption("--lorascope-runs", default=None, metavar="DIR",
@@ -76,7 +89,14 @@ class LorascopeEvals:
         self.baseline_root: Path | None = Path(baseline) if baseline else None
         self.update_baseline: bool = bool(config.getoption("--lorascope-update-baseline"))
         self.clip: str | None = config.getoption("--lorascope-clip")
-        self.fresh: bool = bool(config.getoption("--lorascope-fresh"))
+        self.reuse: bool = bool(config.getoption("--lorascope-reuse"))
+        # a comparison asks the providers anew unless told to reuse (cache-only checks prove nothing)
+        self.fresh: bool = bool(config.getoption("--lorascope-fresh")) or (
+            self.baseline_root is not None and not self.reuse
+        )
+        self.allow_cached: bool = bool(config.getoption("--lorascope-allow-cached"))
+        self.require_baseline: bool = bool(config.getoption("--lorascope-require-baseline")) or running_in_ci()
+        self.rootpath = Path(config.rootpath)
         runs = config.getoption("--lorascope-runs")
         if runs:
             self.runs_root = Path(runs)
@@ -87,14 +107,25 @@ class LorascopeEvals:
         self._runs: dict[tuple, "ScoredRun"] = {}
 
     def suite_path(self, suite: str | Path) -> Path:
-        """A suite by file path, or by name from evals/suites/."""
+        """A suite file (a relative path resolves against the pytest rootdir, wherever pytest
+        was started), or a name from evals/suites/. The error lists every place looked at."""
         path = Path(suite)
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            return path
-        candidate = SUITES_DIR / f"{suite}.yaml"
-        if candidate.is_file():
-            return candidate
-        raise pytest.UsageError(f"no suite {suite!r} (looked for {path} and {candidate})")
+        looked: list[Path] = []
+        if path.suffix in (".yaml", ".yml"):
+            candidate = path if path.is_absolute() else self.rootpath / path
+            looked.append(candidate)
+            if candidate.is_file():
+                return candidate
+        else:
+            candidate = SUITES_DIR / f"{suite}.yaml"
+            looked.append(candidate)
+            if candidate.is_file():
+                return candidate
+        shipped = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))) or "none"
+        raise pytest.UsageError(
+            f"no suite {str(suite)!r}: looked at {', '.join(map(str, looked))} "
+            f"(relative paths resolve against the pytest rootdir {self.rootpath}; shipped suites by name: {shipped})"
+        )
 
     def run(
         self,
@@ -135,19 +166,41 @@ class LorascopeEvals:
     ) -> "CompareReport":
         """Compare with the stored baseline (--lorascope-baseline). With
         --lorascope-update-baseline the run becomes the baseline first (so this passes and
-        the new baseline is on disk for review). Skips when no baseline is configured or
-        none exists yet, saying how to create it."""
+        the new baseline is on disk for review). No baseline: skipped, saying how to create
+        it; under CI or --lorascope-require-baseline that is a failure instead. A run served
+        entirely from the shared cache fails unless --lorascope-allow-cached."""
+        __tracebackhide__ = True
         from lorascope.evals.session import compare_with, copy_run
 
         target = self.baseline_dir(scored.suite_name)
         if target is None:
-            pytest.skip("no baseline folder given (--lorascope-baseline DIR)")
+            self._no_baseline("no baseline folder given: pass --lorascope-baseline DIR "
+                              f"(DIR/{scored.suite_name}/ holds the baseline run)")
         if self.update_baseline:
             copy_run(scored.run_dir, target)
         elif not (target / "run.db").is_file():
-            pytest.skip(f"no baseline at {target}; create it with --lorascope-baseline {self.baseline_root} "
-                        "--lorascope-update-baseline")
-        return compare_with(target, scored, tolerances=tolerances)
+            self._no_baseline(f"no baseline at {target} (no run.db); create it with: pytest "
+                              f"--lorascope-baseline {self.baseline_root} --lorascope-update-baseline")
+        report = compare_with(target, scored, tolerances=tolerances, allow_cached=self.allow_cached or self.update_baseline)
+        if report.cache_only and not report.allow_cached:
+            from lorascope.evals.assertions import failure_text
+
+            pytest.fail(failure_text(report), pytrace=False)
+        return report
+
+    def _no_baseline(self, message: str) -> None:
+        __tracebackhide__ = True
+        if self.require_baseline:
+            why = "--lorascope-require-baseline" if not running_in_ci() else "CI is set"
+            pytest.fail(f"{message} [a missing baseline fails because {why}]", pytrace=False)
+        pytest.skip(message)
+
+
+def running_in_ci() -> bool:
+    """CI services set CI (GitHub Actions, GitLab, CircleCI, Travis, Buildkite...)."""
+    import os
+
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="session")

@@ -182,9 +182,11 @@ def compare_with(
     *,
     clip: str | None = None,
     tolerances: "Tolerances | None" = None,
+    allow_cached: bool = False,
 ) -> "CompareReport":
+    """Compare a scored run with a baseline folder (see evals.compare.compare_runs)."""
     from lorascope.evals.compare import compare_runs
 
     label = scored.score_summary.clip_label if scored.score_summary else scored.clip_model
     return compare_runs(baseline_dir, scored.run_dir, clip=clip or label, tolerances=tolerances,
-                        progress=False)
+                        progress=False, allow_cached=allow_cached)

@@ -120,11 +120,13 @@ steps: 2
 """
 
 
-def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_path):
+def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_path, monkeypatch):
     """The baseline workflow through the plugin's options: no folder -> skip; folder but no
     baseline -> skip saying how to make one; --lorascope-update-baseline writes it; the next
-    session compares against it (and the run under --lorascope-runs is reused, not redone);
-    a changed picture fails with the cell, the numbers and both image paths."""
+    session compares against it, generating anew (a comparison asks the provider; the run
+    folder under --lorascope-runs is the one used); a changed picture fails with the cell
+    and the numbers."""
+    monkeypatch.delenv("CI", raising=False)  # interactively a missing baseline skips
     import hashlib
     import sqlite3
 
@@ -157,11 +159,11 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
 
     result = pytester.runpytest_inprocess(*common)
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*no baseline folder given (--lorascope-baseline DIR)*"])
+    result.stdout.fnmatch_lines(["*no baseline folder given: pass --lorascope-baseline DIR*"])
 
     result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([f"*no baseline at {baselines / 'one-cell'}*--lorascope-update-baseline*"])
+    result.stdout.fnmatch_lines([f"*no baseline at {baselines / 'one-cell'} (no run.db)*--lorascope-update-baseline*"])
 
     result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}", "--lorascope-update-baseline")
     result.assert_outcomes(passed=1)
@@ -169,12 +171,14 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
 
     result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["SENT 0"])  # the run stored under --lorascope-runs is reused
+    result.stdout.fnmatch_lines(["SENT 1"])  # compared against a baseline: asked anew
+    assert len(list((runs / "one-cell" / "images").iterdir())) == 1  # into the kept run folder
 
     # the baseline's picture now differs (as if the pipeline had changed since it was stored)
     base = baselines / "one-cell"
     with sqlite3.connect(base / "run.db") as conn:
-        gid, idx, rel = conn.execute("SELECT generation_id, idx, path FROM images").fetchone()
+        # the latest generation's image (the one the baseline shows)
+        gid, idx, rel = conn.execute("SELECT generation_id, idx, path FROM images ORDER BY generation_id DESC").fetchone()
         ImageOps.invert(Image.open(base / rel).convert("RGB")).save(base / "images" / "inverted.png")
         sha = hashlib.sha256((base / "images" / "inverted.png").read_bytes()).hexdigest()
         conn.execute("UPDATE images SET path = ?, sha256 = ? WHERE generation_id = ? AND idx = ?",
@@ -182,6 +186,7 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
     result = pytester.runpytest_inprocess(*common, f"--lorascope-baseline={baselines}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*regressed against*",
-        "*regressed: diffusers baseline (no LoRA) prompt=trex seed=7*SSIM*inverted.png*",
+        "*regressed: 1 regressed of 1 cell (diffusers: 1 regressed)*",
+        "*regressed diffusers no-LoRA prompt=trex seed=7: *SSIM*",
+        f"*lorascope report {runs / 'one-cell'} --compare {base}*",
     ])
