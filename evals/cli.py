@@ -295,7 +295,8 @@ def recommend(
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     (run / "recommend.json").write_text(
         json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
-                    "objective": rule_text, "recommendations": [r.as_dict() for r in recs]}, indent=2),
+                    "objective": rule_text, "objective_expr": objective, "constraints": list(constraint or []),
+                    "recommendations": [r.as_dict() for r in recs]}, indent=2),
         encoding="utf-8",
     )
     if not write:
@@ -317,6 +318,12 @@ def recommend(
         target_file = default_catalogue_path()
     if not Path(target_file).is_file():
         _fail(f"catalogue {target_file} not found (pass --catalogue PATH)")
+    from lorascope.registry.catalogue import check_catalogue
+
+    errors = [p for p in check_catalogue(Path(target_file))[1] if p.severity == "error"]
+    if errors:  # never rewrite a file we cannot read: its author's text would be lost
+        _fail(f"{errors[0]} ({len(errors)} error(s)); fix the catalogue before --write "
+              f"(`lorascope registry validate {target_file}` lists them)", code=1)
     try:
         written = write_recommendations(
             Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run, clip_label=labels.get(model, model)

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from lorascope.registry.safe_yaml import strip_controls
+
 MASK = "***"
 
 #: Header names whose values are credentials, whatever they hold.
@@ -48,7 +50,8 @@ _known: tuple[str, ...] = ()
 def _forms(secret: str) -> set[str]:
     """The ways a key turns up in text: as is, stripped, and as Python or bytes `repr` quotes it
     (httpx's "Illegal header value b'Bearer abc\\n'" shows the escaped form, not the raw one)."""
-    forms = {secret, secret.strip(), repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]}
+    forms = {secret, secret.strip(), strip_controls(secret).strip(), repr(secret)[1:-1],
+             repr(secret.encode("utf-8", "replace"))[2:-1]}
     return {f for f in forms if len(f) >= 4}
 
 
@@ -83,9 +86,11 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask registered keys and credential-shaped substrings."""
+    """Mask registered keys and credential-shaped substrings, and drop control characters
+    (a provider's message could carry terminal escape sequences)."""
     if not text:
         return text
+    text = strip_controls(text)
     for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)

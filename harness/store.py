@@ -282,7 +282,8 @@ class RunStore:
             conn = _connect(db)
             conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {db}: {exc}") from None
+            raise StoreError(f"cannot open {db}: {exc}; the file is damaged or not a lorascope run.db: restore it "
+                             "from a copy, or run the suite again into a new --out folder") from None
         return cls(run_dir, conn)
 
     def connect(self) -> sqlite3.Connection:

@@ -171,6 +171,14 @@ class Suite(BaseModel):
             return [_stack_item(item) for item in v]
         return v
 
+    @field_validator("scales", "seeds", "steps", "num_images", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: Any) -> Any:
+        """YAML reads `yes`/`true` as a boolean and pydantic would take it as 1: refuse it."""
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"{v!r}: true/false is not a number")
+        return v
+
     @field_validator("scales")
     @classmethod
     def _scales(cls, v: list[float] | None) -> list[float] | None:
@@ -195,10 +203,13 @@ class Suite(BaseModel):
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> Any:
+        if isinstance(v, bool) or isinstance(v, float):
+            raise ValueError(f"{v!r} is not a size like 1024x1024 (whole pixels)")
         if isinstance(v, int):
-            return f"{v}x{v}"
+            v = f"{v}x{v}"
         if isinstance(v, dict) and set(v) == {"width", "height"}:
-            return f"{v['width']}x{v['height']}"
+            # each side through the same check as the WxH form (a decimal or a word is refused)
+            v = f"{v['width']}x{v['height']}"
         if isinstance(v, str):
             m = SIZE.match(v)
             if not m:

@@ -45,5 +45,7 @@ def configure_logging() -> logging.Handler:
 
 
 def main() -> None:
+    from lorascope.harness.cli_errors import run_guarded
+
     configure_logging()
-    app()
+    run_guarded(app)

@@ -8,6 +8,9 @@ count the size of what they point at). ruamel's composer recurses once per nesti
 deep nesting ends in a RecursionError: depth is checked on the same event stream, which is
 produced without recursion. Size is checked before the file is even read.
 
+Values may not hold control characters (ESC and friends, written as YAML escapes): a name or
+a prompt is printed to terminals and written into reports and requests.
+
 Catalogues and suites are small (the project's 32-LoRA catalogue is ~40 KB, ~1,500 nodes), so
 the limits are far above any real file.
 """
@@ -15,6 +18,7 @@ the limits are far above any real file.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,11 @@ def check_limits(text: str, limits: Limits = Limits()) -> None:
             stack[-1][0] += anchored.get(event.anchor, 1)
         elif isinstance(event, NodeEvent):  # a scalar
             stack[-1][0] += 1
+            bad = control_character(getattr(event, "value", None))
+            if bad:
+                raise YamlLimitError(
+                    f"a value holds the control character {bad} (a terminal escape sequence?); "
+                    "remove it: it would reach terminals, reports and provider requests", _line(event))
             if event.anchor:
                 anchored[event.anchor] = 1
         else:
@@ -92,6 +101,25 @@ def check_limits(text: str, limits: Limits = Limits()) -> None:
             raise YamlLimitError(
                 f"expands to more than {limits.max_nodes:,} values (aliases of aliases, a 'billion laughs' "
                 "file?); write the values out or split the file", _line(event))
+
+
+#: C0 and C1 control characters and DEL, except tab and newline (which text may hold).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def control_character(text: str | None) -> str | None:
+    """The first control character in `text` as `U+001B`, or None. YAML's reader refuses raw
+    ones; this catches those written as escapes ("\\e[31m", "\\x1b")."""
+    if not text:
+        return None
+    match = _CONTROL.search(text)
+    return f"U+{ord(match.group()):04X}" if match else None
+
+
+def strip_controls(text: str) -> str:
+    """`text` without control characters (tab and newline kept): what outside text (a
+    provider's message, a file's value) becomes before a terminal or a report shows it."""
+    return _CONTROL.sub("", text) if text else text
 
 
 def load(text: str, limits: Limits = Limits()) -> Any:
