@@ -136,7 +136,7 @@ def _purelib_of(python: Path) -> Path:
 
 INSIDE = textwrap.dedent(
     """
-    import importlib.metadata as md, importlib.util, json, sys
+    import importlib.metadata as md, importlib.util, json, os, sys
     import lorascope, lorascope.evals.pytest_plugin as plugin, lorascope.registry.catalogue as catalogue
     import lorascope.reports.render as render
     providers = {ep.name: ep.load().__module__ for ep in md.entry_points(group="lorascope.providers")}
@@ -148,6 +148,7 @@ INSIDE = textwrap.dedent(
         "provider_files": sorted(sys.modules[m].__file__ for m in providers.values()),
         "bare": {name: importlib.util.find_spec(name) is not None for name in %r},
         "sys_path": sys.path,
+        "cwd": os.getcwd(),
     }))
     """
     % (STAGES,)
@@ -178,7 +179,8 @@ def test_the_installed_wheel_runs_demo_and_registry_list_from_an_unrelated_folde
         assert Path(where[key]).is_relative_to(site), (key, where[key])
     assert where["provider_files"] and all(Path(f).is_relative_to(site) for f in where["provider_files"])
     assert where["bare"] == {stage: False for stage in STAGES}  # no top-level `harness`, `evals`, ...
-    assert str(REPO) not in where["sys_path"] and os.getcwd() != str(work)
+    assert str(REPO) not in where["sys_path"]
+    assert Path(where["cwd"]) == work.resolve() and not work.resolve().is_relative_to(REPO)  # an unrelated folder
 
     listing = _run([str(env_dir / "bin" / "lorascope"), "registry", "list"], cwd=work, env=env).stdout
     assert f"LoRAs in {site / 'lorascope' / 'loras.yaml'}" in listing and "classic-painting" in listing
