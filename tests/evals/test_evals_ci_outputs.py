@@ -206,3 +206,20 @@ def test_compare_cli_writes_junit_markdown_and_the_step_summary(tiny_run: Path, 
     bad = CliRunner().invoke(app, ["compare", str(tiny_run), str(other), "--junit", str(tmp_path)],
                              env={"COLUMNS": "200"}, catch_exceptions=False)
     assert bad.exit_code == 2 and "directory" in bad.output, bad.output
+
+
+def test_markdown_renders_as_the_tables_it_means_with_run_text_as_text(mixed):
+    """Rendered by a CommonMark parser with GitHub's table extension (markdown-it-py, what rich
+    uses): every row keeps its columns and hostile names come out as text, not markup."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(markdown_summary(mixed))
+    tables = re.findall(r"<table>(.*?)</table>", rendered, re.S)
+    assert len(tables) == 2
+    for table in tables:
+        widths = {len(re.findall(r"<t[hd][ >]", row)) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)}
+        assert len(widths) == 1, widths
+    assert "<script>" not in rendered
+    assert "<td>ink&lt;script&gt;alert(1)&lt;/script&gt;|x]]&gt; @0.8 prompt=p|1 seed=5</td>" in rendered
