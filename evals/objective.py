@@ -238,3 +238,25 @@ def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: flo
                 f"{rec.lora}: measured scale {chosen.scale:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
                 f"clamped to {rec.scale:g}"
             )
+
+
+def run_objective(run_dir, frame: pd.DataFrame) -> tuple[Objective | None, str]:
+    """The objective the user last chose for this run (`recommend.json`, written by
+    `lorascope recommend --objective`), checked against the run's current columns; None with
+    a note when there is none or it no longer applies (then the default rule is used)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / "recommend.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, ""
+    expr = saved.get("objective_expr") if isinstance(saved, dict) else None
+    if not isinstance(expr, str) or not expr.strip():
+        return None, ""
+    constraints = [c for c in saved.get("constraints") or [] if isinstance(c, str)]
+    try:
+        return parse_objective(expr, constraints, frame), ""
+    except ObjectiveError as exc:
+        return None, f"{path}: objective {expr!r} no longer applies ({str(exc).splitlines()[0]}); default rule used"

@@ -130,6 +130,12 @@ def _plots(lora: str, entry: LoraEntry | None, providers: list[str], data: RunDa
                  curves=_curves(lora, "clip_score", providers, data.aggregates, recs, with_baseline=True),
                  catalogue_x=catalogue_x),
     ]
+    for scorer in data.scorers:  # each plugin scorer's curve; the baseline level is its no-LoRA mean
+        warning = " — RANDOM WEIGHTS: numbers carry no meaning" if scorer.random_weights else ""
+        specs.append(PlotSpec(
+            title=f"{scorer.label} vs scale (mean, 95% CI; dashed: no-LoRA){warning}", y_label=scorer.name,
+            curves=_curves(lora, scorer.name, providers, data.aggregates, recs, with_baseline=True),
+            catalogue_x=catalogue_x))
     return [build_plot(spec) for spec in specs]
 
 
@@ -306,6 +312,11 @@ def _summary(data: RunData, df: pd.DataFrame, records: list[dict[str, Any]], var
         items.append(KeyValue(key="Wall time", value=fmt.seconds(data.wall_time_s)))
     items.append(KeyValue(key="Scored", value=f"yes ({data.score_model})" if data.scored and data.score_model
                           else ("yes" if data.scored else "not yet")))
+    if data.scorers:
+        items.append(KeyValue(key="Scorers", value="; ".join(
+            f"{s.label}: {s.model_id}" + (" (random weights)" if s.random_weights else "") for s in data.scorers)))
+    if data.recommended_by:
+        items.append(KeyValue(key="Recommended by", value=data.recommended_by))
     return items
 
 

@@ -48,6 +48,15 @@ class Recommendation(BaseModel):
     reason: str = ""
 
 
+class ScorerInfo(BaseModel):
+    """A plugin scorer whose numbers the run holds (columns `<name>`, `<name>_gain`)."""
+
+    name: str
+    label: str
+    model_id: str
+    random_weights: bool = False
+
+
 class ProviderStats(BaseModel):
     """Latency and cost per provider (seconds, USD); None where nothing was measured."""
 
@@ -80,6 +89,10 @@ class RunData(BaseModel):
     score_model: str = ""
     aggregates: list[ScaleAggregate] = Field(default_factory=list)
     recommendations: list[Recommendation] = Field(default_factory=list)
+    #: which rule chose the recommendations (the default rule or the user's --objective)
+    recommended_by: str = ""
+    #: plugin scorers stored for this run (evals.scorer_store), each drawn as a curve
+    scorers: list[ScorerInfo] = Field(default_factory=list)
     provider_stats: list[ProviderStats] = Field(default_factory=list)
     wall_time_s: float | None = None
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from lorascope.reports import fmt
 from lorascope.reports.errors import ReportError
-from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate
+from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate, ScorerInfo
 
 AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
 
@@ -44,14 +44,15 @@ def is_scored(frame: pd.DataFrame) -> bool:
     return any(c in frame.columns and frame[c].notna().any() for c in ("clip_score", "style_shift"))
 
 
-def aggregates_from(frame: pd.DataFrame) -> list[ScaleAggregate]:
-    """The evals stage's per (lora, scale, provider) means and 95% CIs as report inputs."""
-    from lorascope.evals.metrics import aggregate
+def aggregates_from(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> list[ScaleAggregate]:
+    """The evals stage's per (lora, scale, provider) means and 95% CIs as report inputs;
+    `extra`: plugin scorer columns (evals.scorer_store) to aggregate too."""
+    from lorascope.evals.metrics import AGGREGATE_METRICS as EVALS_METRICS, aggregate
 
-    table = aggregate(frame)
+    table = aggregate(frame, metrics=(*EVALS_METRICS, *extra))
     out = []
     for rec in table.to_dict("records") if len(table) else []:
-        for metric in AGGREGATE_METRICS:
+        for metric in (*AGGREGATE_METRICS, *extra):
             mean = fmt.number(rec.get(f"{metric}_mean"))
             if mean is None:
                 continue
@@ -88,12 +89,19 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
     return out
 
 
-def recommendations_from(frame: pd.DataFrame, loras: dict) -> list[Recommendation]:
-    """The evals stage's recommended scale per (lora, provider), by its documented rule."""
+def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None) -> list[Recommendation]:
+    """The evals stage's recommended scale per (lora, provider), by its documented rule, or
+    by the user's objective (evals.objective) when `recommend --objective` chose one."""
     from lorascope.evals.recommend import recommend_scales
 
+    if objective is not None:
+        from lorascope.evals.objective import recommend_by_objective
+
+        chosen = recommend_by_objective(frame, loras, objective)
+    else:
+        chosen = recommend_scales(frame, loras)
     out = []
-    for rec in recommend_scales(frame, loras):
+    for rec in chosen:
         reason = "; ".join([rec.reason, *rec.warnings]) if rec.warnings else rec.reason
         out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=fmt.number(rec.scale), reason=reason))
     return out
@@ -117,6 +125,7 @@ def load_run_data(run_dir: Path) -> RunData:
     model = str(frame["clip_model"].iloc[0]) if len(frame) else ""
     score_model = labels.get(model, model)
     scored = is_scored(frame)
+    frame, scorers, objective, recommended_by = _with_scorers(run_dir, frame)
     return RunData(
         run_dir=run_dir,
         results=frame,
@@ -125,7 +134,30 @@ def load_run_data(run_dir: Path) -> RunData:
         loras=loras,
         scored=scored,
         score_model=score_model if scored else "",
-        aggregates=aggregates_from(frame) if scored else [],
-        recommendations=recommendations_from(frame, loras) if scored else [],
+        aggregates=aggregates_from(frame, tuple(s.name for s in scorers)) if scored else [],
+        recommendations=recommendations_from(frame, loras, objective) if scored else [],
+        recommended_by=recommended_by if scored else "",
+        scorers=scorers,
         provider_stats=provider_stats_from(frame),
     )
+
+
+def _with_scorers(run_dir: Path, frame: pd.DataFrame):
+    """The frame with every stored plugin scorer's columns, those scorers, and the objective
+    that chooses the recommendations (the user's from `recommend --objective`, else the
+    default rule), with its description."""
+    from lorascope.evals.objective import run_objective
+    from lorascope.evals.recommend import DEFAULT_CLIP_TOLERANCE, DEFAULT_TARGET_FRACTION, RULE
+    from lorascope.evals.scorer_store import scorer_columns
+
+    frame, stored = scorer_columns(frame, run_dir)
+    scorers = [ScorerInfo(name=s.scorer, label=s.label, model_id=s.model_id, random_weights=s.random_weights)
+               for s in stored]
+    objective, note = run_objective(run_dir, frame)
+    if objective is not None:
+        text = f"your objective: {objective.describe()} (from recommend.json)"
+    else:
+        text = "default rule: " + RULE.format(target=DEFAULT_TARGET_FRACTION, tol=DEFAULT_CLIP_TOLERANCE)
+        if note:
+            text += f" ({note})"
+    return frame, scorers, objective, text
