@@ -349,7 +349,7 @@ def compare(
     junit: Optional[Path] = typer.Option(
         None, "--junit", dir_okay=False,
         help="Also write JUnit XML for CI: one test case per cell, a failure for each regressed, drifted or "
-        "missing cell (new cells are skipped); the exit code still fails only as described below.",
+        "missing cell, new cells skipped (the exit code does not change: drift alone still exits 0).",
     ),
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", dir_okay=False,
