@@ -199,6 +199,9 @@ def _print_scorers(console: "Console", run: Path, multi: Any) -> None:
 def recommend(
     run: Path = typer.Argument(..., help="A scored run folder.", file_okay=False),
     write: bool = typer.Option(False, "--write", help="Write the recommendations into the catalogue (in place)."),
+    force: bool = typer.Option(
+        False, "--force", help="With --write: write even scales measured with a random-weight scorer (tiny-random)."
+    ),
     catalogue: Optional[Path] = typer.Option(
         None, "--catalogue", help="Catalogue to update with --write (default: the run's suite catalogue, else loras.yaml)."
     ),
@@ -229,7 +232,13 @@ def recommend(
     from rich.markup import escape
     from rich.table import Table
 
-    from lorascope.evals.recommend import RULE, CatalogueWriteError, recommend_scales, write_recommendations
+    from lorascope.evals.recommend import (
+        RULE,
+        CatalogueWriteError,
+        random_weight_scores,
+        recommend_scales,
+        write_recommendations,
+    )
     from lorascope.evals.results import resolve_model, scored_frame, scored_models
     from lorascope.harness.store import RunStore
 
@@ -270,6 +279,10 @@ def recommend(
         rule_text = RULE.format(target=target, tol=clip_tolerance)
     console.print(f"rule: {escape(rule_text)}")
     console.print(f"scores: {escape(labels.get(model, model))}")
+    if random_weight_scores(model) or random_weight_scores(labels.get(model)):
+        console.print(f"[bold yellow]random weights:[/bold yellow] {escape(labels.get(model, model))} is a random-weight "
+                      "CLIP: these scores and scales carry no meaning (tests and demos only); score with real weights, "
+                      "e.g. --clip ViT-B-32:openai")
     table = Table(title=f"recommended scales — {escape(str(run))}")
     for col in ("LoRA", "provider", "catalogue", "range", "measured", "basis", "per scale: strength / CLIPScore", "why"):
         table.add_column(col)
@@ -326,7 +339,8 @@ def recommend(
               f"(`lorascope registry validate {target_file}` lists them)", code=1)
     try:
         written = write_recommendations(
-            Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run, clip_label=labels.get(model, model)
+            Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run, clip_label=labels.get(model, model),
+            force=force,
         )
     except CatalogueWriteError as exc:
         _fail(str(exc), code=1)

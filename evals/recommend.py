@@ -174,6 +174,18 @@ class CatalogueWriteError(RuntimeError):
     pass
 
 
+class RandomWeightScores(CatalogueWriteError):
+    """The scores come from a random-weight scorer: a scale chosen from them means nothing."""
+
+
+def random_weight_scores(model: str | None) -> bool:
+    """Whether a scorer's model id or label names random weights: `tiny-random` (and its id
+    `tiny-random-clip-v1`) or a full-size architecture with seeded random weights
+    (`ARCH:random`, id `open_clip:ARCH:random-seedN`)."""
+    text = str(model or "").lower()
+    return "tiny-random" in text or text.endswith(":random") or ":random-seed" in text
+
+
 def write_recommendations(
     catalogue_path: Path,
     recommendations: list[Recommendation],
@@ -181,12 +193,21 @@ def write_recommendations(
     run_dir: Path,
     clip_label: str,
     today: str | None = None,
+    force: bool = False,
 ) -> list[str]:
     """Set `scale.recommended` and `provenance.scale` of each recommended entry in
     `catalogue_path`, in place, keeping comments, order and formatting (ruamel round-trip).
 
     One recommendation per LoRA (the caller picks the provider). The edited file is
-    validated with the registry before it replaces the original. Returns the ids written."""
+    validated with the registry before it replaces the original. Returns the ids written.
+    Scores from a random-weight scorer are refused (`RandomWeightScores`) unless `force`:
+    the catalogue is what people pick scales from."""
+    if random_weight_scores(clip_label) and not force:
+        raise RandomWeightScores(
+            f"{run_dir} was scored with {clip_label}, a random-weight CLIP: its numbers carry no meaning, so "
+            f"{catalogue_path} was not changed. Score the run with real weights (`lorascope score {run_dir} "
+            "--clip ViT-B-32:openai`) and recommend again, or pass --force to write these scales anyway"
+        )
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 

@@ -60,6 +60,21 @@ def _sort_key(cell: CompareCellData) -> tuple:
             cell.prompt_id, cell.seed)
 
 
+def verdict_counts(cells: list[CompareCellData]) -> dict[str, int]:
+    """Changed verdicts worst first (every one, zeros included), then `same`."""
+    order = [*sorted(CHANGED_VERDICTS, key=CHANGED_VERDICTS.get), "same"]
+    return {v: sum(1 for c in cells if c.verdict == v) for v in order}
+
+
+def provider_counts(cells: list[CompareCellData]) -> dict[str, str]:
+    """Per provider, its non-zero verdict counts, worst first: '2 regressed, 1 drifted, 9 same'."""
+    out: dict[str, str] = {}
+    for provider in sorted({c.provider for c in cells}):
+        counts = verdict_counts([c for c in cells if c.provider == provider])
+        out[provider] = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    return out
+
+
 def _label(path: Path) -> str:
     """A folder's name, with its parent's when names repeat (runs/x/run vs runs/y/run)."""
     return "/".join(path.resolve().parts[-2:]) if path.name in ("run", "") else path.name
@@ -85,14 +100,15 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None, progre
                                    current=_value(m.name, m.current), delta=_delta(m.name, m.delta))
                      for m in cell.metrics],
         ))
-    drifted = sum(1 for c in data.cells if c.drifted)
     summary = [
         KeyValue(key="Baseline", value=str(data.baseline_dir)),
         KeyValue(key="Current run", value=str(data.run_dir)),
         KeyValue(key="Verdict", value=data.overall),
         KeyValue(key="Cells compared", value=str(len(data.cells))),
-        KeyValue(key="Drifted", value=str(drifted)),
-        *[KeyValue(key=str(k), value=str(v)) for k, v in data.settings.items()],
+        # each verdict on its own: a regression must not hide among drifts
+        *[KeyValue(key=verdict.capitalize(), value=str(n)) for verdict, n in verdict_counts(data.cells).items()],
+        *[KeyValue(key=f"Provider {p}", value=text) for p, text in provider_counts(data.cells).items()],
+        *[KeyValue(key=str(k), value=str(v)) for k, v in data.settings.items() if k != "Verdicts"],
     ]
     return CompareReportView(
         title=f"lorascope comparison: {_label(data.run_dir)} vs baseline {_label(data.baseline_dir)}",

@@ -35,13 +35,29 @@ def hosted_keys() -> dict[str, tuple[str, str]]:
     return {name: (provider_class(name).env_key_var, page) for name, page in KEY_PAGES.items()}
 
 
-def uses_random_weights(frame: pd.DataFrame) -> bool:
+def random_generation(frame: pd.DataFrame) -> bool:
+    """The images come from the tiny random-weight Z-Image pipeline."""
     for column in ("model_version", "endpoint", "options"):
         if column in frame.columns:
             values = frame[column].dropna().astype(str)
             if any(marker in v for v in values for marker in RANDOM_MARKERS):
                 return True
     return False
+
+
+def random_scores(frame: pd.DataFrame) -> bool:
+    """The scores come from a random-weight CLIP (tiny-random, ARCH:random), whatever made
+    the images: real pictures scored with it still get numbers without meaning."""
+    from lorascope.evals.recommend import random_weight_scores
+
+    if "clip_model" not in frame.columns:
+        return False
+    return any(random_weight_scores(v) for v in frame["clip_model"].dropna().astype(str).unique())
+
+
+def uses_random_weights(frame: pd.DataFrame) -> bool:
+    """Whether a report of this frame carries the random-weight banner (images or scores)."""
+    return random_generation(frame) or random_scores(frame)
 
 
 EXAMPLE_LORAS = ["classic-painting", "coloring-book"]  # hub LoRAs in the project's loras.yaml
@@ -86,6 +102,14 @@ def random_weight_banner(data: Any, howto: bool = True) -> Banner:
             "Both runs used the tiny random-weight Z-Image pipeline (and the tiny random CLIP): the comparison "
             "shows that drift detection works end to end, not anything about a real model or provider."])
     suite = getattr(data, "suite", {}) or {}
+    results = getattr(data, "results", None)
+    if isinstance(results, pd.DataFrame) and not random_generation(results):
+        return Banner(level="warning", title="These scores come from a random-weight CLIP", paragraphs=[
+            f"The images are real, but the run was scored with {getattr(data, 'score_model', '') or 'a random-weight CLIP'}, "
+            "a CLIP with random weights: CLIPScore, style shift, LoRA effect, agreement, the recommended scales "
+            "and the plots carry no meaning about the pictures.",
+            "Score it again with real weights (`lorascope score RUN --clip ViT-B-32:openai`, downloaded once, or "
+            "LORASCOPE_CLIP_CHECKPOINT pointing at a local .safetensors checkpoint), then render the report again."])
     env_lines = "\n".join(
         f"export {var}=...   # {name}: {where}" for name, (var, where) in hosted_keys().items()
     )

@@ -47,13 +47,23 @@ def render(template: str, view: BaseModel) -> str:
     return environment().get_template(template).render(view=view, css=css, script=js, script_hash=script_hash)
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_html(path: Path, html: str) -> Path:
-    """Write atomically: a reader never sees half a report."""
+    """Write atomically: a reader never sees half a report. The file gets the mode any file
+    the user creates gets (0666 less the umask: 0644 under umask 022); mkstemp alone would
+    leave it 0600, unreadable to a web server or a colleague."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".html")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -82,8 +82,13 @@ def test_recommend_needs_scores_then_shows_and_writes(tiny_run: Path, tmp_path: 
         shutil.copy(SUITES_DIR / "tiny" / f, catalogue.parent / f)
     original = catalogue.read_text()
     # random weights: the rule may or may not find a scale; force one by accepting any CLIPScore and shift
-    written = invoke("recommend", str(tiny_run), "--write", "--catalogue", str(catalogue), "--clip-tolerance", "1.0",
-                     "--target", "0.0")
+    loose = ("--catalogue", str(catalogue), "--clip-tolerance", "1.0", "--target", "0.0")
+    refused = invoke("recommend", str(tiny_run), "--write", *loose)
+    assert refused.exit_code == 1, refused.output
+    assert "random weights:" in refused.output and "carry no meaning" in refused.output
+    assert "was not changed" in refused.output and "--force" in refused.output
+    assert catalogue.read_text() == original  # scales from random-weight scores are not written
+    written = invoke("recommend", str(tiny_run), "--write", "--force", *loose)
     assert written.exit_code == 0, written.output
     recs = {r["lora"]: r for r in json.loads((tiny_run / "recommend.json").read_text())["recommendations"]}
     # the write path really ran: the tiny run gives tiny-ink a recommendation under this loose rule
