@@ -19,6 +19,7 @@ from lorascope.registry.models import LoraEntry
 from lorascope.reports import fmt
 from lorascope.reports.figures import ThumbIndex, image_file, make_figure, row_ok, row_nsfw, sha_of
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
+from lorascope.reports.human import agreement_rows, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
 from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
 from lorascope.reports.viewmodels import (
@@ -215,6 +216,7 @@ def _section(
         rows=rows,
         recommendations=recommendations,
         plots=_plots(lora, entry, providers, data, recs) if data.scored else [],
+        human=human_views(data.human, lora),
     )
 
 
@@ -360,4 +362,6 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
         sections=sections,
         provider_stats=_provider_table(data, df),
         problems=_problems(records),
+        agreement=agreement_rows(data.agreement),
+        has_votes=bool(data.human),
     )

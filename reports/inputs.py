@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lorascope.evals.compare import CHANGED_VERDICTS as EVALS_CHANGED_VERDICTS
 from lorascope.registry.models import LoraEntry
+from lorascope.reports.human import HumanFit, MetricAgreementData
 
 #: Statuses the harness gives a generation that produced its image.
 OK_STATUSES = frozenset({"ok", "done", "succeeded", "success", "completed", "stored", "cached"})
@@ -95,6 +96,8 @@ class RunData(BaseModel):
     scorers: list[ScorerInfo] = Field(default_factory=list)
     provider_stats: list[ProviderStats] = Field(default_factory=list)
     wall_time_s: float | None = None
+    human: list[HumanFit] = Field(default_factory=list)  # votes fitted (reports.human); empty: no votes
+    agreement: list[MetricAgreementData] = Field(default_factory=list)
 
 
 class CompareMetricData(BaseModel):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorascope.reports import fmt
+from lorascope.reports.human import human_inputs
 from lorascope.reports.errors import ReportError
 from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate, ScorerInfo
 
@@ -128,6 +129,7 @@ def load_run_data(run_dir: Path) -> RunData:
     frame, scorers, objective, recommended_by = _with_scorers(run_dir, frame)
     return RunData(
         run_dir=run_dir,
+        **human_inputs(run_dir, frame, scored),
         results=frame,
         suite_name=suite_name,
         suite=suite,

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorascope.reports.human import AgreementRow, HumanView
+
 
 class _View(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -124,6 +126,7 @@ class LoraSection(_View):
     rows: list[GridRow]
     recommendations: list[RecommendationView] = Field(default_factory=list)
     plots: list[PlotView] = Field(default_factory=list)
+    human: list[HumanView] = Field(default_factory=list)
 
 
 class KeyValue(_View):
@@ -185,6 +188,8 @@ class RunReportView(_View):
     sections: list[LoraSection]
     provider_stats: list[ProviderStatsRow]
     problems: list[ProblemRow]
+    agreement: list[AgreementRow] = Field(default_factory=list)
+    has_votes: bool = False
 
 
 class CompareMetric(_View):

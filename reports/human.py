@@ -1,0 +1,174 @@
+"""The human-votes part of the run report: what it reads (fitted strengths and metric
+agreement from evals.ratings), and what it shows (formatted rows beside each LoRA's curves,
+and the "which metric matches your eye" table).
+
+Kept in one module so the run report's other inputs and views stay as they were; a run
+without votes gets empty lists and the report looks exactly as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Bootstrap resamples for the report's intervals (the CLI's default is 1,000; a report
+#: is re-rendered often, and 400 resamples move a 95 % bound by about a hundredth).
+REPORT_RESAMPLES = 400
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+
+class HumanScale(BaseModel):
+    """One scale's Bradley-Terry strength from votes; scale '' = no LoRA."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scale: str
+    strength: float | None = None  # log-strength relative to the fit's reference scale
+    low: float | None = None
+    high: float | None = None
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    p_best: float | None = None
+
+
+class HumanFit(BaseModel):
+    """The votes on one (LoRA, provider), fitted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lora: str
+    provider: str
+    reference: str
+    decided: int
+    ties: int
+    skips: int
+    raters: list[str] = Field(default_factory=list)
+    preferred: str | None = None
+    preferred_scale: float | None = None
+    scales: list[HumanScale] = Field(default_factory=list)
+
+
+class MetricAgreementData(BaseModel):
+    """How often an automatic metric prefers the image people chose."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    label: str
+    agree: int
+    disagree: int
+    undecided: int
+    share: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def human_inputs(run_dir: Path, frame: "pd.DataFrame", scored: bool) -> dict[str, Any]:
+    """RunData's `human` and `agreement` fields for a run folder (empty without votes)."""
+    from lorascope.evals.ratings import build_slots, fit_all, metric_agreement
+    from lorascope.harness.ratings import Ratings
+    from lorascope.reports import fmt
+
+    with Ratings.open(run_dir) as ratings:
+        votes = ratings.votes()
+    if not votes:
+        return {"human": [], "agreement": []}
+    fits = []
+    for fit in fit_all(votes, build_slots(frame), resamples=REPORT_RESAMPLES):
+        fits.append(HumanFit(
+            lora=fit.lora, provider=fit.provider, reference=fit.reference, decided=fit.decided, ties=fit.ties,
+            skips=fit.skips, raters=fit.raters, preferred=None if fit.preferred is None else fit.preferred.scale,
+            preferred_scale=fit.preferred_scale,
+            scales=[HumanScale(scale=s.scale, strength=fmt.number(s.strength), low=fmt.number(s.low),
+                               high=fmt.number(s.high), wins=s.wins, losses=s.losses, ties=s.ties,
+                               p_best=fmt.number(s.p_best)) for s in fit.strengths],
+        ))
+    agreement = []
+    if scored:
+        for a in metric_agreement(votes, frame):
+            agreement.append(MetricAgreementData(
+                metric=a.metric, label=a.label, agree=a.agree, disagree=a.disagree, undecided=a.undecided,
+                share=fmt.number(a.share), low=fmt.number(a.low), high=fmt.number(a.high)))
+    return {"human": fits, "agreement": agreement}
+
+
+# ---- views -------------------------------------------------------------------------------
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HumanRow(_View):
+    scale: str  # "no LoRA", "scale 0.8"
+    strength: str  # "+0.42 [+0.10, +0.80]"
+    wins: int
+    losses: int
+    ties: int
+    p_best: str
+    preferred: bool = False
+
+
+class HumanView(_View):
+    """One provider's vote strengths for a LoRA, shown beside its automatic curves."""
+
+    provider: str
+    reference: str
+    summary: str
+    rows: list[HumanRow]
+
+
+class AgreementRow(_View):
+    metric: str
+    share: str
+    interval: str
+    votes: int
+    undecided: int
+
+
+def _label(scale: str) -> str:
+    return "no LoRA" if scale == "" else f"scale {scale}"
+
+
+def human_views(fits: list[HumanFit], lora: str) -> list[HumanView]:
+    from lorascope.reports import fmt
+
+    out = []
+    for fit in fits:
+        if fit.lora != lora:
+            continue
+        best = next((s for s in fit.scales if s.scale == fit.preferred), None)
+        if best is None:
+            verdict = "no decided votes yet"
+        elif fit.preferred_scale is None and fit.preferred == "":
+            verdict = f"people preferred no LoRA (P(best) {fmt.percent(best.p_best)})"
+        else:
+            verdict = f"human-preferred {_label(best.scale)} (P(best) {fmt.percent(best.p_best)})"
+        summary = (f"{verdict}; {fit.decided} decided vote(s), {fit.ties} tie(s), {fit.skips} skip(s); "
+                   f"rater(s): {', '.join(fit.raters)}")
+        rows = [HumanRow(
+            scale=_label(s.scale),
+            strength=(f"{fmt.signed(s.strength, '+.2f')} [{fmt.signed(s.low, '+.2f')}, {fmt.signed(s.high, '+.2f')}]"
+                      if s.strength is not None else fmt.num(None)),
+            wins=s.wins, losses=s.losses, ties=s.ties, p_best=fmt.percent(s.p_best),
+            preferred=s.scale == fit.preferred,
+        ) for s in fit.scales]
+        out.append(HumanView(provider=fit.provider, reference=_label(fit.reference), summary=summary, rows=rows))
+    return out
+
+
+def agreement_rows(agreement: list[MetricAgreementData]) -> list[AgreementRow]:
+    from lorascope.reports import fmt
+
+    ordered = sorted(agreement, key=lambda a: -(a.share if a.share is not None else -1.0))
+    return [AgreementRow(metric=a.label, share=fmt.percent(a.share),
+                         interval=f"{fmt.percent(a.low)} – {fmt.percent(a.high)}",
+                         votes=a.agree + a.disagree, undecided=a.undecided) for a in ordered]
