@@ -12,8 +12,9 @@ provider, one `<testcase>` per compared cell, named by the cell (LoRA@scale, pro
 | `missing`   | `<failure type="missing">`: a baseline cell the run no longer has |
 | `new`       | `<skipped>`: no baseline to test against yet |
 
-A failure that belongs to no cell (a provider's median latency past `latency_ratio`, a run the
-report refuses as a check) is one more test case, `run-level checks`, in its own suite.
+A failure that belongs to no cell (a provider's median latency past `latency_ratio`, a run
+served entirely from the shared cache without `--allow-cached`) is one more test case,
+`run-level checks`, in its own suite.
 
 The Markdown summary (GitHub's job summary, a PR comment) gives the overall verdict, per-provider
 counts and latency/cost, and the worst cells in `lorascope compare`'s order. Everything that
@@ -29,7 +30,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from lorascope.evals.compare import CHANGED_VERDICTS, VERDICTS, CellComparison, CompareReport, worst_first
 
@@ -88,20 +89,15 @@ def cell_details(cell: CellComparison) -> str:
 
 
 def run_level_failures(report: CompareReport) -> list[str]:
-    """Why the comparison failed beyond its cells: the report regressed (or failed) with no
-    cell to blame, i.e. a provider's latency or a run the report refuses; its notes say why."""
-    failed = bool(getattr(report, "failed", report.regressed))
-    if not failed or any(c.verdict in FAILING_CELL_VERDICTS for c in report.cells):
+    """Why the comparison failed beyond its cells, from its notes: a run served entirely from
+    the cache that was not allowed (no cell can say that: its verdicts compare stored
+    results), or a failure with no cell to blame (a provider's median latency)."""
+    if not report.failed:
+        return []
+    refused = report.cache_only and not report.allow_cached
+    if not refused and any(c.verdict in FAILING_CELL_VERDICTS for c in report.cells):
         return []
     return list(report.notes) or [f"overall verdict {report.overall}"]
-
-
-def _provider_counts(cells: Iterable[CellComparison]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for cell in cells:
-        per = out.setdefault(cell.provider, {v: 0 for v in VERDICTS})
-        per[cell.verdict] = per.get(cell.verdict, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def junit_xml(report: CompareReport, *, duration_s: float | None = None, timestamp: datetime | None = None) -> bytes:
@@ -171,9 +167,10 @@ def md(value: Any) -> str:
 def markdown_summary(report: CompareReport, *, worst: int = WORST_CELLS) -> str:
     """Overall verdict, per-provider counts and latency/cost, the worst cells."""
     counts = ", ".join(f"{report.counts.get(v, 0)} {v}" for v in VERDICTS if report.counts.get(v))
-    icon = {"same": "✅", "drifted": "⚠️", "regressed": "❌"}.get(report.overall, "")
+    icon = "❌" if report.failed else {"same": "✅", "drifted": "⚠️"}.get(report.overall, "")
+    refused = " (not a check: the run came entirely from the cache)" if report.failed and not report.regressed else ""
     out = [
-        f"## lorascope compare: {icon} {report.overall}".rstrip(),
+        f"## lorascope compare: {icon} {report.overall}{refused}".strip(),
         "",
         f"**{md(report.run)}** against baseline **{md(report.baseline)}**, CLIP {md(report.clip_model)}: "
         f"{len(report.cells)} cells ({counts or 'none'}).",
@@ -184,7 +181,7 @@ def markdown_summary(report: CompareReport, *, worst: int = WORST_CELLS) -> str:
         "| provider | " + " | ".join(VERDICTS) + " | median latency s (baseline → run) | $/image (baseline → run) |",
         "|---|" + "---:|" * len(VERDICTS) + "---|---|",
     ]
-    for provider, per in _provider_counts(report.cells).items():
+    for provider, per in report.provider_counts().items():
         info: Mapping[str, Any] = report.providers.get(provider, {})
         latency = f"{_num(info.get('baseline_latency_median_s'), '.2f')} → {_num(info.get('run_latency_median_s'), '.2f')}"
         cost = f"{_num(info.get('baseline_cost_per_image_usd'), '.4f')} → {_num(info.get('run_cost_per_image_usd'), '.4f')}"

@@ -104,6 +104,28 @@ def test_a_failure_no_cell_explains_is_a_run_level_case():
     assert [c.find("failure").get("type") for c in root.iter("testcase")] == ["damaged"]
 
 
+def test_a_run_served_from_the_cache_fails_the_junit_file_unless_allowed():
+    """Every image of the run came from the shared cache: its cells compare stored results,
+    so a `same` everywhere proves nothing. The run-level case says so, even beside a
+    regressed cell, and passes (absent) with --allow-cached."""
+    why = "all 2 images of runs/today came from the shared generation cache: ...; this comparison fails"
+    cells = [cell("fal", "ink", 1, "same", ["identical image (same sha256)"]),
+             cell("fal", "ink", 2, "same", ["identical image (same sha256)"])]
+    report = make_report(cells, notes=[why])
+    report.run_images = report.cached_images = 2
+    root = ET.fromstring(junit_xml(report))
+    run_level = [c for c in root.iter("testcase") if c.get("name") == RUN_LEVEL_CASE]
+    assert root.get("failures") == "1" and run_level[0].find("failure").get("message") == why
+    assert markdown_summary(report).startswith(
+        "## lorascope compare: ❌ same (not a check: the run came entirely from the cache)")
+    with_regression = make_report([cells[0], cell("fal", "ink", 2, "regressed", ["SSIM 0.1 < 0.6"])], notes=[why])
+    with_regression.run_images = with_regression.cached_images = 2
+    assert ET.fromstring(junit_xml(with_regression)).get("failures") == "2"  # the cell and the run-level case
+    report.allow_cached = True
+    assert ET.fromstring(junit_xml(report)).get("failures") == "0"
+    assert markdown_summary(report).startswith("## lorascope compare: ✅ same\n")
+
+
 def test_markdown_gives_verdict_counts_per_provider_and_worst_cells_escaped(mixed):
     text = markdown_summary(mixed)
     lines = text.splitlines()
