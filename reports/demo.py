@@ -194,12 +194,19 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
                       seconds=time.perf_counter() - started, timings=timings)
 
 
-def _score(run_dir: Path, progress: bool) -> str:
-    """Score with the tiny random CLIP through the evals stage; returns a one-line summary."""
-    from lorascope.evals.scoring import score_run
+#: The preference scorer the demo draws a curve for: HPSv2's architecture (open_clip, already
+#: loaded for CLIP, so it costs the demo little) with random weights, labelled so in the report.
+DEMO_SCORERS = "clip,hpsv2:tiny-random"
 
-    summary = score_run(run_dir, clip=CLIP_MODEL, progress=progress)
-    return f"scored {summary.images} images with {summary.clip_label}"
+
+def _score(run_dir: Path, progress: bool) -> str:
+    """Score with the tiny random CLIP and a random-weight preference scorer in one pass
+    through the evals stage; returns a one-line summary."""
+    from lorascope.evals.scoring import score_run_with
+
+    summary = score_run_with(run_dir, DEMO_SCORERS, clip=CLIP_MODEL, progress=progress)
+    others = ", ".join(f"{s.label} (random weights)" for s in summary.scorers if s.name != "clip")
+    return f"scored {summary.clip.images} images with {summary.clip.clip_label} and {others}"
 
 
 def _recommendation_lines(data) -> list[str]:
