@@ -15,6 +15,17 @@ weights once (`lora_weights`) and only the key layout differs between formats:
   exercises alpha handling while diffusers' conversion (down * alpha/rank) gives back the
   very same floats (multiplying by powers of two is exact).
 
+Two more layouts seen in the wild (`EXTRA_LAYOUTS`), for the loaders that must handle them:
+
+- ``kohya-no-alpha`` — kohya keys with no ``.alpha`` tensors (as Shakker-Labs/AWPortrait-Z
+  ships ai-toolkit keys): alpha = rank, so it loads to the diffusers file's weights.
+- ``fused-qkv``  — ComfyUI-style names of Z-Image's original module tree:
+  ``diffusion_model.layers.0.attention.qkv.lora_A.weight`` (one A, B of the three
+  projections stacked) and ``attention.out`` for ``to_out.0``, with alpha = rank/2 and A
+  doubled as in the kohya layout. A fused file has one A for q, k and v, so it is written
+  from weights drawn with `shared_qkv_down=True`; the diffusers file written the same way is
+  its exact equivalent.
+
 `write_foreign_lora` writes an SDXL-style LoRA (another model family) so tests and the
 demo can show the incompatible-LoRA error. numpy + safetensors only: no torch import here.
 """
@@ -29,8 +40,9 @@ from typing import Any, Literal
 import numpy as np
 from safetensors.numpy import save_file
 
-KeyFormat = Literal["diffusers", "ai-toolkit", "kohya"]
+KeyFormat = Literal["diffusers", "ai-toolkit", "kohya", "kohya-no-alpha", "fused-qkv"]
 KEY_FORMATS: tuple[KeyFormat, ...] = ("diffusers", "ai-toolkit", "kohya")
+EXTRA_LAYOUTS: tuple[KeyFormat, ...] = ("kohya-no-alpha", "fused-qkv")
 
 #: Module suffixes a community Z-Image LoRA usually targets inside each block.
 DEFAULT_TARGETS: tuple[str, ...] = (
@@ -87,11 +99,14 @@ def lora_weights(
     strength: float = 1.0,
     targets: Iterable[str] = DEFAULT_TARGETS,
     blocks: Iterable[str] = DEFAULT_BLOCKS,
+    shared_qkv_down: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Module path -> (A [rank, in], B [out, rank]), float32, drawn from `seed`.
 
     B is not zero (unlike a freshly initialised trainable LoRA) so the LoRA visibly changes
     images; `strength` scales the update B @ A relative to a unit-variance projection.
+    `shared_qkv_down`: to_k and to_v reuse to_q's A, as in a LoRA trained on a fused qkv
+    projection (the draws are the same either way, so B matrices do not change).
     """
     shapes = (
         dict(transformer_or_shapes)
@@ -105,6 +120,13 @@ def lora_weights(
         a = rng.standard_normal((rank, in_f), dtype=np.float32) / np.float32(np.sqrt(in_f))
         b = rng.standard_normal((out_f, rank), dtype=np.float32) * np.float32(strength / np.sqrt(rank))
         weights[name] = (a, b)
+    if shared_qkv_down:
+        for name in list(weights):
+            if name.endswith(".attention.to_q"):
+                block = name[: -len(".to_q")]
+                for proj in ("to_k", "to_v"):
+                    if f"{block}.{proj}" in weights:
+                        weights[f"{block}.{proj}"] = (weights[name][0], weights[f"{block}.{proj}"][1])
     return weights
 
 
@@ -131,9 +153,37 @@ def lora_state_dict(
             out[f"{name}.lora_down.weight"] = a * np.float32(2.0)
             out[f"{name}.lora_up.weight"] = b
             out[f"{name}.alpha"] = np.asarray(rank / 2, dtype=np.float32)
+        elif key_format == "kohya-no-alpha":
+            name = _kohya_name(module)
+            out[f"{name}.lora_down.weight"] = a
+            out[f"{name}.lora_up.weight"] = b
+        elif key_format == "fused-qkv":
+            _fused_entry(out, module, a, b, weights)
         else:
-            raise ValueError(f"unknown key format {key_format!r}; known: {', '.join(KEY_FORMATS)}")
+            raise ValueError(f"unknown key format {key_format!r}; known: {', '.join(KEY_FORMATS + EXTRA_LAYOUTS)}")
     return out
+
+
+def _fused_entry(out: dict[str, np.ndarray], module: str, a: np.ndarray, b: np.ndarray,
+                 weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """One module in the ComfyUI-style fused layout (q/k/v folded into `attention.qkv`)."""
+    rank = a.shape[0]
+    block, _, leaf = module.rpartition(".attention.")
+    if leaf in ("to_k", "to_v"):
+        return  # written with to_q
+    if leaf == "to_q":
+        parts = [weights.get(f"{block}.attention.{p}") for p in ("to_q", "to_k", "to_v")]
+        if any(p is None for p in parts) or any(not np.array_equal(p[0], a) for p in parts):
+            raise ValueError(f"{block}: a fused qkv layout needs to_q, to_k and to_v with one shared A "
+                             "(draw the weights with shared_qkv_down=True)")
+        name, b = f"diffusion_model.{block}.attention.qkv", np.concatenate([p[1] for p in parts], axis=0)
+    elif leaf == "to_out.0":
+        name = f"diffusion_model.{block}.attention.out"
+    else:
+        name = f"diffusion_model.{module}"
+    out[f"{name}.lora_A.weight"] = a * np.float32(2.0)
+    out[f"{name}.lora_B.weight"] = b
+    out[f"{name}.alpha"] = np.asarray(rank / 2, dtype=np.float32)
 
 
 def write_lora(
@@ -146,19 +196,27 @@ def write_lora(
     strength: float = 1.0,
     targets: Iterable[str] = DEFAULT_TARGETS,
     blocks: Iterable[str] = DEFAULT_BLOCKS,
+    shared_qkv_down: bool | None = None,
 ) -> Path:
-    """Write one LoRA file fitting `transformer_or_shapes`; returns its path."""
+    """Write one LoRA file fitting `transformer_or_shapes`; returns its path.
+
+    `shared_qkv_down` defaults to True for the fused-qkv layout (it needs it) and False
+    otherwise; pass True to write the diffusers-layout twin of a fused file."""
+    shared = key_format == "fused-qkv" if shared_qkv_down is None else shared_qkv_down
     weights = lora_weights(
-        transformer_or_shapes, rank=rank, seed=seed, strength=strength, targets=targets, blocks=blocks
+        transformer_or_shapes, rank=rank, seed=seed, strength=strength, targets=targets, blocks=blocks,
+        shared_qkv_down=shared,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # One metadata key only: safetensors writes its metadata map in no fixed order, and a
     # LoRA file's bytes are part of every generation's fingerprint, so two writes of the same
     # LoRA must give the same bytes.
-    made_with = {"key_format": key_format, "rank": rank, "seed": seed, "strength": strength}
-    if key_format == "kohya":
+    made_with: dict[str, Any] = {"key_format": key_format, "rank": rank, "seed": seed, "strength": strength}
+    if key_format in ("kohya", "fused-qkv"):
         made_with["network_alpha"] = rank / 2
+    if shared:
+        made_with["shared_qkv_down"] = True
     metadata = {"lorascope_writer": json.dumps(made_with, sort_keys=True)}
     save_file(lora_state_dict(weights, key_format), str(path), metadata=metadata)
     return path

@@ -320,12 +320,8 @@ def check_compatibility(
             verdict="unknown",
             reason=f"no LoRA/LoKr tensors recognised among {inspection.tensor_count} keys (e.g. {sample!r})",
         )
-    fused = [m.name for m in mods if m.name.endswith(("attention.qkv", ".qkv"))]
-    if fused:
-        return Compatibility(
-            verdict="incompatible",
-            reason=f"fused {fused[0]!r} keys do not load in diffusers, which splits attention into to_q/to_k/to_v",
-        )
+    fused = [m.name for m in mods if m.name.endswith(".qkv")]
+    mods = _unfused(mods)  # a fused q/k/v projection is checked as the three it stands for
     incomplete = [m for m in mods if m.missing]
     if incomplete:
         m = incomplete[0]
@@ -347,12 +343,29 @@ def check_compatibility(
             reason=f"shape mismatch in {len(wrong)} of {len(mods)} modules: {m.name} is "
             f"{m.in_features}->{m.out_features} in the file, {exp_in}->{exp_out} in {model} (dim {cfg['dim']})",
         )
+    note = (f"; its {len(fused)} fused attention.qkv modules are split into to_q/to_k/to_v when loaded"
+            if fused else "")
     return Compatibility(
         verdict="compatible",
         reason=f"all {len(mods)} modules ({', '.join(inspection.targets[:6])}"
         f"{', ...' if len(inspection.targets) > 6 else ''}) match {model}'s transformer "
-        f"(dim {cfg['dim']}) in name and shape",
+        f"(dim {cfg['dim']}) in name and shape{note}",
     )
+
+
+def _unfused(mods: list[ModuleLora]) -> list[ModuleLora]:
+    """A fused `attention.qkv` module (ComfyUI-style names) as its to_q/to_k/to_v parts, each
+    with a third of the output rows; an output count not divisible by 3 keeps the mismatch."""
+    out: list[ModuleLora] = []
+    for m in mods:
+        if not m.name.endswith("attention.qkv"):
+            out.append(m)
+            continue
+        rows = m.out_features
+        part = rows // 3 if rows is not None and rows % 3 == 0 else rows
+        base = m.name[: -len("qkv")]
+        out += [m.model_copy(update={"name": base + proj, "out_features": part}) for proj in ("to_q", "to_k", "to_v")]
+    return out
 
 
 def inspect_file(path: Path | str, *, config: dict[str, Any] | None = None, with_sha256: bool = True) -> LoraInspection:

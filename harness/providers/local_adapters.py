@@ -142,8 +142,9 @@ class Adapters:
         self.loads += 1
         self._active_state = None  # loading changes which adapters are active
         try:
+            source = lora_source(path)
             with quiet_loader():
-                pipe.load_lora_weights(str(path), adapter_name=adapter_name, hotswap=hotswap)
+                pipe.load_lora_weights(source, adapter_name=adapter_name, hotswap=hotswap)
         except Exception as exc:
             if not hotswap:
                 _forget_partial_adapter(pipe, adapter_name)
@@ -200,6 +201,20 @@ class Adapters:
         return load_s
 
 
+def lora_source(path: Path) -> Any:
+    """What to hand diffusers' loader: the path, or, for a layout it cannot take as it is
+    (ComfyUI-style fused `attention.qkv`), the tensors already in diffusers' layout
+    (`lorascope.registry.lora_layouts`). Raises LayoutError with the one-line reason."""
+    from lorascope.registry.lora_layouts import needs_conversion, to_diffusers_layout
+
+    header = read_header(path)
+    if not needs_conversion(k for k in header if k != "__metadata__"):
+        return str(path)
+    from safetensors.torch import load_file
+
+    return to_diffusers_layout(load_file(str(path)))
+
+
 def _forget_partial_adapter(pipe: Any, adapter_name: str) -> None:
     try:
         if adapter_name in pipe.get_list_adapters().get("transformer", []):
@@ -226,6 +241,8 @@ def lora_failure_reason(exc: BaseException) -> str:
     """Turn a diffusers/peft loading exception into one line a user can act on."""
     text = one_line(exc, 400)
     name = type(exc).__name__
+    if name == "LayoutError":
+        return f"unsupported LoRA layout: {text}"
     if "not found in the base model" in text or name == "NoMatchingPeftModuleError":
         match = re.search(r"\{([^}]*)\}", text)
         examples = ""

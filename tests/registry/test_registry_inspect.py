@@ -92,7 +92,12 @@ def test_structural_problems(tmp_path: Path) -> None:
     fused = {"diffusion_model.layers.0.attention.qkv.lora_A.weight": np.zeros((4, 32), np.float32),
              "diffusion_model.layers.0.attention.qkv.lora_B.weight": np.zeros((96, 4), np.float32)}
     ins = inspect_file(write_safetensors(tmp_path / "fused.safetensors", fused), config=TINY_CONFIG)
-    assert ins.compatibility.verdict == "incompatible" and "fused" in ins.compatibility.reason
+    # ComfyUI-style fused q/k/v: checked as the three projections it stands for (loaders split it)
+    assert ins.compatibility.verdict == "compatible", ins.compatibility.reason
+    assert "1 fused attention.qkv modules are split into to_q/to_k/to_v" in ins.compatibility.reason
+    fused["diffusion_model.layers.0.attention.qkv.lora_B.weight"] = np.zeros((95, 4), np.float32)
+    ins = inspect_file(write_safetensors(tmp_path / "fused-bad.safetensors", fused), config=TINY_CONFIG)
+    assert ins.compatibility.verdict == "incompatible" and "shape mismatch" in ins.compatibility.reason
 
     weird = {"model.some_weight": np.zeros((3,), np.float32)}
     ins = inspect_file(write_safetensors(tmp_path / "weird.safetensors", weird))
