@@ -52,6 +52,8 @@ def demo(
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
     typer.echo(f"demo finished in {result.seconds:.1f} s ({stages})")
     typer.echo(f"report: {result.report}")
+    typer.echo(f"pick by eye: lorascope review {result.run_dir}  (opens a local voting page; "
+               f"then `lorascope ratings {result.run_dir}`)")
 
 
 def register(app: typer.Typer) -> None:

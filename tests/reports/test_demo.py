@@ -25,6 +25,7 @@ def demo_dir(tmp_path_factory):
         result = CliRunner().invoke(app, ["demo", "--out", str(root / "out")])
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert f"report: {root / 'out' / 'run' / 'report.html'}" in result.output
+        assert f"pick by eye: lorascope review {root / 'out' / 'run'}" in result.output
         yield root / "out"
     finally:
         mp.undo()
