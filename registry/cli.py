@@ -139,6 +139,7 @@ def show(
 ) -> None:
     """Everything the catalogue knows about one LoRA, with where each fact came from."""
     from lorascope.registry.references import references
+    from lorascope.registry.usage import INTENDED_USE
 
     cat = _load(catalogue)
     try:
@@ -163,6 +164,7 @@ def show(
         ("style prompt", e.style_prompt or "(none)", "style_prompt"),
         ("license", e.license or "(unknown)", "license"),
         ("base model", e.base_model or "(not stated)", "base_model"),
+        ("meant for", INTENDED_USE.get(e.kind, ""), ""),
         ("tags", ", ".join(e.tags) or "(none)", ""),
         ("notes", e.notes or "", ""),
         ("url", refs.url or "" if refs else unresolved, ""),
