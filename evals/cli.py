@@ -147,7 +147,8 @@ def score(
     stats = provider_stats(frame)
     if not stats.empty:
         table = Table(title="per provider")
-        for col in ("provider", "images", "failed", "failure rate", "latency min/median/p95 s", "$/image", "$/MP"):
+        for col in ("provider", "images", "failed", "failure rate", "latency min/median/p95 s",
+                    "provider queue / inference s (median)", "$/image", "$/MP"):
             table.add_column(col)
         for provider, row in stats.iterrows():
             table.add_row(
@@ -156,6 +157,7 @@ def score(
                 str(int(row["failed"])),
                 _fmt(row["failure_rate"], ".1%"),
                 f"{_fmt(row['latency_min'], '.2f')} / {_fmt(row['latency_median'], '.2f')} / {_fmt(row['latency_p95'], '.2f')}",
+                f"{_fmt(row.get('queue_median'), '.2f')} / {_fmt(row.get('inference_median'), '.2f')}",
                 _fmt(row["cost_per_image"], ".4f"),
                 _fmt(row["cost_per_mp"], ".4f"),
             )
@@ -433,13 +435,16 @@ def compare(
             )
         console.print(table)
     ptable = Table(title="per provider")
-    for col in ("provider", "images (base → run)", "median latency s (base → run)", "$/image (base → run)"):
+    for col in ("provider", "images (base → run)", "median latency s (base → run)",
+                "provider queue / inference s (base → run)", "$/image (base → run)"):
         ptable.add_column(col)
     for name, info in report.providers.items():
         ptable.add_row(
             escape(name),
             f"{info['baseline_images']} → {info['run_images']}",
             f"{_fmt(info['baseline_latency_median_s'], '.2f')} → {_fmt(info['run_latency_median_s'], '.2f')}",
+            f"{_fmt(info.get('baseline_queue_median_s'), '.2f')} / {_fmt(info.get('baseline_inference_median_s'), '.2f')}"
+            f" → {_fmt(info.get('run_queue_median_s'), '.2f')} / {_fmt(info.get('run_inference_median_s'), '.2f')}",
             f"{_fmt(info['baseline_cost_per_image_usd'], '.4f')} → {_fmt(info['run_cost_per_image_usd'], '.4f')}",
         )
     console.print(ptable)

@@ -356,6 +356,8 @@ def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[st
             known = provider in stats.index
             entry[f"{name}_images"] = int(stats.at[provider, "images"]) if known else 0
             entry[f"{name}_latency_median_s"] = finite(stats.at[provider, "latency_median"]) if known else None
+            for part in ("queue", "inference"):  # the provider's own figures, where it reports them
+                entry[f"{name}_{part}_median_s"] = finite(stats.at[provider, f"{part}_median"]) if known else None
             entry[f"{name}_cost_per_image_usd"] = finite(stats.at[provider, "cost_per_image"]) if known else None
         b, r = entry["baseline_latency_median_s"], entry["run_latency_median_s"]
         entry["latency_ratio"] = (r / b) if b and r is not None else None

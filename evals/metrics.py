@@ -231,10 +231,17 @@ def agreement_matrix(frame: pd.DataFrame, image_vectors: Mapping[str, np.ndarray
     return sums / counts.replace(0, np.nan)
 
 
+def _median(frame: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
+    return float(values.median()) if len(values) else math.nan
+
+
 def provider_stats(frame: pd.DataFrame) -> pd.DataFrame:
     """Per provider: images, failures, failure rate, latency min/median/p95 (seconds, over
-    stored images), mean cost per image and cost per megapixel (over images with a known
-    cost; `cost_known` says how many)."""
+    stored images; our wall time from submit to image), the median queue and inference
+    times the provider itself reported (NaN where it reports none; docs/providers.md says
+    what each provider's mean), mean cost per image and cost per megapixel (over images with
+    a known cost; `cost_known` says how many)."""
     records = []
     for provider, group in frame.groupby("provider", sort=True):
         status = group["status"].astype(str).str.lower() if "status" in group else pd.Series("", index=group.index)
@@ -258,6 +265,8 @@ def provider_stats(frame: pd.DataFrame) -> pd.DataFrame:
                 "latency_min": float(latency.min()) if len(latency) else math.nan,
                 "latency_median": float(latency.median()) if len(latency) else math.nan,
                 "latency_p95": float(np.percentile(latency, 95)) if len(latency) else math.nan,
+                "queue_median": _median(group.loc[ok], "queue_s"),
+                "inference_median": _median(group.loc[ok], "inference_s"),
                 "cost_known": int(known.sum()),
                 "cost_per_image": float(cost[known].mean()) if known.any() else math.nan,
                 "cost_per_mp": float(cost[known].sum() / mp[known].sum()) if known.any() and mp[known].sum() > 0 else math.nan,

@@ -6,6 +6,7 @@ fails with its reason; a missing baseline fails under CI; the failure is short a
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import sys
@@ -184,3 +185,8 @@ def test_latency_resolves_the_provider_not_the_poll_and_compare_flags_the_slowdo
     assert lines[0].startswith("overall: regressed: nothing changed of 4 cells"), result.output
     assert lines[1].strip() == "novita: 4 same"
     assert re.search(r"novita: median latency x[0-9.]+ \(tolerance x1.5\)", result.output)
+    # the provider's own queue / inference medians beside our wall time, both sides
+    info = json.loads((tmp_path / "slow" / "reg" / "compare.json").read_text())["providers"]["novita"]
+    assert (info["baseline_queue_median_s"], info["baseline_inference_median_s"]) == pytest.approx((0.1, 0.2), abs=0.002)
+    assert (info["run_queue_median_s"], info["run_inference_median_s"]) == pytest.approx((0.5, 1.0), abs=0.002)
+    assert "0.10 / 0.20 → 0.50 / 1.00" in result.output
