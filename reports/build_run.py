@@ -242,6 +242,8 @@ def _provider_table(data: RunData, df: pd.DataFrame) -> list[ProviderStatsRow]:
             latency_min=fmt.seconds(stats.latency_min),
             latency_median=fmt.seconds(stats.latency_median),
             latency_p95=fmt.seconds(stats.latency_p95),
+            queue_median=fmt.seconds(stats.queue_median),
+            inference_median=fmt.seconds(stats.inference_median),
             cost_total=fmt.usd(stats.cost_total),
             cost_per_image=fmt.usd(stats.cost_per_image),
             cost_per_mp=fmt.usd(stats.cost_per_mp),

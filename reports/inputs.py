@@ -70,6 +70,9 @@ class ProviderStats(BaseModel):
     latency_min: float | None = None
     latency_median: float | None = None
     latency_p95: float | None = None
+    #: medians of what the provider itself reported (docs/providers.md), beside our wall time
+    queue_median: float | None = None
+    inference_median: float | None = None
     cost_total: float | None = None
     cost_per_image: float | None = None
     cost_per_mp: float | None = None

@@ -84,6 +84,7 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
             failure_rate=fmt.number(rec.get("failure_rate")),
             latency_min=fmt.number(rec.get("latency_min")), latency_median=fmt.number(rec.get("latency_median")),
             latency_p95=fmt.number(rec.get("latency_p95")), cost_total=fmt.number(rec.get("cost_total")),
+            queue_median=fmt.number(rec.get("queue_median")), inference_median=fmt.number(rec.get("inference_median")),
             cost_per_image=fmt.number(rec.get("cost_per_image")), cost_per_mp=fmt.number(rec.get("cost_per_mp")),
             cost_source=sources.get(provider, ""),
         ))

@@ -144,6 +144,8 @@ class ProviderStatsRow(_View):
     latency_min: str
     latency_median: str
     latency_p95: str
+    queue_median: str  # the provider's own figures (median), where it reports them
+    inference_median: str
     cost_total: str
     cost_per_image: str
     cost_per_mp: str

@@ -7,7 +7,9 @@ fails with its reason; a missing baseline fails under CI; the failure is short a
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import statistics
 import sys
 from pathlib import Path
@@ -190,3 +192,15 @@ def test_latency_resolves_the_provider_not_the_poll_and_compare_flags_the_slowdo
     assert (info["baseline_queue_median_s"], info["baseline_inference_median_s"]) == pytest.approx((0.1, 0.2), abs=0.002)
     assert (info["run_queue_median_s"], info["run_inference_median_s"]) == pytest.approx((0.5, 1.0), abs=0.002)
     assert "0.10 / 0.20 → 0.50 / 1.00" in result.output
+
+    # the run report: queue vs inference as the provider reported them, readable by others
+    from lorascope.reports.service import write_run_report
+
+    old = os.umask(0o022)
+    try:
+        page = write_run_report(tmp_path / "slow" / "reg")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(page.stat().st_mode) == 0o644
+    row = re.search(r"<tr><td>novita</td>.*?</tr>", page.read_text()).group(0)
+    assert "<td class=\"num\">500 ms</td><td class=\"num\">1.00 s</td>" in row
