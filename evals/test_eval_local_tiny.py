@@ -144,7 +144,7 @@ def test_the_run_matches_its_stored_baseline(lorascope):
 
 def test_the_committed_tiny_loras_fit_the_tiny_pipeline(tmp_path):
     """The suite's LoRA files are what the writer makes today; if the tiny pipeline recipe
-    changed, regenerate them with `python -m evals.tiny_assets`."""
+    changed, regenerate them with `python -m lorascope.evals.tiny_assets`."""
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -153,6 +153,6 @@ def test_the_committed_tiny_loras_fit_the_tiny_pipeline(tmp_path):
     fresh = write_tiny_loras(tmp_path)
     for lora_id, (name, _, _) in TINY_LORAS.items():
         committed, expected = load_file(TINY_DIR / name), load_file(fresh[lora_id])
-        stale = f"{TINY_DIR / name} is stale: run `python -m evals.tiny_assets`"
+        stale = f"{TINY_DIR / name} is stale: run `python -m lorascope.evals.tiny_assets`"
         assert committed.keys() == expected.keys(), stale
         assert all(np.array_equal(committed[k], expected[k]) for k in expected), stale

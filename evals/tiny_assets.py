@@ -3,7 +3,7 @@ the tiny random Z-Image transformer (harness.providers.tiny_zimage), written by 
 harness's own LoRA writer with fixed seeds.
 
 They are committed (a few KB each) so the suite runs as written, offline. If the tiny
-pipeline's recipe changes, `python -m evals.tiny_assets` rewrites them, and the eval test
+pipeline's recipe changes, `python -m lorascope.evals.tiny_assets` rewrites them, and the eval test
 that checks them says so.
 """
 
