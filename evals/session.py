@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from lorascope.evals.compare import CompareReport, Tolerances
+    from lorascope.evals.recommend import Recommendation
     from lorascope.evals.scoring import ScoreSummary
     from lorascope.harness.suite import Suite
     from lorascope.registry.models import LoraEntry
@@ -58,7 +59,25 @@ class ScoredRun:
         return self.select(lora="", provider=provider)
 
     def recommended_scale(self, lora: str) -> float:
+        """The catalogue's recommended scale (what the LoRA's author or an earlier run said)."""
         return self.entries[lora].scale.recommended
+
+    def recommendation(self, lora: str, provider: str | None = None, **rule: float) -> "Recommendation":
+        """The scale this run measures for `lora` on `provider` (evals.recommend's rule over
+        these scores; `target_fraction=`, `clip_tolerance=` adjust it). `.scale` is None when
+        no scale qualifies (`.reason` says why). With several providers, name one."""
+        from lorascope.evals.recommend import recommend_scales
+
+        found = [r for r in recommend_scales(self.frame, self.entries, **rule) if r.lora == lora]
+        if provider is not None:
+            found = [r for r in found if r.provider == provider]
+        if not found:
+            raise KeyError(f"no recommendation for {lora!r}{' on ' + provider if provider else ''} in {self.run_dir} "
+                           f"(its LoRAs: {', '.join(sorted(x for x in self.frame['lora'].unique() if x)) or 'none'}; "
+                           f"providers: {', '.join(self.providers)})")
+        if len(found) > 1:
+            raise ValueError(f"{lora!r} is measured on {', '.join(r.provider for r in found)}: pass provider=")
+        return found[0]
 
     def image(self, row: Any) -> Path:
         return self.run_dir / str(row["image_path"])

@@ -190,3 +190,42 @@ def test_baseline_options_skip_create_compare_and_catch_a_change(pytester, tmp_p
         "*regressed diffusers no-LoRA prompt=trex seed=7: *SSIM*",
         f"*lorascope report {runs / 'one-cell'} --compare {base}*",
     ])
+
+
+def test_assertion_helpers_name_a_scale_the_grid_lacks_instead_of_nan(tmp_path):
+    from lorascope.evals.assertions import EvalAssertionError, assert_clip_score_near_baseline, assert_style_shift_up
+
+    scored = _scored(tmp_path)
+    with pytest.raises(EvalAssertionError, match=r"ink: scale 0.5 is not in the grid of .* \(its scales: 0.8\); add it"):
+        assert_clip_score_near_baseline(scored, "ink", scale=0.5)
+    entry = scored.entries["ink"]
+    scored.entries["ink"] = entry.model_copy(update={"scale": entry.scale.model_copy(update={"recommended": 0.6})})
+    with pytest.raises(EvalAssertionError, match=r"ink: the catalogue's recommended scale 0.6 is not in the grid"):
+        assert_style_shift_up(scored, "ink")
+    with pytest.raises(EvalAssertionError, match=r"LoRA 'inc' is not in .* \(its LoRAs: ink\)"):
+        assert_style_shift_up(scored, "inc", scale=0.8)
+    with pytest.raises(EvalAssertionError, match=r"provider 'novita' is not in .* \(its providers: fal\)"):
+        assert_style_shift_up(scored, "ink", scale=0.8, provider="novita")
+
+
+def test_a_measured_recommendation_drives_a_test(tiny_run):
+    """`ScoredRun.recommendation` gives the scale this run measures (the recommend rule), to
+    assert at, instead of the catalogue's figure."""
+    from lorascope.evals.assertions import assert_clip_score_near_baseline
+    from lorascope.evals.recommend import recommend_scales
+    from lorascope.evals.scoring import score_run
+    from lorascope.evals.session import ScoredRun
+    from lorascope.harness.store import RunStore
+
+    score = score_run(tiny_run, "tiny-random", progress=False)
+    with RunStore.open(tiny_run) as store:
+        entries = store.lora_entries()
+    scored = ScoredRun("tiny-styles", tiny_run, score.frame, score.clip_model, entries)
+    rec = scored.recommendation("tiny-ink", provider="diffusers", clip_tolerance=1.0, target_fraction=0.0)
+    expected = [r for r in recommend_scales(score.frame, entries, clip_tolerance=1.0, target_fraction=0.0)
+                if r.lora == "tiny-ink"]
+    assert rec.scale == expected[0].scale and rec.scale is not None
+    lora_mean, base_mean = assert_clip_score_near_baseline(scored, "tiny-ink", scale=rec.scale, tolerance=1.0)
+    assert lora_mean > 0 and base_mean > 0
+    with pytest.raises(KeyError, match="no recommendation for 'nope'.*its LoRAs: tiny-ink, tiny-neon"):
+        scored.recommendation("nope")
