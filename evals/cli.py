@@ -219,7 +219,8 @@ def recommend(
         None, "--objective",
         help="Maximise this expression over the stored metrics instead of the default rule, e.g. aesthetic_gain, "
         "'pickscore_gain + 10 * style_shift' (names: clip_score, style_shift, lora_effect, <scorer>, <scorer>_gain, "
-        "base_<name>, scale; docs/evals.md).",
+        "base_<name>, scale; docs/evals.md). 'human': the scale people preferred in `lorascope review` "
+        "(Bradley-Terry over the votes; docs/review.md; needs no scores).",
     ),
     constraint: Optional[list[str]] = typer.Option(
         None, "--constraint", help="With --objective, repeatable: e.g. 'clip_score >= base_clip_score - 0.02'."
@@ -259,13 +260,24 @@ def recommend(
             suite_catalogue = store.suite().catalogue_path()
         except Exception:  # an older or hand-made run without a suite: fall back below
             suite_catalogue = None
-    if model is None:
+    human = objective == "human"
+    if model is None and not human:
         what = f"with {clip} " if clip else ""
         _fail(f"{run} has not been scored {what}yet; run `lorascope score {run}` first")
     frame = scored_frame(run, model)
     if objective is None and constraint:
         _fail("--constraint needs --objective (the default rule has its own CLIPScore tolerance)")
-    if objective is not None:
+    if human:
+        from lorascope.evals.ratings import human_recommendations_for_run
+
+        if constraint:
+            _fail("--constraint does not apply to --objective human (the votes decide)")
+        recs = human_recommendations_for_run(run, entries)
+        if not recs:
+            _fail(f"{run} has no votes yet; open the review page with `lorascope review {run}`")
+        rule_text = ("objective: human: the scale with the highest Bradley-Terry strength from the "
+                     "`lorascope review` votes, clamped into the catalogue range")
+    elif objective is not None:
         from lorascope.evals.objective import ObjectiveError, parse_objective, recommend_by_objective
         from lorascope.evals.scorer_store import scorer_columns
 
@@ -280,8 +292,9 @@ def recommend(
         recs = recommend_scales(frame, entries, target_fraction=target, clip_tolerance=clip_tolerance)
         rule_text = RULE.format(target=target, tol=clip_tolerance)
     console.print(f"rule: {escape(rule_text)}")
-    console.print(f"scores: {escape(labels.get(model, model))}")
-    if random_weight_scores(model) or random_weight_scores(labels.get(model)):
+    if model is not None:
+        console.print(f"scores: {escape(labels.get(model, model))}")
+    if not human and (random_weight_scores(model) or random_weight_scores(labels.get(model))):
         console.print(f"[bold yellow]random weights:[/bold yellow] {escape(labels.get(model, model))} is a random-weight "
                       "CLIP: these scores and scales carry no meaning (tests and demos only); score with real weights, "
                       "e.g. --clip ViT-B-32:openai")
@@ -300,7 +313,7 @@ def recommend(
             _fmt(rec.catalogue_scale, "g"),
             escape(f"{rec.catalogue_range[0]:g}–{rec.catalogue_range[1]:g}") if rec.catalogue_range else "—",
             measured,
-            rec.basis.replace("_", " ") if objective is None else "objective",
+            rec.basis.replace("_", " ") if objective is None or human else "objective",
             escape(points),
             escape(rec.reason),
         )
@@ -310,7 +323,8 @@ def recommend(
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     (run / "recommend.json").write_text(
         json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
-                    "objective": rule_text, "objective_expr": objective, "constraints": list(constraint or []),
+                    "objective": rule_text, "objective_expr": None if human else objective,
+                    "constraints": list(constraint or []),
                     "recommendations": [r.as_dict() for r in recs]}, indent=2),
         encoding="utf-8",
     )
@@ -341,7 +355,8 @@ def recommend(
               f"(`lorascope registry validate {target_file}` lists them)", code=1)
     try:
         written = write_recommendations(
-            Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run, clip_label=labels.get(model, model),
+            Path(target_file), [rs[0] for rs in by_lora.values()], run_dir=run,
+            clip_label="human votes (lorascope review)" if human else labels.get(model, model),
             force=force,
         )
     except CatalogueWriteError as exc:

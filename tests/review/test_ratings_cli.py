@@ -76,8 +76,9 @@ def test_a_bad_votes_file_lists_every_problem_and_imports_nothing(review_run, tm
     foreign = good[0].model_dump()
     foreign.update(vote_id="x3", right_sha256="f" * 64)
     path = tmp_path / "votes.jsonl"
+    other = "right" if good[0].choice != "right" else "left"  # the same id, another answer
     path.write_text("\n".join([json.dumps(good[0].model_dump()), "{not json", json.dumps(bad), json.dumps(foreign),
-                               json.dumps({**good[0].model_dump(), "choice": "right"})]) + "\n")
+                               json.dumps({**good[0].model_dump(), "choice": other})]) + "\n")
     r = CliRunner().invoke(app, ["ratings", "import", str(review_run), str(path)])
     assert r.exit_code == 1
     text = " ".join(r.output.split())
@@ -116,3 +117,34 @@ def test_ratings_prints_strengths_preferred_scale_and_metric_agreement(review_ru
 def test_ratings_without_votes_says_how_to_get_some(review_run):
     r = CliRunner().invoke(app, ["ratings", str(review_run)])
     assert r.exit_code == 2 and "lorascope review" in r.output
+
+
+def test_recommend_objective_human_uses_the_votes_and_writes_the_catalogue(review_run, tmp_path):
+    from tests.helpers.harness_fakes import CATALOGUE
+
+    runner = CliRunner()
+    none = runner.invoke(app, ["recommend", str(review_run), "--objective", "human"])
+    assert none.exit_code == 2 and "lorascope review" in none.output
+    cast_votes(review_run, "ann", 24, prefer_high=False)  # this rater likes the lowest scale best
+    r = runner.invoke(app, ["recommend", str(review_run), "--objective", "human"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    saved = json.loads((review_run / "recommend.json").read_text())
+    by_lora = {rec["lora"]: rec for rec in saved["recommendations"]}
+    # people preferred no LoRA over every scale: no recommendation, and the reason says so
+    assert all(rec["scale"] is None and "preferred no LoRA" in rec["reason"] for rec in by_lora.values())
+    conn = sqlite3.connect(review_run / "run.db")
+    conn.execute("DELETE FROM ratings")
+    conn.commit()
+    conn.close()
+    cast_votes(review_run, "ann", 24, prefer_high=True)
+    catalogue = tmp_path / "loras.yaml"
+    catalogue.write_text(CATALOGUE)
+    r = runner.invoke(app, ["recommend", str(review_run), "--objective", "human", "--write", "--catalogue",
+                            str(catalogue)], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    saved = json.loads((review_run / "recommend.json").read_text())
+    assert {rec["lora"]: rec["scale"] for rec in saved["recommendations"]} == {"paint": 1.0, "ink": 1.0}
+    assert all(rec["basis"] == "human" for rec in saved["recommendations"])
+    assert saved["objective_expr"] is None and saved["objective"].startswith("objective: human")
+    text = catalogue.read_text()
+    assert "recommended: 1.0" in text and "human votes (lorascope review)" in text
