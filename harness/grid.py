@@ -169,6 +169,9 @@ def load_grid_catalogue(suite: Suite) -> tuple[Any, list[str]]:
     from lorascope.registry.problems import CatalogueError
 
     path = suite.catalogue_path()
+    if path is not None and not path.is_file():  # the suite's mistake: name the suite's line
+        return None, [f"{suite.where('catalogue')}: catalogue: {path} not found (looked beside the suite, in the "
+                      "folders above it and in the working directory)"]
     try:
         return load_catalogue(path), []
     except CatalogueError as exc:

@@ -118,7 +118,7 @@ def _unknown_id_message(entry_id: str, ids: list[str], path: Path) -> str:
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
     """Load a catalogue; raise CatalogueError listing every error (warnings ride on the result)."""
     path = Path(path) if path is not None else default_catalogue_path()
-    entries, problems, lines = _check_file(path)
+    entries, problems, lines = _check_file_cached(path)
     if any(p.severity == "error" for p in problems):
         raise CatalogueError(problems)
     version = lines.pop(_VERSION_LINE_KEY, 1)
@@ -131,11 +131,18 @@ _VERSION_LINE_KEY = "\0version"  # _check_document hands the version to load_cat
 # ---------------------------------------------------------------------------- validation
 
 
-def check_catalogue(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
-    """Validate a catalogue file: (valid entries, all problems, id -> line)."""
-    entries, problems, lines = _check_file(path)
+def check_catalogue(path: Path, *, cache: bool = True) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
+    """Validate a catalogue file: (valid entries, all problems, id -> line). `cache`: reuse the
+    result for the same bytes (`registry/catalogue_cache.py`); off for one-off temporary files."""
+    entries, problems, lines = _check_file_cached(path) if cache else _check_file(path)
     lines.pop(_VERSION_LINE_KEY, None)
     return entries, problems, lines
+
+
+def _check_file_cached(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
+    from lorascope.registry.catalogue_cache import cached
+
+    return cached(path, _check_file)
 
 
 def _check_file(path: Path) -> tuple[list[LoraEntry], list[Problem], dict[str, int]]:
@@ -156,8 +163,8 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     problems: list[Problem] = []
-    if data is None:
-        data = CommentedMap(loras=CommentedSeq())
+    if data is None:  # an empty file (or only comments) is a wrong path more often than a plan
+        return [], [Problem(path, 1, None, None, "the file is empty: a catalogue is a mapping with a 'loras:' list")], {}
     if not isinstance(data, dict):
         return [], [Problem(path, 1, None, None, "the catalogue must be a mapping with a 'loras:' list")], {}
     for key in data:
@@ -171,6 +178,8 @@ def _check_document(path: Path, data: Any) -> tuple[list[LoraEntry], list[Proble
         version = max(SCHEMA_VERSIONS)
     items = data.get("loras")
     if items is None:
+        if "loras" not in data:
+            problems.append(Problem(path, 1, None, "loras", "missing: a catalogue lists its entries under 'loras:'"))
         items = CommentedSeq()
     if not isinstance(items, list):
         line = _key_line(data, "loras")
@@ -293,6 +302,13 @@ def _check_scale_raw(path: Path, scale: Any, label: str, line: int) -> list[Prob
     rng_line = _key_line(scale, "range", line) or line
     lo_s, hi_s = f"{SCALE_MIN:g}", f"{SCALE_MAX:g}"
     out: list[Problem] = []
+    # YAML's true/yes would pass pydantic as 1.0: a scale must be written as a number
+    if isinstance(scale.get("recommended"), bool):
+        out.append(Problem(path, rec_line, label, "scale.recommended",
+                           f"{scale['recommended']!r} is not a number (write the scale, e.g. 0.8)"))
+    if isinstance(rng, list) and any(isinstance(b, bool) for b in rng):
+        out.append(Problem(path, rng_line, label, "scale.range", "true/false is not a number (e.g. [0.5, 1.0])"))
+        return out
     if rec is not None and not SCALE_MIN <= rec <= SCALE_MAX:
         out.append(Problem(path, rec_line, label, "scale.recommended", f"recommended {rec:g} is outside [{lo_s}, {hi_s}]"))
     if bounds is None or None in bounds:

@@ -112,3 +112,57 @@ def test_dry_run_of_a_huge_grid_says_how_many_cells_and_why(project, tmp_path, m
     assert "8,800,000 cells" in text and "11 LoRA setting(s)" in text and "the limit is 100,000" in text
     assert "big.yaml" in text and "Traceback" not in text
     assert not (tmp_path / "r").exists()
+
+
+# -- the smaller items: decimals, booleans, escapes, empty files ---------------------------------
+
+
+def test_suite_numbers_refuse_decimals_and_booleans(write_suite):
+    path = write_suite(SUITE_HEAD + "size: {width: 512.5, height: 512}\nscales: [true, 0.5]\nseeds: [true]\n"
+                       "num_images: true\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    text = "\n".join(info.value.problems)
+    assert f"{path}:4: size: '512.5x512' is not a size like 1024x1024" in text
+    assert f"{path}:5: scales:" in text and f"{path}:6: seeds:" in text and f"{path}:7: num_images:" in text
+    assert text.count("true/false is not a number") == 3
+    with pytest.raises(SuiteError, match="1000.5 is not a size"):
+        load_suite(write_suite(SUITE_HEAD + "size: 1000.5\n"))
+
+
+def test_an_escape_sequence_in_a_prompt_or_a_catalogue_name_is_refused(write_suite, tmp_path):
+    path = write_suite(SUITE_HEAD.replace("[a fox]", '["a fox \\e[2J\\e[31m"]'))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert info.value.problems == [f"{path}:3: a value holds the control character U+001B (a terminal escape "
+                                   "sequence?); remove it: it would reach terminals, reports and provider requests"]
+    catalogue = tmp_path / "c.yaml"
+    catalogue.write_text('version: 1\nloras:\n  - id: x\n    name: "evil \\x9b31m"\n')
+    _, (problem,), _ = check_catalogue(catalogue)
+    assert problem.line == 4 and "U+009B" in problem.message
+
+
+def test_a_boolean_catalogue_scale_is_an_error_not_a_silently_dropped_entry(tmp_path):
+    path = tmp_path / "loras.yaml"
+    path.write_text("version: 1\nloras:\n  - id: x\n    name: X\n    source: {url: 'https://e.test/x.safetensors', "
+                    "sha256: '" + "a" * 64 + "'}\n    kind: style\n    scale: {recommended: true, range: [0.5, 0.9]}\n")
+    entries, problems, _ = check_catalogue(path)
+    assert entries == []
+    assert [(p.line, p.field, p.severity) for p in problems] == [(7, "scale.recommended", "error")]
+    assert "True is not a number" in problems[0].message
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n", "version: 1\n"])
+def test_an_empty_catalogue_is_an_error(tmp_path, text):
+    path = tmp_path / "loras.yaml"
+    path.write_text(text)
+    _, problems, _ = check_catalogue(path)
+    assert [p.severity for p in problems] == ["error"] and problems[0].file == path
+
+
+def test_a_missing_catalogue_names_the_suite_line(write_suite):
+    path = write_suite(SUITE_HEAD + "catalogue: nowhere/loras.yaml\nloras: [paint]\n")
+    with pytest.raises(SuiteError) as info:
+        expand(load_suite(path), lookup=lookup)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4: catalogue: ") and "nowhere/loras.yaml not found" in problem
