@@ -119,9 +119,10 @@ def _agreement(run: Path, votes, clip: Optional[str]):
             model = resolve_model(conn, clip)
         finally:
             conn.close()
-    if model is None:
-        return []
-    return metric_agreement(votes, scored_frame(run, model))
+    from lorascope.evals.scorer_store import scorer_columns
+
+    frame, _ = scorer_columns(scored_frame(run, model), run)  # plugin scorers (aesthetic, ...) too
+    return metric_agreement(votes, frame)
 
 
 @app.command("export")

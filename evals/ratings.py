@@ -336,11 +336,19 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float, 
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
+def agreement_metrics(scored: "pd.DataFrame") -> list[str]:
+    """The built-in metrics, then every plugin scorer whose columns the frame carries
+    (`<scorer>` beside `<scorer>_gain`, evals.scorer_store)."""
+    plugins = [c for c in scored.columns if f"{c}_gain" in scored.columns and c not in AGREEMENT_METRICS]
+    return [*AGREEMENT_METRICS, *plugins]
+
+
 def metric_agreement(votes: Sequence[Vote], scored: "pd.DataFrame",
-                     metrics: Sequence[str] = AGREEMENT_METRICS) -> list[Agreement]:
+                     metrics: Sequence[str] | None = None) -> list[Agreement]:
     """Per metric the scored frame has values for: agreement with the decided votes."""
     import pandas as pd
 
+    metrics = agreement_metrics(scored) if metrics is None else metrics
     out = []
     decided = [v for v in votes if v.decided]
     for metric in metrics:

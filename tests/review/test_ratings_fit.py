@@ -123,3 +123,16 @@ def test_human_recommendation_is_the_preferred_scale_clamped_into_the_range():
     no_lora = fit_group(votes(("", "0.5", "left", 5)), resamples=50)
     (rec,) = human_recommendations([no_lora], {})
     assert rec.scale is None and "preferred no LoRA" in rec.reason
+
+
+def test_agreement_covers_plugin_scorers_the_frame_carries():
+    scored = pd.DataFrame({
+        "cell_id": ["c", "c0.5", "c1"], "image_index": [0, 0, 0], "image_sha256": [SHA[""], SHA["0.5"], SHA["1"]],
+        "lora": ["", "paint", "paint"], "clip_score": [0.5, 0.5, 0.5],
+        "aesthetic": [5.0, 6.0, 4.0], "aesthetic_gain": [0.0, 1.0, -1.0],
+    })
+    vs = votes(("0.5", "", "left", 2), ("1", "0.5", "right", 2), ("1", "", "left", 1))
+    agreement = {a.metric: a for a in metric_agreement(vs, scored)}
+    assert set(agreement) == {"clip_score", "aesthetic"}  # no separate entry for the gain column
+    assert (agreement["aesthetic"].agree, agreement["aesthetic"].disagree) == (4, 1)
+    assert (agreement["clip_score"].n, agreement["clip_score"].undecided) == (0, 5)
