@@ -63,8 +63,9 @@ def generate(
     from lorascope.harness.errors import ProviderError
     from lorascope.harness.providers import provider_class
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    console = Console(highlight=False, soft_wrap=True)
+    # emoji off: `--lora id:abc:` must print as typed, not as an emoji code
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
 
     # usage problems are collected too, and reported together (exit 2)
     usage: list[str] = []

@@ -46,6 +46,12 @@ def run(
     except KeyboardInterrupt:  # before the runner took over Ctrl-C (planning, setup)
         err.print("interrupted before sending anything; run the same command again", highlight=False)
         raise typer.Exit(130)
+    if dry_run:  # what the real run would refuse about the folder, the dry run refuses too
+        from lorascope.harness.store import RunStore
+
+        folder = RunStore.folder_problem(run_dir)
+        if folder:
+            summary.problems.append(folder)
     _print_summary(out_console, summary)
     if summary.problems:
         err.print(f"{len(summary.problems)} problem(s) a real run would refuse to send:", highlight=False)

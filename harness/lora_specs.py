@@ -8,6 +8,8 @@ is hashed here so the fingerprint names its content, not its location.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,6 +93,8 @@ def parse_lora_option(text: str, catalogue: "Catalogue | None", *, local_file: b
     if not text:
         raise LoraOptionError("--lora needs a catalogue id or a .safetensors path")
     ref, scale = _split_scale(text)
+    if scale is not None and not math.isfinite(scale):
+        raise LoraOptionError(f"--lora {text}: scale {text.rpartition(':')[2]!r} is not a finite number (e.g. {ref}:0.8)")
     if looks_like_file(ref):
         return spec_for_file(ref, 1.0 if scale is None else scale)
     if catalogue is None:
@@ -98,6 +102,9 @@ def parse_lora_option(text: str, catalogue: "Catalogue | None", *, local_file: b
     try:
         entry = catalogue.get(ref)
     except KeyError as exc:
+        head, sep, tail = text.partition(":")
+        if sep and head in catalogue.ids:  # `id:abc`: the id is fine, the scale is not
+            raise LoraOptionError(f"--lora {text}: scale {tail!r} is not a number (e.g. {head}:0.8)") from None
         raise LoraOptionError(f"--lora {text}: {exc}") from None
     return spec_for_entry(
         entry, entry.scale.recommended if scale is None else scale, catalogue.dir, local_file=local_file

@@ -252,6 +252,24 @@ class RunStore:
 
     # ---- opening -------------------------------------------------------------------
 
+    @staticmethod
+    def folder_problem(run_dir: str | Path) -> str | None:
+        """Why `create` would refuse `run_dir`, found without creating anything (the dry run
+        must refuse what the real run refuses): a file in the way, or no write permission."""
+        run_dir = Path(run_dir)
+        probe = run_dir
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"cannot use run folder {run_dir}: {probe} is a file, not a folder"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"cannot use run folder {run_dir}: {probe} is not writable"
+        if probe == run_dir and (run_dir / DB_NAME).exists() and not os.access(run_dir / DB_NAME, os.R_OK | os.W_OK):
+            return f"cannot use run folder {run_dir}: {run_dir / DB_NAME} is not readable and writable"
+        return None
+
     @classmethod
     def create(cls, run_dir: str | Path) -> "RunStore":
         """Open the run folder, creating it (and run.db) if needed."""

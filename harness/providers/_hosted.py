@@ -314,7 +314,12 @@ def lora_url(spec: Any) -> str | None:
 
 def check_range(problems: list[str], label: str, value: float | None, lo: float, hi: float) -> None:
     if value is not None and not lo <= value <= hi:
-        problems.append(f"{label} {value:g} is outside [{lo:g}, {hi:g}]")
+        problems.append(f"{label} {shown_number(value)} is outside [{shown_number(lo)}, {shown_number(hi)}]")
+
+
+def shown_number(value: float) -> str:
+    """Whole numbers in full (a seed limit is 2147483647, not 2.14748e+09), others short."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def check_bool_options(problems: list[str], options: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -91,3 +91,15 @@ def test_a_key_with_a_trailing_newline_stops_the_run_before_anything_is_written(
     assert result.exit_code == 1, result.output
     assert "NOVITA_API_KEY" in result.output and KEY not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_the_dry_run_refuses_an_out_folder_the_real_run_would(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAL_KEY", KEY)
+    monkeypatch.chdir(project)
+    (project / "s.yaml").write_text("name: k\nproviders: [fal]\nprompts: [a cat]\nseeds: [1]\nsize: 512x512\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args in (["--dry-run"], []):
+        result = CliRunner().invoke(app, ["run", "s.yaml", "--out", str(blocker / "run"), "--no-progress", *args])
+        assert result.exit_code == 1, result.output
+        assert f"{blocker} is a file, not a folder" in " ".join(result.output.split()) or "Not a directory" in result.output

@@ -135,3 +135,30 @@ def test_a_paid_image_the_output_refuses_is_kept_and_the_user_told_where(fal, tm
     assert len(kept) == 1 and kept[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(kept[0]) in result.output.replace("\n", "") and "paid" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+# -- smaller items --------------------------------------------------------------------------------
+
+
+def test_an_id_with_a_bad_scale_says_the_scale_is_wrong_and_prints_as_typed(fal, tmp_path):
+    catalogue = tmp_path / "loras.yaml"
+    catalogue.write_text("version: 1\nloras:\n  - id: coloring-book\n    name: C\n    source: {repo: r/c, file: c.safetensors, "
+                         "revision: v1}\n    kind: style\n    scale: {recommended: 0.7, range: [0.5, 0.9]}\n")
+    for value, words in (("coloring-book:abc:", "scale 'abc:' is not a number"),
+                         ("coloring-book:abc", "scale 'abc' is not a number"),
+                         ("coloring-book:nan", "is not a finite number")):
+        result = invoke("--provider", "fal", "--lora", value, "--seed", "1", "--catalogue", str(catalogue),
+                        "x", "-o", str(tmp_path / "o.png"))
+        assert result.exit_code == 1 and words in result.output, result.output
+        assert f"--lora {value}" in result.output  # as typed: no emoji for ':abc:'
+        assert "no entry" not in result.output
+    assert fal.requests == []
+
+
+def test_limits_print_as_whole_numbers():
+    from lorascope.harness.providers._hosted import check_range
+
+    problems: list[str] = []
+    check_range(problems, "seed", 4294967296, 0, 2147483647)
+    check_range(problems, "scale", 4.5, 0.0, 4.0)
+    assert problems == ["seed 4294967296 is outside [0, 2147483647]", "scale 4.5 is outside [0, 4]"]
