@@ -33,10 +33,13 @@ from lorascope.harness.decide import decide, estimate, estimate_unit
 from lorascope.harness.execute import CANCEL_TIMEOUT_S, MAX_BATCH, Executor, execute
 from lorascope.harness.plan import DEFAULT_CONCURRENCY, GridInvalid, Plan, ProviderFactory, Unit, build_plan
 from lorascope.harness.progress import Progress
-from lorascope.harness.record import StorageFailure, refresh_results, reuse, software_versions
+from lorascope.harness.record import StorageFailure, prewarm_results, refresh_results, reuse, software_versions
 from lorascope.harness.store import INTERRUPTED, RunStore, SharedCache
 from lorascope.harness.suite import Suite
 from lorascope.harness.summary import ProviderSummary, RunSummary
+
+#: Seconds after sending starts before pandas/pyarrow are imported in the background.
+PREWARM_AFTER_S = 0.05
 
 __all__ = [
     "CANCEL_TIMEOUT_S", "DEFAULT_CONCURRENCY", "MAX_BATCH", "GridInvalid", "Plan", "ProviderSummary",
@@ -58,8 +61,10 @@ async def run_suite_async(
     provider_factory: ProviderFactory | None = None,
     cache: SharedCache | None = None,
     handle_sigint: bool = True,
+    ray: str | None = None,
 ) -> RunSummary:
-    """Run (or dry-run) a suite into `out_dir`; see the module docstring for the order of work."""
+    """Run (or dry-run) a suite into `out_dir`; see the module docstring for the order of work.
+    `ray`: `--ray [ADDRESS]` (`"local"` without one): providers that can run on Ray go there."""
     started = time.monotonic()
     out_dir = Path(out_dir)
     plan, problems = build_plan(suite, providers=providers, concurrency=concurrency, lookup=provider_lookup,
@@ -74,7 +79,8 @@ async def run_suite_async(
     cache = cache if cache is not None else SharedCache()
     try:
         return await _run_planned(plan, suite, out_dir, summary, cache, fresh=fresh, max_cost=max_cost,
-                                  dry_run=dry_run, progress=progress, handle_sigint=handle_sigint, started=started)
+                                  dry_run=dry_run, progress=progress, handle_sigint=handle_sigint, started=started,
+                                  ray=ray)
     finally:
         cache.close()
         for inst in plan.instances.values():
@@ -86,7 +92,7 @@ async def run_suite_async(
 
 async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSummary, cache: SharedCache, *,
                        fresh: bool, max_cost: float | None, dry_run: bool, progress: bool, handle_sigint: bool,
-                       started: float) -> RunSummary:
+                       started: float, ray: str | None = None) -> RunSummary:
     if dry_run:
         store = RunStore.open(out_dir) if (out_dir / "run.db").is_file() else None
         try:
@@ -119,7 +125,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
         attempts = store.attempts()
         totals = {name: ps.total for name, ps in summary.providers.items()}
         with Progress(totals, progress) as bar:
-            executor = Executor(plan, store, cache, summary, epoch, max_cost, bar, attempts)
+            executor = Executor(plan, store, cache, summary, epoch, max_cost, bar, attempts, ray=ray)
             for unit in plan.units:
                 ps = summary.providers[unit.provider]
                 if unit.action == "stored":
@@ -136,6 +142,10 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
                         ps.to_send += 1
                         if unit.estimate is None:
                             estimate_unit(plan, unit, summary)
+            if any(u.action in ("send", "resume") for u in plan.units):
+                # results.parquet will be rewritten: its imports overlap the network wait,
+                # starting once the first requests are out
+                asyncio.get_running_loop().call_later(PREWARM_AFTER_S, prewarm_results)
             await execute(executor, handle_sigint)
         if cache.disabled_reason:
             summary.notes.append(cache.disabled_reason)

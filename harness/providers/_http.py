@@ -1,5 +1,11 @@
-"""Shared HTTP plumbing for the hosted providers: one pooled `httpx.AsyncClient` per provider,
+"""Shared HTTP plumbing for the hosted providers: one pooled `httpx2.AsyncClient` per provider,
 explicit timeouts, bounded retries, and the mapping of HTTP answers onto `lorascope.harness.errors`.
+
+Why httpx2 (the maintained fork of httpx, same API): httpx's pool (httpcore 1.x) re-checks every
+open connection on every request, and with anyio 4 it also retries a failed `import sniffio`
+per request; at concurrency 32 that made lorascope's client cost ~3-5 ms of CPU per cell and
+kept a grid ~1.5x off the network's floor. httpx2's pool does neither
+(`benchmarks/RESULTS-transports.md` has the side-by-side figures, aiohttp included).
 
 Why the retry rules look the way they do:
 - 429, 408 and 5xx answers and transport failures are transient: retry with exponential
@@ -15,7 +21,7 @@ Why the retry rules look the way they do:
   (the task was not accepted) or the connection never opened. A 502 or 504 is not such an
   answer: it comes from a gateway that lost the upstream's reply, and the upstream may have
   run (and billed) the request.
-- No `ProviderError` carries an httpx exception in its `__context__`: httpx exceptions hold
+- No `ProviderError` carries an httpx2 exception in its `__context__`: httpx exceptions hold
   the `Request`, whose headers hold the key.
 
 The key is added per request, never as a client default, so image downloads from a CDN
@@ -34,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 
 from lorascope.harness import secrets
 from lorascope.harness.errors import (
@@ -53,7 +59,7 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 #: Transport errors where the request certainly never reached the server.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 _RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 #: RFC 9110 §9.2.2; a POST (a paid submission) is not among them.
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -106,7 +112,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def provider_message(response: httpx.Response) -> str:
+def provider_message(response: httpx2.Response) -> str:
     """The provider's own words from an error body, whichever field it uses."""
     text = response.text
     try:
@@ -140,7 +146,7 @@ def provider_message(response: httpx.Response) -> str:
     return secrets.redact_text(f"HTTP {response.status_code}: {message}")
 
 
-def _error_type(response: httpx.Response) -> str:
+def _error_type(response: httpx2.Response) -> str:
     kind = response.headers.get("x-fal-error-type", "")
     try:
         body = response.json()
@@ -157,7 +163,7 @@ def looks_like_content_policy(*texts: str | None) -> bool:
 
 
 def error_for(
-    provider: str, env_var: str, response: httpx.Response, *, now: float | None = None
+    provider: str, env_var: str, response: httpx2.Response, *, now: float | None = None
 ) -> ProviderError:
     """Map a non-2xx answer onto the taxonomy, with the provider's own (redacted) message."""
     status = response.status_code
@@ -198,7 +204,7 @@ class ProviderHttp:
         clock: Clock | None = None,
         wall_clock: Clock | None = None,
         rng: Callable[[], float] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.provider = provider
         self.env_var = env_var
@@ -210,15 +216,15 @@ class ProviderHttp:
         self.clock: Clock = clock or time.monotonic
         self.wall_clock: Clock = wall_clock or time.time
         self.rng = rng or random.random
-        self.timeout = httpx.Timeout(
+        self.timeout = httpx2.Timeout(
             connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=connect_timeout_s
         )
-        self.client = httpx.AsyncClient(
+        self.client = httpx2.AsyncClient(
             timeout=self.timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             follow_redirects=False,
-            headers={"User-Agent": "lorascope/0.1 (+httpx)"},
+            headers={"User-Agent": "lorascope/0.1 (+httpx2)"},
         )
         #: the most recent calls (bounded: a long run polls thousands of times)
         self.calls: deque[CallLog] = deque(maxlen=64)
@@ -238,7 +244,7 @@ class ProviderHttp:
         params: dict[str, Any] | None = None,
         auth: bool = True,
         follow_redirects: bool = False,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """Send with retries; return a 2xx response or raise a `ProviderError`."""
         idempotent = method.upper() in _IDEMPOTENT_METHODS
         headers: dict[str, str] = {}
@@ -255,7 +261,7 @@ class ProviderHttp:
             log.attempts = attempt
             retry_after: float | None = None
             answer = await self._send(method, url, json_body, params, headers, follow_redirects, idempotent)
-            if isinstance(answer, httpx.Response):
+            if isinstance(answer, httpx2.Response):
                 response = answer
                 if response.is_success:
                     return response
@@ -291,22 +297,22 @@ class ProviderHttp:
         headers: dict[str, str],
         follow_redirects: bool,
         idempotent: bool,
-    ) -> httpx.Response | ProviderError:
+    ) -> httpx2.Response | ProviderError:
         """One attempt: the response, or the retryable error a transport failure maps to.
-        Errors are raised outside the `except` so they do not chain the httpx exception."""
+        Errors are raised outside the `except` so they do not chain the httpx2 exception."""
         try:
             return await self.client.request(
                 method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
             )
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+        except (httpx2.UnsupportedProtocol, httpx2.LocalProtocolError) as exc:
             # a misconfigured root, or a header h11 refuses to write: nothing left the machine,
             # and retrying cannot help
             reason, outcome = _describe(exc), "unsendable"
         except UnicodeEncodeError as exc:  # a non-ASCII header value: refused before sending
             reason, outcome = f"a header value is not ASCII ({exc.reason})", "unsendable"
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             reason, outcome = _describe(exc), ("not sent" if isinstance(exc, _NOT_SENT) else "maybe sent")
-        except httpx.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
+        except httpx2.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
             reason, outcome = _describe(exc), "unreadable"
         where = f"{method} {_safe_url(url)}"
         if outcome == "unreadable":
@@ -320,15 +326,15 @@ class ProviderHttp:
             )
         return ProviderUnavailable(self.provider, f"{reason} ({where})")
 
-    async def get_json(self, url: str, **kw: Any) -> tuple[Any, httpx.Response]:
+    async def get_json(self, url: str, **kw: Any) -> tuple[Any, httpx2.Response]:
         response = await self.request("GET", url, **kw)
         return self.decode_json(response), response
 
-    async def post_json(self, url: str, body: Any, **kw: Any) -> tuple[Any, httpx.Response]:
+    async def post_json(self, url: str, body: Any, **kw: Any) -> tuple[Any, httpx2.Response]:
         response = await self.request("POST", url, json_body=body, **kw)
         return self.decode_json(response), response
 
-    def decode_json(self, response: httpx.Response) -> Any:
+    def decode_json(self, response: httpx2.Response) -> Any:
         try:
             return response.json()
         except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
@@ -342,7 +348,7 @@ class ProviderHttp:
         )
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: httpx2.HTTPError) -> str:
     return secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
