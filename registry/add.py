@@ -219,7 +219,7 @@ def write_validated(catalogue_path: Path, y: Any, data: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(new_text)
-        _, problems, _ = check_catalogue(Path(tmp))
+        _, problems, _ = check_catalogue(Path(tmp), cache=False)
         errors = [replace(p, file=catalogue_path) for p in problems if p.severity == "error"]
         if errors:
             raise CatalogueError(errors)
