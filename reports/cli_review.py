@@ -26,7 +26,7 @@ def review(
 
     Each pair is one LoRA, prompt and seed at two scales (the no-LoRA baseline among them);
     `lorascope ratings RUN` then turns the votes into strengths and a preferred scale."""
-    from lorascope.reports.review_server import serve
+    from lorascope.reports.review_server import NothingToReview, serve
 
     if not (run / "run.db").is_file():
         typer.echo(f"error: {run} is not a lorascope run folder (no run.db)", err=True)
@@ -34,6 +34,9 @@ def review(
     try:
         serve(run, host=host, port=port, rater=rater or _default_rater(),
               announce=lambda line: typer.echo(line, err=False))
+    except NothingToReview as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2) from None

@@ -234,6 +234,10 @@ def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=dict(SECURITY_HEADERS))
 
 
+class NothingToReview(ValueError):
+    """The run has no pair to vote on."""
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -257,6 +261,11 @@ def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8765, rater: st
 
     token = None if is_loopback(host) else new_token()
     state = load_state(run_dir, token=token, default_rater=rater)
+    if not state.chooser.slots:
+        state.ratings.close()
+        raise NothingToReview(
+            f"{run_dir}: nothing to compare: no seeded LoRA image has a partner at another scale or a no-LoRA "
+            "baseline of the same prompt and seed (a grid needs a baseline or two scales per LoRA)")
     app = create_app(state, allowed_hosts=allowed_hosts_for(host))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
