@@ -3,10 +3,11 @@ pointed error instead of eating the machine.
 
 Why each limit: an alias bomb ("billion laughs": nine anchors each aliasing the previous one
 ten times) is a few hundred bytes that expands to 10^9 nodes once converted to plain Python,
-so expansion is counted *before* anything is built, from the parser's event stream (aliases
-count the size of what they point at). ruamel's composer recurses once per nesting level, so
-deep nesting ends in a RecursionError: depth is checked on the same event stream, which is
-produced without recursion. Size is checked before the file is even read.
+so expansion is counted while the node graph is composed, before any plain Python object is
+built (an alias counts the size of what it points at, though ruamel builds it once).
+ruamel's composer recurses once per nesting level, so deep nesting ended in a RecursionError:
+its own `max_depth` stops it first. Size is checked before the file is even read. One pass:
+the limits cost nothing beyond the load itself.
 
 Values may not hold control characters (ESC and friends, written as YAML escapes): a name or
 a prompt is printed to terminals and written into reports and requests.
@@ -62,45 +63,43 @@ def read_text(path: Path, limits: Limits = Limits()) -> str:
         raise YamlLimitError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
-def check_limits(text: str, limits: Limits = Limits()) -> None:
-    """Raise `YamlLimitError` if `text` is too large, too deep, or expands too far."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
+def _composer_class(limits: Limits) -> type:
+    """ruamel's Composer, counting as it builds: each collection's size with its aliases
+    expanded (an alias costs the full size of what it points at, though it is built once),
+    and every scalar checked for control characters. One pass; depth is ruamel's own
+    `max_depth`, checked before each nested node is composed."""
+    from ruamel.yaml.composer import Composer
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
 
-    if len(text) > limits.max_bytes:
-        raise YamlLimitError(f"text is {len(text):,} characters; the limit is {limits.max_bytes:,}")
-    # one counter per open collection; a closed one adds its total to its parent and, if it
-    # carried an anchor, is remembered so each alias of it counts its full size
-    stack: list[list[Any]] = [[0, None]]  # [nodes, anchor]
-    anchored: dict[str, int] = {}
-    for event in YAML(typ="rt").parse(io.StringIO(text)):
-        if isinstance(event, CollectionStartEvent):
-            if len(stack) > limits.max_depth:
-                raise YamlLimitError(f"nested more than {limits.max_depth} levels deep", _line(event))
-            stack.append([1, event.anchor])
-        elif isinstance(event, CollectionEndEvent):
-            nodes, anchor = stack.pop()
-            if anchor:
-                anchored[anchor] = nodes
-            stack[-1][0] += nodes
-        elif isinstance(event, AliasEvent):
-            stack[-1][0] += anchored.get(event.anchor, 1)
-        elif isinstance(event, NodeEvent):  # a scalar
-            stack[-1][0] += 1
-            bad = control_character(getattr(event, "value", None))
+    class LimitedComposer(Composer):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            node = super().compose_node(parent, index)
+            sizes: dict[int, int] = self.__dict__.setdefault("_sizes", {})
+            if id(node) not in sizes:  # an alias returns a node already counted
+                if isinstance(node, SequenceNode):
+                    size = 1 + sum(sizes.get(id(child), 1) for child in node.value)
+                elif isinstance(node, MappingNode):
+                    size = 1 + sum(sizes.get(id(k), 1) + sizes.get(id(v), 1) for k, v in node.value)
+                else:
+                    size = 1
+                if size > limits.max_nodes:
+                    raise YamlLimitError(
+                        f"expands to more than {limits.max_nodes:,} values (aliases of aliases, a 'billion laughs' "
+                        "file?); write the values out or split the file", node.start_mark.line + 1)
+                sizes[id(node)] = size
+                self.__dict__.setdefault("_keep", []).append(node)  # ids stay unique while counted
+            return node
+
+        def compose_scalar_node(self, anchor: Any) -> Any:
+            event = self.parser.peek_event()
+            bad = control_character(event.value)
             if bad:
                 raise YamlLimitError(
                     f"a value holds the control character {bad} (a terminal escape sequence?); "
-                    "remove it: it would reach terminals, reports and provider requests", _line(event))
-            if event.anchor:
-                anchored[event.anchor] = 1
-        else:
-            continue
-        total = sum(frame[0] for frame in stack)
-        if total > limits.max_nodes:
-            raise YamlLimitError(
-                f"expands to more than {limits.max_nodes:,} values (aliases of aliases, a 'billion laughs' "
-                "file?); write the values out or split the file", _line(event))
+                    "remove it: it would reach terminals, reports and provider requests", event.start_mark.line + 1)
+            return super().compose_scalar_node(anchor)
+
+    return LimitedComposer
 
 
 #: C0 and C1 control characters and DEL, except tab and newline (which text may hold).
@@ -123,26 +122,29 @@ def strip_controls(text: str) -> str:
 
 
 def load(text: str, limits: Limits = Limits()) -> Any:
-    """Round-trip load (line numbers kept) after `check_limits`; YAML syntax errors become
+    """Round-trip load (line numbers kept) within `limits`; YAML syntax errors become
     `YamlLimitError` with their line too, so callers handle one exception."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.composer import MaxDepthExceededError
     from ruamel.yaml.error import YAMLError
 
+    if len(text) > limits.max_bytes:
+        raise YamlLimitError(f"text is {len(text):,} characters; the limit is {limits.max_bytes:,}")
+    yaml = YAML(typ="rt")
+    yaml.Composer = _composer_class(limits)
+    yaml.max_depth = limits.max_depth
     try:
-        check_limits(text, limits)
-        return YAML(typ="rt").load(io.StringIO(text))
+        return yaml.load(io.StringIO(text))
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        raise YamlLimitError(f"nested more than {limits.max_depth} levels deep", mark.line + 1 if mark else None) from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         parts = [str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x]
         raise YamlLimitError(f"invalid YAML: {' '.join(parts) or exc}", mark.line + 1 if mark else None) from None
-    except RecursionError:  # belt and braces: the depth check should have caught it
+    except RecursionError:  # belt and braces: max_depth should have stopped it
         raise YamlLimitError(f"nested too deeply (limit {limits.max_depth})") from None
 
 
 def load_file(path: Path, limits: Limits = Limits()) -> Any:
     return load(read_text(path, limits), limits)
-
-
-def _line(event: Any) -> int | None:
-    mark = getattr(event, "start_mark", None)
-    return mark.line + 1 if mark is not None else None

@@ -35,7 +35,7 @@ SUITE_HEAD = "name: hostile\nproviders: [fakeasync]\nprompts: [a fox]\n"
 
 @pytest.mark.parametrize("body, line, words", [
     (billion_laughs("b"), 9, "expands to more than"),
-    (deep(300), 44, "nested more than"),
+    (deep(300), 43, "nested more than"),
     ("seeds: " + "[" * 3000 + "]" * 3000 + "\n", 4, "nested more than"),
 ])
 def test_suite_yaml_limits_are_pointed_errors(write_suite, body, line, words):
