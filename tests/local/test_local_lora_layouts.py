@@ -100,3 +100,20 @@ async def test_a_broken_fused_file_is_refused_in_one_line_naming_it(base_request
     assert "\n" not in message and str(broken) in message
     assert "unsupported LoRA layout: layers.1.attention.qkv: lora_B has 95 rows" in message
     assert provider.loaded_adapters == {}
+
+
+async def test_a_fused_file_hot_swaps_into_a_slot_like_its_twin(tiny_provider, base_request, tmp_path):
+    """Hotswap mode (what `compile` uses) takes the converted tensors too."""
+    from lorascope.harness.providers.local import DiffusersProvider
+    from local_helpers import mean_abs_diff
+
+    transformer = tiny_provider.load_pipeline().transformer
+    plain = write_lora(tmp_path / "plain.safetensors", transformer, seed=8)
+    fused = write_lora(tmp_path / "fused.safetensors", transformer, key_format="fused-qkv", seed=5)
+    twin = write_lora(tmp_path / "twin.safetensors", transformer, seed=5, shared_qkv_down=True)
+    provider = DiffusersProvider({"model": "tiny-random", "hotswap": True, "hotswap_target_rank": 8})
+    await provider.generate(with_loras(base_request, (plain, 0.8)))  # slot0 holds another file first
+    swapped = await provider.generate(with_loras(base_request, (fused, 0.8)))
+    assert set(provider.loaded_adapters) == {"slot0"} and provider.lora_loads == 2
+    reference = await tiny_provider.generate(with_loras(base_request, (twin, 0.8)))
+    assert mean_abs_diff(swapped, reference) < 0.05  # hot-swapped scaling tensors, as for any file
