@@ -32,7 +32,12 @@ loras:
     provenance:
       source: {state: secondary, source: a list, url: "https://example.org/list"}
       kind: {state: unverified, source: lorascope}
-      triggers: {state: secondary, source: a list, url: "https://example.org/list"}
+      triggers:
+        state: secondary
+        source: a list
+        url: "https://example.org/list"
+        alternatives:
+          - {value: [g00d style], source: another list, url: "https://example.org/other"}
       scale: {state: unverified, source: lorascope}
   - id: good-two
     name: Good two
@@ -189,6 +194,8 @@ def test_write_pins_confirms_and_keeps_comments_and_order(cat: Path, hub: dict) 
     good = loaded.get("good")
     assert good.source.revision == hub["commit"] and good.source.sha256 == hub["sha"]
     assert good.state("source") == "confirmed" and good.state("triggers") == "confirmed"
+    # what other sources said is kept when a fact is confirmed
+    assert [a.value for a in good.provenance["triggers"].alternatives] == [["g00d style"]]
     assert good.provenance["source"].url.endswith(f"/o/good/blob/{hub['commit']}/good.safetensors")
     assert good.license == "apache-2.0" and good.state("license") == "confirmed"
     assert good.base_model == ZIMAGE and good.state("base_model") == "confirmed"
