@@ -223,6 +223,7 @@ def write_recommendations(
     yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     doc = yaml.load(text)
     items = doc.get("loras") if isinstance(doc, dict) else doc
+    schema = doc.get("version", 1) if isinstance(doc, dict) else 1
     by_id = {str(item.get("id")): item for item in (items or []) if isinstance(item, dict)}
     written: list[str] = []
     for rec in recommendations:
@@ -238,8 +239,11 @@ def write_recommendations(
             provenance = CommentedMap()
             item["provenance"] = provenance
         evidence = CommentedMap()
+        if schema >= 2:  # the catalogue's own schema: `state` (version 2) or `confirmed` (version 1)
+            evidence["state"] = "unverified"  # measured here, not read from the LoRA's own repo
         evidence["source"] = f"lorascope recommend: run {run_dir} ({today}, provider {rec.provider}, CLIP {clip_label})"
-        evidence["confirmed"] = False
+        if schema < 2:
+            evidence["confirmed"] = False
         note = f"measured by rule: {rec.reason}"
         if rec.measured_scale is not None and rec.measured_scale != rec.scale:
             note += f"; measured {rec.measured_scale:g}, clamped into the range"

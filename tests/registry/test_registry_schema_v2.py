@@ -162,3 +162,17 @@ def test_show_prints_each_facts_state_url_and_disagreeing_sources() -> None:
     assert unknown.exit_code == 0, unknown.output
     assert "GuangyuanSD/Z-Image-Re-Turbo-LoRA:(file unknown)" in unknown.stdout
     assert "registry verify re-turbo --write" in unknown.stdout
+
+
+def test_recommend_write_keeps_a_version_2_catalogue_valid(tmp_path: Path) -> None:
+    """`lorascope recommend --write` edits provenance.scale in the catalogue's own schema."""
+    from lorascope.evals.recommend import Recommendation, write_recommendations
+
+    path = write(tmp_path, V2)
+    rec = Recommendation(lora="ink", provider="fal", basis="style_shift", scale=3.5, catalogue_scale=3.0,
+                         catalogue_range=(2.0, 4.0), baseline_clip_score=0.3, reason="largest effect below the drift limit")
+    assert write_recommendations(path, [rec], run_dir=Path("runs/x"), clip_label="ViT-B-32:openai",
+                                 today="2026-12-02") == ["ink"]
+    ink = load_catalogue(path).get("ink")
+    assert ink.scale.recommended == 3.5 and ink.state("scale") == "unverified"
+    assert "runs/x" in ink.provenance["scale"].source and "confirmed:" not in path.read_text()
