@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -144,7 +144,8 @@ FACT_STATES: tuple[str, ...] = ("confirmed", "secondary", "unverified")
 #: suite uses them otherwise): a training adapter de-distills Turbo, a speed LoRA restores
 #: few-step sampling on a de-turbo model, a restoration LoRA works on an input image, a slider's
 #: useful scales can lie far from 0..1.
-KINDS: tuple[str, ...] = ("style", "character", "concept", "utility", "training-adapter", "speed", "restoration", "slider")
+Kind = Literal["style", "character", "concept", "utility", "training-adapter", "speed", "restoration", "slider"]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 def _check_url(v: str | None) -> str | None:
@@ -208,7 +209,7 @@ class LoraEntry(_Strict):
     id: str
     name: str
     source: Source
-    kind: Literal["style", "character", "concept", "utility", "training-adapter", "speed", "restoration", "slider"]
+    kind: Kind
     triggers: list[str] = Field(default_factory=list)
     trigger_position: Literal["prefix", "suffix"] = "prefix"
     scale: ScaleSpec
