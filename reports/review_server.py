@@ -278,7 +278,9 @@ def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8765, rater: st
     announce(f"review page: http://{shown}:{bound}/{query}")
     announce(f"{len(state.chooser.slots)} slot(s), {len(state.images)} image(s), {len(state.votes)} vote(s) so far; "
              "Ctrl-C stops (every acknowledged vote is already in run.db)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048)
+    # keep-alive longer than uvicorn's 5 s: a browser tab idles between votes, and a client that
+    # reuses a connection the server just closed sees a reset (the page then retries the vote)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=75)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
