@@ -45,6 +45,14 @@ def make_thumb(image: Path, thumb_dir: Path, sha256: str | None = None) -> Thumb
     """The thumbnail of `image` in `thumb_dir`, made if it does not exist yet."""
     if not image.is_file():
         return ThumbFailure(f"image file missing: {image.name}")
+    if sha256:
+        # the stored hash names the thumbnail: a damaged file must not be shown as the picture
+        # it used to be (its old thumbnail would be reused)
+        from lorascope.harness.store import image_problem
+
+        problem = image_problem(image, sha256)
+        if problem:
+            return ThumbFailure(f"image file {problem}: {image.name} (`lorascope run` restores it)")
     try:
         sha = sha256 or sha256_file(image)
         dest = thumb_path(thumb_dir, sha)

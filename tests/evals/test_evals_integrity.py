@@ -88,3 +88,18 @@ def test_runs_with_no_cell_in_common_are_refused(tiny_run: Path, tmp_path: Path)
     result, _ = _compare(tiny_run, other)
     assert result.exit_code == 2, result.output
     assert "no cell in common" in " ".join(result.output.split())
+
+
+def test_a_report_shows_a_damaged_image_as_damaged_not_its_old_thumbnail(tiny_run: Path, tmp_path: Path):
+    other = copy_run(tiny_run, tmp_path / "other")
+    first = invoke("report", str(other))
+    assert first.exit_code == 0, first.output
+    thumbs_before = {p.name for p in (other / "thumbs").glob("*.jpg")}
+    rel, sha = _image_of(other)
+    assert any(name.startswith(sha[:32]) for name in thumbs_before)  # its thumbnail exists and would be reused
+    (other / rel).unlink()
+    (other / rel).write_bytes(b"not the picture")
+    again = invoke("report", str(other))
+    assert again.exit_code == 0, again.output
+    html = (other / "report.html").read_text()
+    assert f"image file damaged: its bytes hash to" in html and Path(rel).name in html
