@@ -11,7 +11,15 @@ from lorascope.reports.figures import ThumbIndex, asset_url
 from lorascope.reports.howto import random_weight_banner
 from lorascope.reports.inputs import CHANGED_VERDICTS, CompareCellData, CompareData, CompareSide
 from lorascope.reports.thumbs import ThumbFailure
-from lorascope.reports.viewmodels import CompareCell, CompareMetric, CompareReportView, Figure, KeyValue
+from lorascope.reports.viewmodels import (
+    CompareCell,
+    CompareItem,
+    CompareMetric,
+    ComparePairs,
+    CompareReportView,
+    Figure,
+    KeyValue,
+)
 
 METRIC_FORMATS = {
     "latency_s": fmt.seconds,
@@ -89,8 +97,13 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None, progre
                 thumbs.want(side.image, side.sha256)
     thumbs.make()
     cells = []
+    pairs: list[list[CompareItem]] = []
     for cell in sorted(data.cells, key=_sort_key):
+        pair = _pair(cell, report_dir)
+        if pair:
+            pairs.append(pair)
         cells.append(CompareCell(
+            pair=len(pairs) - 1 if pair else None,
             verdict=cell.verdict, drifted=cell.drifted, provider=cell.provider, lora=cell.lora or "no LoRA",
             scale=cell.scale, prompt_id=cell.prompt_id, prompt=cell.prompt, seed=cell.seed,
             reasons=cell.reasons,
@@ -116,4 +129,23 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None, progre
         summary=summary,
         drifted=[c for c in cells if c.drifted], unchanged=[c for c in cells if not c.drifted],
         banners=[random_weight_banner(data, howto=False)] if data.random_weights else [],
+        pairs=ComparePairs(pairs=pairs),
     )
+
+
+def _pair(cell: CompareCellData, report_dir: Path) -> list[CompareItem] | None:
+    """Baseline and current, large, for the compare view's slider and blink (both must exist)."""
+    if cell.baseline.image is None or cell.current.image is None:
+        return None
+    where = f"{cell.provider}, {cell.lora or 'no LoRA'} {cell.scale}, {cell.prompt_id}, seed {cell.seed}"
+    items = []
+    for which, side in (("baseline", cell.baseline), ("current", cell.current)):
+        facts = [f"{METRIC_NAMES.get(m.name, m.name)} {_value(m.name, m.baseline if which == 'baseline' else m.current)}"
+                 for m in cell.metrics if m.name not in ("image_cosine", "ssim")]
+        if side.latency_s is not None and not any(m.name == "latency_s" for m in cell.metrics):
+            facts.append(f"latency {fmt.seconds(side.latency_s)}")
+        if side.cost_usd is not None and not any(m.name == "cost_usd" for m in cell.metrics):
+            facts.append(f"cost {fmt.usd(side.cost_usd)}")
+        items.append(CompareItem(full=asset_url(side.image, report_dir), label=f"{which}: {where}",
+                                 sha=side.sha256 or "", facts=facts))
+    return items

@@ -17,14 +17,15 @@ import pandas as pd
 
 from lorascope.registry.models import LoraEntry
 from lorascope.reports import fmt
-from lorascope.reports.figures import ThumbIndex, image_file, make_figure, row_ok, row_nsfw, sha_of
+from lorascope.reports.figures import ThumbIndex, image_file, row_ok, row_nsfw, sha_of
+from lorascope.reports.grid import build_grid
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
 from lorascope.reports.human import agreement_rows, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
 from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
 from lorascope.reports.viewmodels import (
     GridColumn,
-    GridRow,
+    GridSection,
     KeyValue,
     LoraSection,
     PlotView,
@@ -140,23 +141,21 @@ def _plots(lora: str, entry: LoraEntry | None, providers: list[str], data: RunDa
     return [build_plot(spec) for spec in specs]
 
 
-def _section(
-    lora: str, df: pd.DataFrame, lookup: dict[tuple, dict[str, Any]], variants: list[str],
-    data: RunData, recs: dict[tuple[str, str], float | None], thumbs: ThumbIndex,
-    prompt_order: list[str],
-) -> LoraSection:
+def _columns(lora: str, df: pd.DataFrame, data: RunData, recs: dict[tuple[str, str], float | None]) -> list[GridColumn]:
+    """The LoRA's scale columns (baseline first) and which of them are recommended, by the
+    catalogue and by which providers' runs."""
     entry = data.loras.get(lora)
     mine = df[df["lora"] == lora]
-    provider_of = dict(zip(df["variant"], df["provider"]))
-    providers = _ordered_unique(provider_of[v] for v in variants)
+    providers = _ordered_unique(df["provider"])
     scale_cols = sorted(
         _ordered_unique(zip(mine["column_key"], mine["scale_key"])),
         key=lambda kv: (kv[1] if kv[1] is not None else math.inf, kv[0]),
     )
     catalogue_scale = entry.scale.recommended if entry else None
-    columns = [GridColumn(label="no LoRA (baseline)", scale=None)]
+    columns = [GridColumn(key="baseline", label="no LoRA (baseline)", scale=None)]
     for key, scale_value in scale_cols:
         columns.append(GridColumn(
+            key=key,
             label=f"scale {key}",
             scale=scale_value,
             catalogue_recommended=catalogue_scale is not None and scale_value is not None
@@ -164,28 +163,28 @@ def _section(
             run_recommended_by=[p for p in providers if recs.get((lora, p)) is not None
                                 and scale_value is not None and math.isclose(recs[(lora, p)], scale_value)],
         ))
-    keys = [("baseline", "baseline")] + [(k, k) for k, _ in scale_cols]
-    pairs = _ordered_unique(zip(mine["prompt_id"], mine["seed_key"]))
-    order = {pid: i for i, pid in enumerate(prompt_order)}
-    pairs.sort(key=lambda ps: (order.get(ps[0], len(order)), _seed_sort(ps[1])))
-    prompts = dict(zip(df["prompt_id"], df["prompt"].fillna("").astype(str)))
+    return columns
 
-    rows = []
-    for prompt_id, seed in pairs:
-        cells = []
-        for (column_key, _), column in zip(keys, columns):
-            figures = []
-            for variant in variants:
-                source_lora = "" if column.scale is None and column_key == "baseline" else lora
-                row = lookup.get((source_lora, column_key, variant, prompt_id, seed))
-                label = f"{column.label}, {prompt_id}, seed {seed}"
-                figures.append(make_figure(
-                    row, provider=variant, run_dir=data.run_dir, thumbs=thumbs, label=label,
-                    baseline=column.scale is None, recommended=provider_of[variant] in column.run_recommended_by,
-                ))
-            cells.append(figures)
-        rows.append(GridRow(prompt_id=prompt_id, prompt=prompts.get(prompt_id, ""), seed=seed, cells=cells))
 
+def _marks(columns: list[GridColumn]) -> dict[str, list[str]]:
+    """Badges for the scale column headers of a LoRA's grid."""
+    marks = {}
+    for column in columns:
+        badges = (["catalogue rec."] if column.catalogue_recommended else []) + (
+            [f"run rec.: {', '.join(column.run_recommended_by)}"] if column.run_recommended_by else [])
+        if badges:
+            marks[column.key] = badges
+    return marks
+
+
+def _section(
+    lora: str, df: pd.DataFrame, variants: list[str], data: RunData,
+    recs: dict[tuple[str, str], float | None], columns: list[GridColumn], grid: GridSection,
+) -> LoraSection:
+    entry = data.loras.get(lora)
+    provider_of = dict(zip(df["variant"], df["provider"]))
+    providers = _ordered_unique(provider_of[v] for v in variants)
+    catalogue_scale = entry.scale.recommended if entry else None
     recommendations = []
     for provider in providers:
         if (lora, provider) not in recs:
@@ -213,7 +212,7 @@ def _section(
                          if entry else ""),
         providers=variants,
         columns=columns,
-        rows=rows,
+        grid=grid,
         recommendations=recommendations,
         plots=_plots(lora, entry, providers, data, recs) if data.scored else [],
         human=human_views(data.human, lora),
@@ -346,10 +345,12 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
                                   *[k for k in data.loras if k in present], *df["lora"]])
     lookup = _lookup(records)
     recs = {(r.lora, r.provider): r.scale for r in data.recommendations}
-    sections = [
-        _section(lora, df, lookup, variants, data, recs, thumbs, prompt_order)
-        for lora in lora_order if lora
-    ]
+    loras = [lora for lora in lora_order if lora]
+    columns = {lora: _columns(lora, df, data, recs) for lora in loras}
+    grid, grids, run_grid = build_grid(
+        list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
+        recs=recs, sections=[(lora, _anchor(lora), _marks(columns[lora])) for lora in loras])
+    sections = [_section(lora, df, variants, data, recs, columns[lora], section) for lora, section in zip(loras, grids)]
     banners = [random_weight_banner(data)] if uses_random_weights(df) else []
     return RunReportView(
         title=f"lorascope report: {data.suite_name or data.run_dir.name}",
@@ -362,6 +363,8 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
             "Run `lorascope score RUN` (and `lorascope recommend RUN`), then `lorascope report RUN` again."),
         providers=variants,
         sections=sections,
+        run_grid=run_grid,
+        grid=grid,
         provider_stats=_provider_table(data, df),
         problems=_problems(records),
         agreement=agreement_rows(data.agreement),

@@ -23,15 +23,30 @@ from pydantic import BaseModel
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
+_JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_script(model: BaseModel) -> Markup:
+    """A view model as JSON for a `<script type="application/json">` block. The browser does
+    not decode entities there, so escaping must be JSON's own: with `<`, `>` and `&` written
+    as \\u escapes no run text can close the element or open a comment, and U+2028/9 are
+    escaped for older JavaScript parsers. The page reads it with JSON.parse, never eval."""
+    text = model.model_dump_json(exclude_defaults=True)
+    return Markup(text.translate(_JSON_ESCAPES))
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["json_script"] = json_script
+    return env
 
 
 @lru_cache(maxsize=1)

@@ -38,17 +38,78 @@ class Figure(_View):
 
 
 class GridColumn(_View):
+    key: str  # the scale axis key: "baseline", "0.8", a stack's "0.5+0.8"
     label: str
     scale: float | None  # None: the no-LoRA baseline
     catalogue_recommended: bool = False
     run_recommended_by: list[str] = Field(default_factory=list)  # providers
 
 
-class GridRow(_View):
-    prompt_id: str
-    prompt: str
-    seed: str
-    cells: list[list[Figure]]  # one list per column, one Figure per provider
+class GridValue(_View):
+    """One value of a grid axis: `key` goes into the URL fragment, `label` is shown,
+    `title` is the long form (a prompt's text)."""
+
+    key: str
+    label: str
+    title: str = ""
+
+
+class GridAxis(_View):
+    """An axis the reader can put on rows, on columns, fix to one value or stack ("all"):
+    scale, provider, prompt, seed, one per provider option (`opt:NAME`), the LoRA (`lora`,
+    the run-wide grid only), and strength/image where a run has them."""
+
+    id: str
+    label: str
+    values: list[GridValue]
+
+
+class GridImage(_View):
+    """One generation the grid can show. `at` holds one value index per axis, in the order
+    of `GridData.axes`; -1 means "any value": a no-LoRA baseline belongs to every LoRA, a
+    provider without an option axis to every value of it."""
+
+    at: list[int]
+    status: Literal["ok", "failed", "missing"]
+    provider: str  # the provider, with its options when it sweeps some
+    thumb: str | None = None
+    full: str | None = None
+    w: int | None = None
+    h: int | None = None
+    sha: str = ""  # the image's content hash (sha256), shown as data-sha
+    title: str = ""
+    caption: list[str] = Field(default_factory=list)
+    cost: str = ""
+    reason: str = ""
+    nsfw: bool = False
+    rec: bool = False  # this provider's run recommends this LoRA at this scale
+
+
+class GridViewState(_View):
+    """A view of a grid: axes on rows and columns (each a product, outermost first) and, for
+    every other axis, one value key or "*" (all, side by side in each cell)."""
+
+    rows: list[str]
+    cols: list[str]
+    fixed: dict[str, str]
+
+
+class GridSection(_View):
+    """One grid on the page: a LoRA's (its `lora` axis locked to it) or the run's (`lora`
+    free). `marks` badge the scale columns: scale key -> labels ("catalogue rec.", ...)."""
+
+    anchor: str
+    locked: dict[str, str] = Field(default_factory=dict)
+    default: GridViewState
+    marks: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class GridData(_View):
+    """Everything report.js needs to build every grid: one JSON blob in the page."""
+
+    axes: list[GridAxis]
+    images: list[GridImage]
+    sections: list[GridSection]
 
 
 class Tick(_View):
@@ -123,7 +184,7 @@ class LoraSection(_View):
     catalogue_scale: str = ""  # "0.7 (range 0.5-0.8)"
     providers: list[str]
     columns: list[GridColumn]
-    rows: list[GridRow]
+    grid: GridSection
     recommendations: list[RecommendationView] = Field(default_factory=list)
     plots: list[PlotView] = Field(default_factory=list)
     human: list[HumanView] = Field(default_factory=list)
@@ -188,6 +249,8 @@ class RunReportView(_View):
     score_note: str = ""
     providers: list[str]
     sections: list[LoraSection]
+    run_grid: GridSection | None = None  # every LoRA at once (rows: LoRA)
+    grid: GridData
     provider_stats: list[ProviderStatsRow]
     problems: list[ProblemRow]
     agreement: list[AgreementRow] = Field(default_factory=list)
@@ -199,6 +262,21 @@ class CompareMetric(_View):
     baseline: str
     current: str
     delta: str
+
+
+class CompareItem(_View):
+    """One side of a before/after pair as the compare view shows it, large."""
+
+    full: str
+    label: str
+    sha: str = ""
+    facts: list[str] = Field(default_factory=list)
+
+
+class ComparePairs(_View):
+    """The page's JSON blob: baseline and current of every cell that has both images."""
+
+    pairs: list[list[CompareItem]] = Field(default_factory=list)
 
 
 class CompareCell(_View):
@@ -214,6 +292,7 @@ class CompareCell(_View):
     baseline: Figure
     current: Figure
     metrics: list[CompareMetric]
+    pair: int | None = None  # index into CompareReportView.pairs (both sides have an image)
 
 
 class CompareReportView(_View):
@@ -223,3 +302,4 @@ class CompareReportView(_View):
     drifted: list[CompareCell]  # shown first
     unchanged: list[CompareCell]
     banners: list[Banner] = Field(default_factory=list)
+    pairs: ComparePairs = Field(default_factory=ComparePairs)

@@ -57,7 +57,7 @@ def _row(run: Path, provider: str, lora: str, scale: float | None, pid: str, pro
          rng: np.random.Generator, scored: bool, *, status: str = "ok", error: str | None = None,
          nsfw: bool = False) -> dict:
     idx = (PROVIDERS.index(provider) * 97 + (LORAS.index(lora) + 1 if lora else 0) * 41
-           + int((scale or 0) * 100) + seed % 50)
+           + int((scale or 0) * 100) + seed % 50 + [p for p, _ in PROMPTS].index(pid) * 13)  # every image distinct
     color = (idx * 37 % 256, idx * 59 % 256, idx * 83 % 256)
     row = {
         "provider": provider, "lora": lora, "scale": scale if lora else math.nan,
@@ -146,3 +146,17 @@ def provider_stats(frame: pd.DataFrame) -> list[ProviderStats]:
             cost_per_mp=float(group["cost_usd"].mean() / (96 * 96 / 1e6)), cost_source="estimated",
         ))
     return stats
+
+
+def grid_images(view, **coords: str) -> list:
+    """The images of a run report's grid data at `coords` (axis id -> value key, e.g.
+    lora="ink-wash", scale="baseline", provider="fal"); a wildcard position (-1: a baseline's
+    LoRA, an option a provider lacks) matches any value, as it does in the page."""
+    axes = view.grid.axes
+    wanted = {}
+    for axis_id, key in coords.items():
+        axis_id = axis_id.replace("opt_", "opt:")
+        index = next(i for i, a in enumerate(axes) if a.id == axis_id)
+        wanted[index] = next(v for v, value in enumerate(axes[index].values) if value.key == key)
+    return [img for img in view.grid.images
+            if all(img.at[i] in (-1, v) for i, v in wanted.items())]

@@ -7,7 +7,17 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from report_fixtures import LORAS, PROMPTS, PROVIDERS, SCALES, SEEDS, XSS_ERROR, XSS_NOTE, XSS_PROMPT
+from report_fixtures import (
+    LORAS,
+    PROMPTS,
+    PROVIDERS,
+    SCALES,
+    SEEDS,
+    XSS_ERROR,
+    XSS_NOTE,
+    XSS_PROMPT,
+    grid_images,
+)
 
 from lorascope.reports.build_run import build_run_view
 from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, nice_ticks
@@ -29,37 +39,66 @@ def _html(data) -> str:
     return write_run_data_report(data).read_text(encoding="utf-8")
 
 
-def test_grid_has_prompt_seed_rows_and_baseline_then_scale_columns(scored_run):
+def _grid_json(html: str) -> dict:
+    """The page's grid data block, parsed as the page's script parses it."""
+    import json
+
+    blocks = re.findall(r'<script type="application/json" id="grid-data">(.*?)</script>', html, re.S)
+    assert len(blocks) == 1
+    return json.loads(blocks[0])
+
+
+def _image_urls(html: str) -> list[str]:
+    images = _grid_json(html)["images"]
+    return [i["thumb"] for i in images if "thumb" in i] + [i["full"] for i in images if "full" in i]
+
+
+def test_grid_data_places_every_generation_once_on_its_axes(scored_run):
     view = build_run_view(scored_run)
     assert [s.id for s in view.sections] == LORAS
-    for section in view.sections:
-        assert [c.scale for c in section.columns] == [None, *SCALES]
-        assert section.columns[0].label.startswith("no LoRA")
-        assert [(r.prompt_id, r.seed) for r in section.rows] == [(p, str(s)) for p, _ in PROMPTS for s in SEEDS]
-        for row in section.rows:
-            assert len(row.cells) == 1 + len(SCALES)
-            for cell in row.cells:
-                assert [f.provider for f in cell] == PROVIDERS
-
-
-def test_baseline_column_shows_the_no_lora_image_of_the_same_prompt_seed_provider(scored_run):
-    view = build_run_view(scored_run)
+    axes = {a.id: [v.key for v in a.values] for a in view.grid.axes}
+    assert axes == {"lora": LORAS, "scale": ["baseline", *(f"{s:g}" for s in SCALES)], "provider": PROVIDERS,
+                    "prompt": [p for p, _ in PROMPTS], "seed": [str(s) for s in SEEDS]}
     frame = scored_run.results
-    row = view.sections[0].rows[1]
-    for figure, provider in zip(row.cells[0], PROVIDERS):
-        expected = frame[(frame.lora == "") & (frame.provider == provider) & (frame.prompt_id == row.prompt_id)
-                         & (frame.seed == int(row.seed))].image_path.item()
-        assert figure.full == expected
+    assert len(view.grid.images) == len(frame)  # one per generation, baselines once (not per LoRA)
+    for _, row in frame.iterrows():
+        coords = dict(provider=row.provider, prompt=row.prompt_id, seed=str(row.seed),
+                      scale=f"{row.scale:g}" if row.lora else "baseline")
+        found = grid_images(view, lora=row.lora or LORAS[0], **coords)
+        assert len(found) == 1, coords
+        ok = row.status == "ok"
+        assert (found[0].sha, found[0].full) == ((row.image_sha256, row.image_path) if ok else ("", None))
+        # a baseline belongs to every LoRA's grid: its LoRA position is "any"
+        assert (found[0].at[0] == -1) == (row.lora == "")
+    prompt = next(a for a in view.grid.axes if a.id == "prompt")
+    assert [v.title for v in prompt.values] == [t for _, t in PROMPTS]
+
+
+def test_default_views_answer_the_common_question(scored_run):
+    """Columns: scale, baseline first; rows: prompt x seed; one provider at a time. The
+    run-wide grid: one row per LoRA at the first prompt and seed."""
+    view = build_run_view(scored_run)
+    for section in view.sections:
+        assert section.grid.locked == {"lora": section.id}
+        default = section.grid.default
+        assert (default.rows, default.cols, default.fixed) == (["prompt", "seed"], ["scale"], {"provider": "fal"})
+    run = view.run_grid
+    assert (run.default.rows, run.default.cols) == (["lora"], ["scale"])
+    assert run.default.fixed == {"provider": "fal", "prompt": "trex", "seed": "42"}
+    assert [s.anchor for s in view.grid.sections] == [*(s.anchor for s in view.sections), "all-loras"]
 
 
 def test_recommended_scales_are_marked_per_provider_and_from_the_catalogue(scored_run):
-    section = build_run_view(scored_run).sections[0]
+    view = build_run_view(scored_run)
+    section = view.sections[0]
     by_scale = {c.scale: c for c in section.columns}
     assert by_scale[0.8].catalogue_recommended and not by_scale[1.0].catalogue_recommended
     assert by_scale[0.8].run_recommended_by == ["fal"]
     assert by_scale[1.0].run_recommended_by == ["novita"]
-    fal_08, novita_08 = section.rows[1].cells[2]
-    assert fal_08.recommended and not novita_08.recommended
+    assert section.grid.marks == {"0.8": ["catalogue rec.", "run rec.: fal"], "1": ["run rec.: novita"]}
+    (fal_08,) = grid_images(view, lora="ink-wash", scale="0.8", provider="fal", prompt="trex", seed="1234")
+    (novita_08,) = grid_images(view, lora="ink-wash", scale="0.8", provider="novita", prompt="trex", seed="1234")
+    assert fal_08.rec and not novita_08.rec
     assert {r.provider: (r.scale, r.agrees) for r in section.recommendations} == {
         "fal": ("0.8", True), "novita": ("1", False)}
 
@@ -73,8 +112,8 @@ def test_failed_and_nsfw_cells_are_listed_with_reasons(scored_run):
     assert "HTTP 500" in failed[0].reason
     assert [(p.provider, p.lora, p.scale, p.prompt_id, p.seed) for p in nsfw] == [
         ("novita", "pixel-art", "0.5", "lighthouse", "1234")]
-    figure = build_run_view(scored_run).sections[0].rows[0].cells[3][0]
-    assert figure.status == "failed" and "HTTP 500" in figure.reason
+    (figure,) = grid_images(view, lora="ink-wash", scale="1", provider="fal", prompt="trex", seed="42")
+    assert figure.status == "failed" and "HTTP 500" in figure.reason and figure.thumb is None
 
 
 def test_thumbnails_are_made_once_and_reused(scored_run):
@@ -96,14 +135,15 @@ def test_html_is_self_contained_and_points_at_files_in_the_run_folder(scored_run
     assert re.findall(r"<link[^>]*>", html) == ['<link rel="icon" href="data:,">']
     assert "<script src" not in html and "@import" not in html and "url(" not in html
     assert re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<]*", html) == []  # no URL of any scheme, anywhere
-    srcs = re.findall(r'<img src="([^"]+)"', html)
-    hrefs = re.findall(r'<a class="thumb" href="([^"]+)"', html)
-    assert srcs and hrefs
+    # images are not in the markup: the page's script builds the visible slice from the data
+    assert "<img" not in html.split("<main>", 1)[1].split("</main>", 1)[0]
+    images = _grid_json(html)["images"]
+    srcs, hrefs = [i["thumb"] for i in images if "thumb" in i], [i["full"] for i in images if "full" in i]
+    assert len(srcs) == len(hrefs) == scored_run.results.image_path.notna().sum()
     for url in srcs + hrefs:
         assert not re.match(r"^[a-z]+:", url) and not url.startswith("/"), url
         assert (run / url).is_file(), url
     assert all(u.startswith("thumbs/") for u in srcs)
-    assert html.count('loading="lazy"') == len(srcs)
     # a Content-Security-Policy that allows exactly our one script, and nothing from the network
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
     assert "default-src 'none'" in csp and re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+'", csp)
@@ -127,7 +167,8 @@ def test_unscored_run_says_so_and_still_shows_images_latency_and_cost(unscored_r
     view = build_run_view(unscored_run)
     assert not view.scored and "not scored yet" in view.score_note
     assert all(not s.plots for s in view.sections)
-    assert view.sections[0].rows[0].cells[1][0].status == "ok"
+    assert {i.status for i in grid_images(view, lora="ink-wash", scale="0.5")} == {"ok"}
+    assert all(i.caption and not any(c.startswith("CLIP") for c in i.caption) for i in view.grid.images if i.thumb)
     assert [p.provider for p in view.provider_stats] == PROVIDERS
     html = _html(unscored_run)
     assert 'id="not-scored"' in html and "Latency and cost per provider" in html
@@ -140,10 +181,16 @@ def test_untrusted_text_is_escaped_everywhere(hostile_run):
         assert payload not in html
     # parsed as a browser would: our one script element, no event-handler attribute anywhere
     tags = _tags(html)
-    assert [t for t, _ in tags if t == "script"] == ["script"]
+    # our one script, and one data block the browser never runs
+    assert [dict(a).get("type") for t, a in tags if t == "script"] == ["application/json", None]
     assert [(t, a) for t, attrs in tags for a, _ in attrs if a.startswith("on")] == []
     assert not [attrs for t, attrs in tags if t == "img" and ("src", "x") in attrs]
-    assert "&lt;script&gt;alert(&#34;prompt&#34;)&lt;/script&gt;" in html
+    # in the data block, <, > and & are JSON escapes: nothing there can end the element
+    block = html.split('id="grid-data">', 1)[1].split("</script>", 1)[0]
+    assert not set(block) & set("<>&")
+    data = _grid_json(html)
+    assert XSS_PROMPT in [v["title"] for a in data["axes"] if a["id"] == "prompt" for v in a["values"]]
+    assert any(XSS_ERROR in i.get("reason", "") for i in data["images"])
     assert "&lt;svg onload=alert(3)&gt;" in html
     assert "&lt;/div&gt;&lt;script&gt;alert(&#34;note&#34;)" in html
 
@@ -182,13 +229,20 @@ def test_option_axes_become_side_by_side_variants_and_stacks_get_their_own_grid(
                                                               ignore_index=True)})
     view = build_run_view(data)
     assert view.providers == ["fal [acceleration=none]", "fal [acceleration=high]", "novita"]
+    # the option sweep is an axis of its own (side by side by default); novita, without
+    # the option, belongs to every value of it
+    axes = {a.id: [v.key for v in a.values] for a in view.grid.axes}
+    assert axes["opt:acceleration"] == ["none", "high"] and axes["provider"] == ["fal", "novita"]
     ink = view.sections[0]
-    assert [f.provider for f in ink.rows[0].cells[1]] == view.providers
-    # the run's recommendation is per provider: both fal variants are marked at fal's scale
-    assert [f.recommended for f in ink.rows[1].cells[2]] == [True, True, False]
+    assert ink.grid.default.fixed == {"provider": "fal", "opt:acceleration": "*"}
+    cell = dict(lora="ink-wash", scale="0.8", prompt="trex", seed="1234")
+    assert [(i.provider, i.rec) for i in grid_images(view, opt_acceleration="high", **cell)] == [
+        ("fal [acceleration=high]", True), ("novita", False)]  # recommendations are per provider
     stacked = next(s for s in view.sections if s.id == "ink-wash+pixel-art")
     assert stacked.is_stack and [c.label for c in stacked.columns] == ["no LoRA (baseline)", "scale 0.5+0.8"]
-    assert [f.status for f in stacked.rows[1].cells[1]] == ["absent", "absent", "ok"]
+    assert "0.5+0.8" in axes["scale"] and "ink-wash+pixel-art" in axes["lora"]
+    in_stack = grid_images(view, lora="ink-wash+pixel-art", scale="0.5+0.8", prompt="trex", seed="1234")
+    assert [i.provider for i in in_stack] == ["novita"]
 
 
 def test_a_run_with_no_generations_yet_still_renders(tmp_path):
@@ -204,7 +258,7 @@ def test_a_run_with_no_generations_yet_still_renders(tmp_path):
 def test_a_report_written_elsewhere_links_back_into_the_run_folder(scored_run, tmp_path):
     out = tmp_path / "shared" / "smoke report.html"
     html = write_run_data_report(scored_run, out).read_text()
-    urls = re.findall(r'<img src="([^"]+)"', html) + re.findall(r'<a class="thumb" href="([^"]+)"', html)
+    urls = _image_urls(html)
     assert urls and all("%20" not in u for u in urls)
     from urllib.parse import unquote
 
@@ -264,7 +318,8 @@ def test_compare_report_escapes_prompts_provider_messages_and_file_names(tmp_pat
     assert "&lt;script&gt;alert(&#34;prompt&#34;)&lt;/script&gt;" in html
     assert "&lt;svg onload=alert(3)&gt;" in html and "run &#34;&gt;&lt;img src=x onerror=alert(4)&gt;" in html
     tags = _tags(html)
-    assert [t for t, _ in tags if t == "script"] == ["script"]
+    assert [dict(a).get("type") for t, a in tags if t == "script"] == ["application/json", None]
+    assert not set(html.split('id="compare-data">', 1)[1].split("</script>", 1)[0]) & set("<>&")
     assert [(t, a) for t, attrs in tags for a, _ in attrs if a.startswith("on")] == []
     urls = [v for t, attrs in tags for a, v in attrs if (t, a) in (("img", "src"), ("a", "href"))]
     assert len(urls) == 6  # thumbnail + full-size link: 2 baseline images, 1 current (the other failed)

@@ -1,0 +1,192 @@
+"""The run report's grids as data: every generation once, with its place on each axis.
+
+A real run has more axes than a page has room for (providers, option sweeps, stacks,
+prompts, seeds, scales), so the page does not fix a layout: report.js lets the reader put
+any axis on rows or columns and pick a value (or "all") for the others, and builds only
+the slice on screen. This module decides what the axes are, their order, which image sits
+where, and the default view of each grid; the page only looks things up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from lorascope.reports import fmt
+from lorascope.reports.figures import ThumbIndex, make_figure, sha_of
+from lorascope.reports.viewmodels import GridAxis, GridData, GridImage, GridSection, GridValue, GridViewState
+
+BASELINE = "baseline"
+#: Columns a run may carry for image-conditioned requests (shown as axes when present).
+EXTRA_AXES = (("strength", "strength"), ("init_image", "image"))
+
+
+def _unique(values: Iterable) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _seed_sort(seed: str) -> tuple[int, int | str]:
+    try:
+        return (0, int(seed))
+    except ValueError:
+        return (1, seed)
+
+
+def _scale_sort(key: str) -> tuple[int, float, str]:
+    if key == BASELINE:
+        return (0, -math.inf, key)
+    try:
+        return (1, float(key), key)
+    except ValueError:
+        return (2, math.inf, key)  # a stack's "0.5+0.8"
+
+
+def options_of(row: dict[str, Any]) -> dict[str, str]:
+    """A row's provider option axes (the suite's sweeps) as text values."""
+    value = row.get("axes")
+    if fmt.is_missing(value) or not value:
+        value = row.get("options")
+    if fmt.is_missing(value) or value in ("", "{}", "null", None):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+
+
+def _extra(row: dict[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    if fmt.is_missing(value) or value == "":
+        return None
+    return fmt.scale(value) if isinstance(value, (int, float)) else str(value)
+
+
+class _Axes:
+    """Axis ids in page order, each with its ordered value keys, labels and titles."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.labels: dict[str, str] = {}
+        self.values: dict[str, dict[str, GridValue]] = {}
+
+    def add(self, axis: str, label: str) -> None:
+        if axis not in self.values:
+            self.order.append(axis)
+            self.labels[axis] = label
+            self.values[axis] = {}
+
+    def value(self, axis: str, key: str, label: str | None = None, title: str = "") -> None:
+        self.values[axis].setdefault(key, GridValue(key=key, label=label if label is not None else key, title=title))
+
+    def sort(self, axis: str, key) -> None:
+        items = self.values[axis]
+        self.values[axis] = {k: items[k] for k in sorted(items, key=key)}
+
+    def build(self) -> list[GridAxis]:
+        return [GridAxis(id=a, label=self.labels[a], values=list(self.values[a].values())) for a in self.order]
+
+
+def build_grid(
+    records: list[dict[str, Any]],
+    *,
+    run_dir: Path,
+    thumbs: ThumbIndex,
+    lora_order: list[str],
+    prompt_order: list[str],
+    recs: dict[tuple[str, str], float | None],
+    sections: list[tuple[str, str, dict[str, list[str]]]],
+) -> tuple[GridData, list[GridSection], GridSection | None]:
+    """The grid data of a run: `records` are the deduplicated result rows (one per grid
+    position, with `column_key`, `variant`, `seed_key`); `sections` lists (lora, anchor,
+    column marks) per LoRA. Returns the data, each LoRA's grid and the run-wide grid."""
+    axes = _Axes()
+    for axis, label in (("lora", "LoRA"), ("scale", "scale"), ("provider", "provider"),
+                        ("prompt", "prompt"), ("seed", "seed")):
+        axes.add(axis, label)
+    for lora in lora_order:
+        if lora:
+            axes.value("lora", lora)
+    axes.value("scale", BASELINE, "no LoRA (baseline)")
+    prompts = {r["prompt_id"]: str(r.get("prompt") or "") for r in records}
+    for pid in prompt_order:
+        if pid in prompts:
+            axes.value("prompt", pid, pid, prompts[pid])
+    for row in records:
+        if row["lora"]:
+            axes.value("lora", row["lora"])
+        axes.value("scale", row["column_key"], "no LoRA (baseline)" if row["column_key"] == BASELINE else None)
+        axes.value("provider", row["provider"])
+        axes.value("prompt", row["prompt_id"], row["prompt_id"], prompts[row["prompt_id"]])
+        axes.value("seed", row["seed_key"])
+        for name, value in options_of(row).items():
+            axes.add(f"opt:{name}", name)
+            axes.value(f"opt:{name}", value)
+        for column, label in EXTRA_AXES:
+            value = _extra(row, column)
+            if value is not None:
+                axes.add(column, label)
+                axes.value(column, value)
+    axes.sort("scale", _scale_sort)
+    axes.sort("seed", _seed_sort)
+
+    index = {a: {k: i for i, k in enumerate(axes.values[a])} for a in axes.order}
+    images = []
+    for row in records:
+        coords = {"lora": row["lora"] or None, "scale": row["column_key"], "provider": row["provider"],
+                  "prompt": row["prompt_id"], "seed": row["seed_key"]}
+        coords.update({f"opt:{k}": v for k, v in options_of(row).items()})
+        coords.update({c: _extra(row, c) for c, _ in EXTRA_AXES})
+        at = [index[a][coords[a]] if coords.get(a) is not None else -1 for a in axes.order]
+        images.append(_image(row, at, run_dir, thumbs, recs))
+
+    data_axes = axes.build()
+    lora_sections = [
+        GridSection(anchor=anchor, locked={"lora": lora}, marks=marks,
+                    default=default_view(data_axes, locked=("lora",)))
+        for lora, anchor, marks in sections
+    ]
+    run_grid = None
+    if len(axes.values["lora"]) > 1:
+        run_grid = GridSection(anchor="all-loras", default=default_view(data_axes, run_wide=True))
+    return (GridData(axes=data_axes, images=images, sections=[*lora_sections, *([run_grid] if run_grid else [])]),
+            lora_sections, run_grid)
+
+
+def default_view(axes: list[GridAxis], locked: tuple[str, ...] = (), run_wide: bool = False) -> GridViewState:
+    """The common question first: columns = scale (baseline first); rows = prompt x seed
+    (the run-wide grid: one row per LoRA, first prompt and seed); one provider at a time;
+    option sweeps side by side; any other axis at its first value."""
+    rows = ["lora"] if run_wide else ["prompt", "seed"]
+    cols = ["scale"]
+    fixed = {}
+    for axis in axes:
+        if axis.id in rows or axis.id in cols or axis.id in locked or not axis.values:
+            continue
+        fixed[axis.id] = "*" if axis.id.startswith("opt:") else axis.values[0].key
+    return GridViewState(rows=rows, cols=cols, fixed=fixed)
+
+
+def _image(row: dict[str, Any], at: list[int], run_dir: Path, thumbs: ThumbIndex,
+           recs: dict[tuple[str, str], float | None]) -> GridImage:
+    baseline = row["lora"] == ""
+    scale = row.get("scale_key")
+    rec = recs.get((row["lora"], row["provider"]))
+    recommended = not baseline and rec is not None and scale is not None and math.isclose(rec, scale)
+    label = (f"no LoRA (baseline), {row['prompt_id']}, seed {row['seed_key']}" if baseline
+             else f"{row['lora']} scale {row['column_key']}, {row['prompt_id']}, seed {row['seed_key']}")
+    figure = make_figure(row, provider=row["variant"], run_dir=run_dir, thumbs=thumbs, label=label,
+                         baseline=baseline, recommended=recommended)
+    cost = row.get("cost_usd")
+    return GridImage(
+        at=at, status=figure.status if figure.status != "absent" else "missing", provider=row["variant"],
+        thumb=figure.thumb, full=figure.full, w=figure.thumb_width, h=figure.thumb_height,
+        sha=sha_of(row) or "", title=figure.title, caption=figure.caption,
+        cost="" if fmt.is_missing(cost) else fmt.usd(cost), reason=figure.reason or "",
+        nsfw=figure.nsfw, rec=recommended,
+    )
