@@ -447,7 +447,7 @@ def check_related(baseline_dir: Path, run_dir: Path) -> None:
     names = []
     for run in (baseline_dir, run_dir):
         with RunStore.open(run) as store:
-            names.append(_suite_name(store.get_meta("suite_text")))
+            names.append(store.get_meta("suite_name") or _suite_name(store.get_meta("suite_text")))
     if None not in names and names[0] != names[1]:
         raise UnrelatedRuns(f"{baseline_dir} is a run of suite {names[0]!r} and {run_dir} of suite {names[1]!r}; "
                             "is this the right baseline? Pass --allow-unrelated to compare them anyway")

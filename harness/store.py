@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from lorascope.harness.secrets import redact_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -342,7 +344,8 @@ class RunStore:
         self.check_owner(suite)
         self.set_meta({
             "suite_name": suite.name,
-            "suite_text": suite.text,
+            # a suite may carry `api_key:`; run folders are shared, so the stored copy is masked
+            "suite_text": redact_text(suite.text),
             "suite_path": str(suite.path.resolve()) if suite.path else "",
         })
 

@@ -72,6 +72,7 @@ def test_runs_of_different_suites_are_refused_unless_allowed(tiny_run: Path, tmp
         renamed = text.replace("name: tiny-styles", "name: someone-elses-suite", 1)
         assert renamed != text
         conn.execute("UPDATE meta SET value = ? WHERE key = 'suite_text'", (renamed,))
+        conn.execute("UPDATE meta SET value = 'someone-elses-suite' WHERE key = 'suite_name'")
     result, report = _compare(tiny_run, other)
     assert result.exit_code == 2 and report is None
     text = " ".join(result.output.split())

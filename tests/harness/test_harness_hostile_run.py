@@ -103,3 +103,21 @@ def test_the_dry_run_refuses_an_out_folder_the_real_run_would(project, tmp_path,
         result = CliRunner().invoke(app, ["run", "s.yaml", "--out", str(blocker / "run"), "--no-progress", *args])
         assert result.exit_code == 1, result.output
         assert f"{blocker} is a file, not a folder" in " ".join(result.output.split()) or "Not a directory" in result.output
+
+
+def test_a_key_written_in_the_suite_never_reaches_the_run_folder(project, tmp_path, monkeypatch):
+    from tests.fakes import NovitaFake
+
+    monkeypatch.delenv("NOVITA_API_KEY", raising=False)
+    with NovitaFake(key=KEY) as fake:
+        monkeypatch.chdir(project)
+        (project / "s.yaml").write_text(
+            "name: inline-key\nproviders:\n  - novita: {api_key: " + KEY + ", base_url: '" + fake.url + "'}\n"
+            "prompts: [a cat]\nseeds: [1]\nsize: 512x512\n")
+        result = CliRunner().invoke(app, ["run", "s.yaml", "--out", str(tmp_path / "r"), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert len(fake.hits("submit")) == 1  # the key was used...
+    for path in (tmp_path / "r").rglob("*"):  # ...and is in no file of the run folder
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in result.output
