@@ -1,7 +1,7 @@
 """A catalogue's validation result, remembered by content, so `registry list` skips the YAML parse.
 
-Why: the round-trip parse (line numbers for every problem, comment-keeping writes) and the
-hostile-YAML scan of the event stream take ~0.35 s for the 35-entry `loras.yaml` on these 2-core
+Why: the round-trip parse (line numbers for every problem, comment-keeping writes, with the
+hostile-YAML limits) takes ~0.2-0.4 s for the 35-entry `loras.yaml` on these loaded 2-core
 machines, most of a `lorascope registry list`; validating the parsed entries takes ~12 ms. The
 result depends only on the file's bytes, its path (messages name it) and lorascope's registry
 code and parser versions, so it is kept under a hash of exactly those, as JSON (never pickle),
