@@ -20,7 +20,7 @@ from lorascope.reports import fmt
 from lorascope.reports.figures import ThumbIndex, image_file, row_ok, row_nsfw, sha_of
 from lorascope.reports.grid import build_grid
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
-from lorascope.reports.human import agreement_rows, human_views
+from lorascope.reports.human import agreement_rows, human_plots, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
 from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
 from lorascope.reports.viewmodels import (
@@ -214,7 +214,8 @@ def _section(
         columns=columns,
         grid=grid,
         recommendations=recommendations,
-        plots=_plots(lora, entry, providers, data, recs) if data.scored else [],
+        plots=[*(_plots(lora, entry, providers, data, recs) if data.scored else []),
+               *human_plots(data.human, lora, entry.scale.recommended if entry else None)],
         human=human_views(data.human, lora),
     )
 

@@ -172,3 +172,31 @@ def agreement_rows(agreement: list[MetricAgreementData]) -> list[AgreementRow]:
     return [AgreementRow(metric=a.label, share=fmt.percent(a.share),
                          interval=f"{fmt.percent(a.low)} – {fmt.percent(a.high)}",
                          votes=a.agree + a.disagree, undecided=a.undecided) for a in ordered]
+
+
+def human_plots(fits: list[HumanFit], lora: str, catalogue_x: float | None = None) -> list:
+    """One SVG plot for a LoRA with votes: Bradley-Terry strength vs scale per provider, 95%
+    interval as the band, the no-LoRA level at 0 (dashed), the preferred scale marked; drawn
+    beside the automatic curves. Empty when the LoRA has no votes."""
+    from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
+
+    curves = []
+    for index, fit in enumerate(f for f in fits if f.lora == lora):
+        points = []
+        for s in fit.scales:
+            if s.scale == "" or s.strength is None:
+                continue
+            try:
+                x = float(s.scale.split("+")[0])
+            except ValueError:
+                continue
+            points.append(CurvePoint(x=x, mean=s.strength, lo=s.low, hi=s.high, n=s.wins + s.losses + s.ties))
+        if points:
+            curves.append(Curve(label=fit.provider, color=color_for(index), points=points,
+                                recommended_x=fit.preferred_scale,
+                                baseline_y=0.0 if fit.reference == "" else None))
+    if not curves:
+        return []
+    return [build_plot(PlotSpec(title="Human votes: strength vs scale (95% CI)",
+                                y_label="strength vs no LoRA", curves=curves, catalogue_x=catalogue_x,
+                                value_format="{:+.2f}"))]

@@ -46,3 +46,5 @@ def test_report_shows_strengths_and_agreement_when_the_run_has_votes(review_run)
     assert preferred == ["scale 1"]
     assert re.search(r"<td>no LoRA</td><td class=\"num\">\+0\.00 \[\+0\.00, \+0\.00\]</td>", paint)
     assert "human-preferred scale 1" in paint and "rater(s): ann" in paint
+    assert 'aria-label="Human votes: strength vs scale' in paint  # drawn beside the automatic curves
+    assert 'aria-label="style shift' in paint or "CLIPScore" in paint
