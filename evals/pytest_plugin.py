@@ -11,8 +11,9 @@ Options:
   --lorascope-reuse             with a baseline: reuse stored generations instead (a
                                 comparison whose run came entirely from the cache still fails)
   --lorascope-allow-cached      let such a cache-only comparison pass (compares stored results)
-  --lorascope-require-baseline  a missing baseline fails instead of skipping (default under
-                                CI, i.e. when the CI environment variable is set)
+  --lorascope-require-baseline  a missing baseline fails instead of skipping; a baseline
+                                folder given without the suite's run also fails under CI
+                                (the CI environment variable set)
   --lorascope-clip MODEL        CLIP model for scoring (default: what each test asks for)
   --lorascope-runs DIR          where eval runs are kept (default: pytest's cache folder), so a
                                 re-run resumes from the store and sends nothing
@@ -95,7 +96,10 @@ class LorascopeEvals:
             self.baseline_root is not None and not self.reuse
         )
         self.allow_cached: bool = bool(config.getoption("--lorascope-allow-cached"))
-        self.require_baseline: bool = bool(config.getoption("--lorascope-require-baseline")) or running_in_ci()
+        self.explicit_require: bool = bool(config.getoption("--lorascope-require-baseline"))
+        # a baseline folder given but without the suite's baseline (a typo, a lost artefact):
+        # under CI that fails, or the job goes green having checked nothing
+        self.require_baseline: bool = self.explicit_require or running_in_ci()
         self.rootpath = Path(config.rootpath)
         runs = config.getoption("--lorascope-runs")
         if runs:
@@ -167,15 +171,20 @@ class LorascopeEvals:
         """Compare with the stored baseline (--lorascope-baseline). With
         --lorascope-update-baseline the run becomes the baseline first (so this passes and
         the new baseline is on disk for review). No baseline: skipped, saying how to create
-        it; under CI or --lorascope-require-baseline that is a failure instead. A run served
+        it. A given folder without the baseline fails instead under CI or with
+        --lorascope-require-baseline; no folder at all fails only with the latter. A run served
         entirely from the shared cache fails unless --lorascope-allow-cached."""
         __tracebackhide__ = True
         from lorascope.evals.session import compare_with, copy_run
 
         target = self.baseline_dir(scored.suite_name)
-        if target is None:
-            self._no_baseline("no baseline folder given: pass --lorascope-baseline DIR "
-                              f"(DIR/{scored.suite_name}/ holds the baseline run)")
+        if target is None:  # nothing asked for: CI alone does not make this a failure
+            message = ("no baseline folder given: pass --lorascope-baseline DIR "
+                       f"(DIR/{scored.suite_name}/ holds the baseline run)")
+            if self.explicit_require:
+                pytest.fail(f"{message} [a missing baseline fails because --lorascope-require-baseline]",
+                            pytrace=False)
+            pytest.skip(message)
         if self.update_baseline:
             copy_run(scored.run_dir, target)
         elif not (target / "run.db").is_file():
@@ -191,7 +200,7 @@ class LorascopeEvals:
     def _no_baseline(self, message: str) -> None:
         __tracebackhide__ = True
         if self.require_baseline:
-            why = "--lorascope-require-baseline" if not running_in_ci() else "CI is set"
+            why = "--lorascope-require-baseline" if self.explicit_require else "CI is set"
             pytest.fail(f"{message} [a missing baseline fails because {why}]", pytrace=False)
         pytest.skip(message)
 

@@ -146,6 +146,9 @@ def test_provider_changes_median_latency_mean_known_cost_and_a_provider_gone(tmp
         "baseline_images": 2, "baseline_latency_median_s": 2.0, "baseline_cost_per_image_usd": pytest.approx(0.01),
         "run_images": 2, "run_latency_median_s": 5.0, "run_cost_per_image_usd": pytest.approx(0.03),
         "latency_ratio": 2.5,
+        # no queue/inference figures in these frames: the provider reported none
+        "baseline_queue_median_s": None, "baseline_inference_median_s": None,
+        "run_queue_median_s": None, "run_inference_median_s": None,
     }
     assert changes["novita"]["run_images"] == 0 and changes["novita"]["run_latency_median_s"] is None
     assert changes["novita"]["run_cost_per_image_usd"] is None and changes["novita"]["latency_ratio"] is None

@@ -78,27 +78,14 @@ def test_a_provider_without_its_key_is_left_out(suite_file, tmp_path, monkeypatc
     assert scored.skipped_providers == {"fal": "FAL_KEY is not set"}
 
 
-def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_file, tmp_path, monkeypatch):
-    import tests.fakes.fal as fal_module
+def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_file, tmp_path):
     from lorascope.evals.assertions import EvalAssertionError, assert_no_regression
     from lorascope.evals.session import compare_with, run_and_score
     from lorascope.harness.store import SharedCache
 
     cache = SharedCache(tmp_path / "gc")
     baseline = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=cache, name="before")
-    original = fal_module.make_image
-
-    def changed_model(fmt="png", width=64, height=64, seed=0):
-        from io import BytesIO
-
-        from PIL import Image, ImageOps
-
-        img = ImageOps.invert(Image.open(BytesIO(original(fmt, width, height, seed))).convert("RGB")).rotate(90)
-        out = BytesIO()
-        img.save(out, format="PNG")
-        return out.getvalue()
-
-    monkeypatch.setattr(fal_module, "make_image", changed_model)
+    fal.variant = 1  # the same requests now answered with other pictures (a changed model)
     today = run_and_score(suite_file, tmp_path / "runs", clip="tiny-random", cache=cache, name="today", fresh=True)
     report = compare_with(baseline.run_dir, today)
     verdicts = {(c.provider, c.seed): c.verdict for c in report.cells}
@@ -107,8 +94,9 @@ def test_a_hosted_provider_whose_pictures_changed_is_a_regression(fal, suite_fil
     with pytest.raises(EvalAssertionError) as err:
         assert_no_regression(report)
     message = str(err.value)
-    assert "fal baseline (no LoRA) prompt=trex seed=1" in message and "SSIM" in message
-    assert str(today.run_dir / "images") in message
+    assert message.startswith("regressed: 2 regressed of 4 cells (diffusers: 2 same; fal: 2 regressed)")
+    assert "regressed fal no-LoRA prompt=trex seed=1: " in message and "SSIM" in message
+    assert f"lorascope report {today.run_dir} --compare {baseline.run_dir}" in message
 
 
 def test_score_prints_the_provider_agreement_table(fal, suite_file, tmp_path):

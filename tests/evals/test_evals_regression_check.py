@@ -151,6 +151,15 @@ def test_a_missing_baseline_fails_under_ci_and_skips_interactively(project, novi
     result = project.runpytest_inprocess(*args, "--lorascope-require-baseline")
     result.assert_outcomes(failed=1)
 
+    # no folder given at all: nothing was asked for, so CI alone still skips (the project's
+    # own suites call compare_to_baseline and run in CI without baselines); the flag fails it
+    no_folder = ("-rs", "-p", "no:randomly", f"--lorascope-runs={tmp_path / 'runs'}", "tests")
+    monkeypatch.setenv("CI", "true")
+    project.runpytest_inprocess(*no_folder).assert_outcomes(skipped=1)
+    result = project.runpytest_inprocess(*no_folder, "--lorascope-require-baseline")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no baseline folder given: pass --lorascope-baseline DIR*require-baseline*"])
+
 
 def test_latency_resolves_the_provider_not_the_poll_and_compare_flags_the_slowdown(novita, tmp_path):
     """0.3 s and 1.5 s stand-ins measure within ~0.3 s of those figures (a 1 s first poll
