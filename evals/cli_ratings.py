@@ -61,7 +61,7 @@ def show(
     from rich.markup import escape
     from rich.table import Table
 
-    from lorascope.evals.ratings import fit_all, metric_agreement, scale_label
+    from lorascope.evals.ratings import fit_all, scale_label
     from lorascope.harness.ratings import Ratings
 
     _check_run(run)

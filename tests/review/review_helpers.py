@@ -85,3 +85,32 @@ def rows(run: Path, sql: str = "SELECT * FROM ratings ORDER BY vote_id") -> list
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def cast_votes(run: Path, rater: str, n: int, prefer_high: bool = True, start: int = 0) -> list:
+    """`n` votes as a person who prefers the higher scale (or the lower) would cast them."""
+    from lorascope.evals.ratings import PairChooser, build_slots
+    from lorascope.harness.ratings import Ratings, Vote
+    from lorascope.harness.store import RunStore
+
+    with RunStore.open(run) as store:
+        frame = store.results_frame()
+    chooser = PairChooser(build_slots(frame))
+    cast = []
+    with Ratings.open(run) as ratings:
+        for i in range(n):
+            pair = chooser.choose(ratings.votes(), rater)
+            order = lambda ref: (ref.scale != "", float(ref.scale or 0))  # noqa: E731
+            high = "left" if order(pair.left) > order(pair.right) else "right"
+            choice = high if prefer_high else ("right" if high == "left" else "left")
+            s = pair.slot
+            vote = Vote(vote_id=f"{rater}-{start + i}", rater=rater, created_at=1000.0 + start + i, provider=s.provider,
+                        lora=s.lora, prompt_id=s.prompt_id, seed=s.seed, options=s.options,
+                        left_cell=pair.left.cell_id, left_index=pair.left.index, left_sha256=pair.left.sha256,
+                        left_scale=pair.left.scale, left_generation=pair.left.generation_id,
+                        right_cell=pair.right.cell_id, right_index=pair.right.index,
+                        right_sha256=pair.right.sha256, right_scale=pair.right.scale,
+                        right_generation=pair.right.generation_id, choice=choice)
+            assert ratings.add_vote(vote)
+            cast.append(vote)
+    return cast

@@ -10,7 +10,7 @@ from lorascope.evals.results import write_scores
 from lorascope.harness.store import RunStore
 from lorascope.reports.service import write_run_report
 
-from test_ratings_cli import cast_votes
+from review_helpers import cast_votes
 
 
 def _score(run) -> None:

@@ -9,7 +9,6 @@ import json
 import signal
 import socket
 import sqlite3
-from pathlib import Path
 
 import httpx
 import pytest
