@@ -20,6 +20,12 @@ def run(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Requests in flight per provider."),
     fresh: bool = typer.Option(False, "--fresh", help="Ask the providers again instead of reusing stored generations."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+        help="Run local (diffusers) generations on Ray workers, one per GPU or CPU slot: alone, start a local "
+        "Ray instance; with an ADDRESS (ray://host:10001, host:6379, auto), join that cluster. "
+        "Needs pip install 'lorascope[ray]'. Put it after SUITE, or write --ray=ADDRESS.",
+    ),
 ) -> None:
     from rich.console import Console
 
@@ -34,7 +40,7 @@ def run(
         loaded = load_suite(suite)
         run_dir = out if out is not None else Path("runs") / loaded.name
         summary = run_suite(loaded, run_dir, providers=only, fresh=fresh, max_cost=max_cost,
-                            concurrency=concurrency, dry_run=dry_run, progress=not no_progress)
+                            concurrency=concurrency, dry_run=dry_run, progress=not no_progress, ray=ray)
     except SuiteError as exc:
         err.print(f"[bold red]{len(exc.problems)} problem(s); nothing was sent:[/]", highlight=False)
         for problem in exc.problems:
@@ -89,6 +95,8 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
                       str(p.resent_after_crash), str(p.succeeded), str(p.failed), str(p.not_sent),
                       f"{p.cost:.4f}" + (f" + {p.cost_unknown} unknown" if p.cost_unknown else ""))
     console.print(table)
+    if summary.workers:
+        _print_workers(console, summary)
     resent = sum(p.resent_after_crash for p in summary.providers.values())
     if resent:
         unconfirmed = sum(p.unconfirmed_submits for p in summary.providers.values())
@@ -99,6 +107,19 @@ def _print_summary(console, summary) -> None:  # type: ignore[no-untyped-def]
             highlight=False, soft_wrap=True,
         )
     console.print(f"{summary.wall_s:.1f} s", highlight=False)
+
+
+def _print_workers(console, summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title="Ray workers")
+    for col in ("worker", "where", "cells", "batches", "LoRA loads", "busy s", "cells/s busy", "lost"):
+        table.add_column(col, justify="left" if col in ("worker", "where", "lost") else "right")
+    for name, w in summary.workers.items():
+        rate = f"{w.cells / w.busy_s:.2f}" if w.busy_s else "-"
+        table.add_row(name, w.where, str(w.cells), str(w.batches), str(w.lora_loads), f"{w.busy_s:.1f}", rate,
+                      w.lost or "")
+    console.print(table)
 
 
 def _duration(seconds: float) -> str:

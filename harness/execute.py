@@ -15,6 +15,7 @@ from typing import Any, Callable
 from lorascope.harness.errors import BadResponse, NotSent, ProviderError
 from lorascope.harness.models import GenerationRequest, GenerationResult
 from lorascope.harness.plan import Plan, Unit
+from lorascope.harness.ray_settings import ray_choice
 from lorascope.harness.record import StorageFailure, check_and_write
 from lorascope.harness.secrets import describe_exception, redact
 from lorascope.harness.store import INTERRUPTED, RunStore, SharedCache
@@ -61,6 +62,7 @@ class Executor:
     max_cost: float | None
     progress: Any
     attempts: dict[str, int]
+    ray: str | None = None  # `--ray [ADDRESS]`: providers that can run on Ray go there (ray_settings.LOCAL = start one)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     spent: float = 0.0  # this invocation: finished (billed or estimated) + in-flight estimates
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
@@ -419,6 +421,14 @@ async def execute(executor: Executor, handle_sigint: bool) -> None:
     workers = []
     for name, queue in queues.items():
         inst = plan.instances[name]
+        choice = ray_choice(inst.config, executor.ray)
+        if choice is not None:  # this provider's generations go to Ray actors (executor_ray.py)
+            from lorascope.harness.executor_ray import run_on_ray
+
+            units = [u for batch in queue for u in batch]
+            queue.clear()
+            workers.append(asyncio.create_task(run_on_ray(executor, name, units, choice)))
+            continue
         limiter = RateLimiter(getattr(inst.config, "rpm", None))
         for _ in range(min(plan.concurrency[name], max(1, len(queue)))):
             workers.append(asyncio.create_task(worker(queue, limiter)))

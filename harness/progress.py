@@ -8,7 +8,8 @@ from typing import Any
 
 
 class Progress:
-    """A rich progress bar per provider: done/total, failures, cost so far, ETA."""
+    """A rich progress bar per provider: done/total, failures, cost so far, cells/s, ETA; and a line
+    per executor worker (Ray runs) with its cells, cells/s and what it is doing."""
 
     def __init__(self, totals: dict[str, int], enabled: bool) -> None:
         self.enabled = enabled
@@ -23,10 +24,11 @@ class Progress:
             self._bar = Progress(
                 TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("failed {task.fields[failed]}"), TextColumn("${task.fields[cost]:.4f}"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[activity]}"),
+                console=Console(stderr=True), transient=False,
             )
             for name, total in totals.items():
-                self._tasks[name] = self._bar.add_task(name, total=total, failed=0, cost=0.0)
+                self._tasks[name] = self._bar.add_task(name, total=total, failed=0, cost=0.0, rate="", activity="")
 
     def __enter__(self) -> "Progress":
         if self._bar is not None:
@@ -42,5 +44,31 @@ class Progress:
             self.failed[provider] += cells
         self.cost[provider] += cost
         if self._bar is not None:
-            self._bar.update(self._tasks[provider], advance=cells, failed=self.failed[provider],
-                             cost=self.cost[provider])
+            task = self._tasks[provider]
+            self._bar.update(task, advance=cells, failed=self.failed[provider], cost=self.cost[provider])
+            self._bar.update(task, rate=_rate(self._speed(task)))
+
+    def add_worker(self, key: str, label: str) -> None:
+        """A line under the bars for one executor worker (Ray): cells done, cells/s, activity."""
+        if self._bar is not None and key not in self._tasks:
+            self._tasks[key] = self._bar.add_task(f"  {label}", total=None, failed=0, cost=0.0, rate="",
+                                                  activity="starting")
+
+    def worker(self, key: str, *, activity: str | None = None, cells: int = 0) -> None:
+        """Update a worker's line: `activity` is what it does now (loading, a LoRA set, idle, lost)."""
+        if self._bar is None or key not in self._tasks:
+            return
+        task = self._tasks[key]
+        fields = {"activity": activity} if activity is not None else {}
+        self._bar.update(task, advance=cells, **fields)
+        if cells:
+            self._bar.update(task, rate=_rate(self._speed(task)))
+
+    def _speed(self, task: Any) -> float | None:
+        assert self._bar is not None
+        return next((t.speed for t in self._bar.tasks if t.id == task), None)
+
+
+def _rate(speed: float | None) -> str:
+    """Cells per second as the bar shows it (blank until rich has two samples)."""
+    return f"{speed:.2f} cells/s" if speed else ""

@@ -31,6 +31,20 @@ class ProviderSummary(BaseModel):
     estimated_seconds: float = 0.0  # wall time they would take at this concurrency
 
 
+class WorkerSummary(BaseModel):
+    """One Ray worker (an actor holding one pipeline): where it ran and what it did."""
+
+    provider: str
+    where: str  # host, pid and GPU ids
+    generations: int = 0  # succeeded or failed here (a lost worker's unfinished ones are not counted)
+    cells: int = 0
+    batches: int = 0
+    lora_loads: int = 0  # LoRA files read by the loader on this worker
+    file_loads: dict[str, int] = Field(default_factory=dict)  # file -> times loaded here
+    busy_s: float = 0.0  # seconds inside the pipeline calls
+    lost: str | None = None  # why it stopped early (killed actor, lost node), else None
+
+
 class RunSummary(BaseModel):
     run_dir: str
     suite: str
@@ -44,6 +58,8 @@ class RunSummary(BaseModel):
     #: dry runs only: what a real run would refuse to send (a real run raises GridInvalid)
     problems: list[str] = Field(default_factory=list)
     wall_s: float = 0.0
+    #: Ray runs only: per worker, keyed by its name (`diffusers/w0`)
+    workers: dict[str, WorkerSummary] = Field(default_factory=dict)
 
     @property
     def failed(self) -> int:

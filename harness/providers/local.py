@@ -41,14 +41,16 @@ from lorascope.harness.providers.local_requests import (
     request_problems,
     to_results,
 )
+from lorascope.harness.ray_settings import ExecutorSettings
 from lorascope.registry.models import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 SCALE_MIN, SCALE_MAX = 0.0, 4.0
 
 
-class DiffusersConfig(ProviderConfig):
-    """Settings of the local pipeline (a suite's `providers: diffusers:` entry)."""
+class DiffusersConfig(ExecutorSettings):
+    """Settings of the local pipeline (a suite's `providers: diffusers:` entry); the
+    executor fields (`executor: ray`, `workers`, ...) come from `ExecutorSettings`."""
 
     #: One pipeline call at a time is all a single GPU does well.
     concurrency: int = Field(default=1, ge=1)

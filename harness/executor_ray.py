@@ -1,0 +1,347 @@
+"""The Ray executor: one provider's generations spread over Ray actors, one per GPU (or CPU
+slot), each holding one pipeline and the LoRAs it has loaded.
+
+The driver (this process) stays the only writer of `run.db`, with the in-process executor's
+write-ahead contract and its bookkeeping (`Executor._write_intent`, `_spawn_finish`, ...):
+the intent is committed before a batch is handed to a worker, the result when it comes back.
+Placement (`ray_placement.py`) keeps LoRA sets warm. A worker that dies (a killed actor, a
+lost node, the process killed for memory) has its batch's intents closed as `worker_lost`
+and the batch re-queued for the others, so every cell is stored exactly once and the run
+finishes while one worker lives. Ctrl-C records what was in flight as interrupted (a
+resumable run, as in-process) and the workers are killed. Ray is imported here only, and
+only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from lorascope.harness.errors import BadResponse, ProviderError
+from lorascope.harness.execute import Executor, batches
+from lorascope.harness.plan import Unit
+from lorascope.harness.providers.local_pipeline import one_line
+from lorascope.harness.ray_placement import Placement, lora_set
+from lorascope.harness.ray_settings import RayChoice
+from lorascope.harness.store import INTERRUPTED
+from lorascope.harness.summary import WorkerSummary
+
+#: Error kind of a generation whose worker died before answering (the batch is re-queued).
+WORKER_LOST = "worker_lost"
+#: Seconds the workers may take to start (actor scheduled, provider built) before giving up.
+START_TIMEOUT_S = 300.0
+
+
+class RayStartError(Exception):
+    """Ray is missing, the cluster cannot be reached, or it cannot hold the workers asked for."""
+
+
+class WorkerLost(Exception):
+    """The actor died (killed, node lost, process killed); `units` (its batch, intents
+    closed) go back to the queue."""
+
+    def __init__(self, reason: str, units: list[Unit] | None = None) -> None:
+        super().__init__(reason)
+        self.units = units or []
+
+
+@dataclass
+class _Worker:
+    name: str  # provider/wN
+    handle: Any
+    summary: WorkerSummary
+    loaded: set[str] = field(default_factory=set)
+    alive: bool = True
+
+
+class RayPool:
+    """The actors of one provider, started on (or joined to) a Ray cluster."""
+
+    def __init__(self, ray: Any, workers: list[_Worker], owns_ray: bool, batch_seeds: bool) -> None:
+        self.ray = ray
+        self.workers = workers
+        self.owns_ray = owns_ray
+        self.batch_seeds = batch_seeds
+
+    @classmethod
+    async def start(cls, choice: RayChoice, provider: str, inst: Any) -> "RayPool":
+        try:
+            import ray
+        except ImportError:
+            raise RayStartError("the Ray executor needs Ray: pip install 'lorascope[ray]'") from None
+        from lorascope.harness.ray_worker import PipelineWorker
+
+        owns = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=choice.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except Exception as exc:
+                where = choice.address or "a local Ray instance"
+                raise RayStartError(f"cannot start or join {where}: {one_line(exc, 240)}") from None
+            owns = True
+        try:
+            n, gpus, cpus = _shape(choice, ray.cluster_resources())
+            remote = ray.remote(PipelineWorker)
+            tag = secrets.token_hex(3)
+            config = inst.config.model_copy(update={"executor": "local", "ray_address": None}).model_dump()
+            handles = [
+                remote.options(name=f"lorascope-{tag}-{provider}-w{i}", num_cpus=cpus, num_gpus=gpus,
+                               max_restarts=0).remote(type(inst), config, choice.threads_per_worker)
+                for i in range(n)
+            ]
+            try:
+                infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), START_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                for h in handles:
+                    ray.kill(h)
+                raise RayStartError(f"{n} Ray worker(s) did not start within {START_TIMEOUT_S:g} s "
+                                    f"({cpus:g} CPU, {gpus:g} GPU each)") from None
+            except Exception as exc:
+                for h in handles:
+                    ray.kill(h)
+                raise RayStartError(f"a Ray worker failed to start: {one_line(exc, 300)}") from None
+            expected = inst.model_version()
+            for i, info in enumerate(infos):
+                if info["model_version"] != expected:
+                    for h in handles:
+                        ray.kill(h)
+                    raise RayStartError(
+                        f"Ray worker {i} on {info['host']} would run {info['model_version']!r}, but the "
+                        f"fingerprints name {expected!r} (resolved on this machine): set device and dtype "
+                        "explicitly in the suite's provider settings so both sides agree"
+                    )
+        except BaseException:
+            if owns:
+                ray.shutdown()
+            raise
+        workers = []
+        for i, (handle, info) in enumerate(zip(handles, infos)):
+            where = (f"{info['host']} pid {info['pid']}" + (f" gpu {','.join(info['gpus'])}" if info["gpus"] else "")
+                     + f" {info['torch_threads']} thread(s)")
+            workers.append(_Worker(f"{provider}/w{i}", handle, WorkerSummary(provider=provider, where=where)))
+        explicit = getattr(inst.config, "batch_seeds", None)
+        batch_seeds = explicit if explicit is not None else bool(infos[0]["batch_seeds"])
+        return cls(ray, workers, owns, batch_seeds)
+
+    async def call(self, worker: _Worker, requests: list[Any]) -> dict[str, Any]:
+        """One batch on one worker; a dead actor raises `WorkerLost`."""
+        exc_mod = self.ray.exceptions
+        lost = (exc_mod.RayActorError, exc_mod.WorkerCrashedError, exc_mod.NodeDiedError,
+                exc_mod.ObjectLostError, getattr(exc_mod, "OutOfMemoryError", exc_mod.RayActorError))
+        try:
+            return await worker.handle.generate_batch.remote(requests)
+        except lost as exc:
+            raise WorkerLost(one_line(exc, 200)) from None
+
+    def stop(self) -> None:
+        """Kill every actor (they hold a GPU each); leave a cluster we joined running."""
+        for worker in self.workers:
+            try:
+                self.ray.kill(worker.handle)
+            except Exception:
+                pass
+            worker.alive = False
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+def _shape(choice: RayChoice, resources: dict[str, float]) -> tuple[int, float, float]:
+    """(workers, GPUs each, CPUs each) from the settings and what the cluster has."""
+    gpus_total, cpus_total = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    gpus = choice.gpus_per_worker if choice.gpus_per_worker is not None else (1.0 if gpus_total >= 1 else 0.0)
+    cpus = choice.cpus_per_worker
+    if choice.workers:
+        n = choice.workers
+    elif gpus > 0:
+        n = int(gpus_total // gpus)
+    else:
+        n = int(cpus_total // cpus)
+    if n < 1 or n * gpus > gpus_total + 1e-9 or n * cpus > cpus_total + 1e-9:
+        raise RayStartError(
+            f"{max(n, 1)} worker(s) x ({cpus:g} CPU, {gpus:g} GPU) do not fit the cluster's "
+            f"{cpus_total:g} CPU and {gpus_total:g} GPU: lower workers, gpus_per_worker or cpus_per_worker"
+        )
+    return n, gpus, cpus
+
+
+def _key(batch: list[Unit]) -> frozenset[str]:
+    return lora_set([str(Path(s.path)) for s in batch[0].request.loras if s.path])
+
+
+def _activity(batch: list[Unit]) -> str:
+    loras = batch[0].request.loras
+    what = "+".join(f"{s.label}@{s.scale:g}" for s in loras) if loras else "baseline"
+    return f"{what} x{len(batch)}"
+
+
+async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: RayChoice) -> None:
+    """Send `units` of `provider` through a Ray pool; called by `execute` in place of the
+    in-process workers. Leaves every unit succeeded, failed, re-queued and done, or counted
+    as not sent."""
+    ps = ex.summary.providers[provider]
+    inst = ex.plan.instances[provider]
+    if not units:
+        return
+    try:
+        pool = await RayPool.start(choice, provider, inst)
+    except RayStartError as exc:
+        ex.summary.fatal = ex.summary.fatal or f"{provider}: {exc}"
+        ps.not_sent += len(units)
+        return
+    started = time.monotonic()
+    placement: Placement[list[Unit]] = Placement()
+    for batch in batches(units, SimpleNamespace(generate_batch=True, batch_seeds=pool.batch_seeds)):
+        placement.add(_key(batch), batch)
+    for worker in pool.workers:
+        ex.summary.workers[worker.name] = worker.summary
+        if ex.progress is not None and hasattr(ex.progress, "add_worker"):
+            ex.progress.add_worker(worker.name, f"{worker.name.split('/')[-1]} {worker.summary.where}")
+    cond = asyncio.Condition()
+    in_flight = 0
+    requeued = 0
+
+    async def wake_on_stop() -> None:
+        await ex.stop.wait()
+        async with cond:
+            cond.notify_all()
+
+    async def drive(worker: _Worker) -> None:
+        nonlocal in_flight, requeued
+        while True:
+            async with cond:
+                while True:
+                    if ex.stop.is_set():
+                        return
+                    batch = placement.take(worker.name, worker.loaded)
+                    if batch is not None:
+                        break
+                    if in_flight == 0:
+                        cond.notify_all()
+                        _show(ex, worker, "done")
+                        return
+                    _show(ex, worker, "idle")
+                    await cond.wait()
+                in_flight += 1
+            try:
+                await _dispatch(ex, pool, worker, batch)
+            except asyncio.CancelledError:
+                if not ex.stop.is_set():
+                    raise
+                return  # Ctrl-C: _dispatch recorded the batch as interrupted
+            except WorkerLost as lost:
+                worker.alive = False
+                worker.summary.lost = str(lost)
+                _show(ex, worker, "lost")
+                try:
+                    pool.ray.kill(worker.handle)
+                except Exception:
+                    pass
+                back = lost.units
+                async with cond:
+                    placement.release(worker.name)
+                    if back and not ex.stop.is_set():
+                        placement.put_back(_key(batch), back)
+                        requeued += len(back)
+                return
+            finally:
+                async with cond:
+                    in_flight -= 1
+                    cond.notify_all()
+
+    waker = asyncio.create_task(wake_on_stop())
+    try:
+        await asyncio.gather(*(drive(w) for w in pool.workers))
+    finally:
+        waker.cancel()
+        pool.stop()
+    left = len([u for b in placement.remaining() for u in b])
+    ps.not_sent += left
+    lost = [w for w in pool.workers if w.summary.lost]
+    if lost:
+        ex.summary.notes.append(
+            f"{provider}: {len(lost)} Ray worker(s) lost ({'; '.join(f'{w.name}: {w.summary.lost}' for w in lost)}); "
+            f"{requeued} generation(s) they held were re-queued to the others"
+        )
+    if left and not ex.stop.is_set():
+        ex.summary.fatal = ex.summary.fatal or (
+            f"{provider}: every Ray worker was lost; {left} generation(s) not sent: run the same command again to resume"
+        )
+    elapsed = time.monotonic() - started
+    cells = sum(w.summary.cells for w in pool.workers)
+    ex.summary.notes.append(
+        f"{provider}: {len(pool.workers)} Ray worker(s), {cells} cell(s) in {elapsed:.1f} s "
+        f"({cells / elapsed if elapsed else 0:.2f} cells/s), "
+        f"{sum(w.summary.lora_loads for w in pool.workers)} LoRA load(s)"
+    )
+
+
+def _show(ex: Executor, worker: _Worker, activity: str, cells: int = 0) -> None:
+    if ex.progress is not None and hasattr(ex.progress, "worker"):
+        ex.progress.worker(worker.name, activity=activity, cells=cells)
+
+
+async def _dispatch(ex: Executor, pool: RayPool, worker: _Worker, batch: list[Unit]) -> None:
+    """One batch: reserve, intents committed, handed to the worker, results recorded; a dead
+    worker closes the intents as `worker_lost` and raises `WorkerLost` (the caller re-queues)."""
+    provider = batch[0].provider
+    ps = ex.summary.providers[provider]
+    reserved: list[Unit] = []
+    for unit in batch:
+        if ex.stop.is_set() or not await ex._reserve(unit):
+            ps.not_sent += 1
+            ex.stop.set()
+            ex._wake_all()
+            continue
+        reserved.append(unit)
+    if not reserved:
+        return
+    ready = [(unit, ex._write_intent(unit)) for unit in reserved]
+    started = time.monotonic()
+    _show(ex, worker, _activity(batch))
+    try:
+        reply = await ex._call(ready[0][0], ready[0][1], lambda: pool.call(worker, [u.request for u, _ in ready]))
+    except WorkerLost as exc:
+        for unit, gid in ready:
+            ex.store.record_failure(gid, WORKER_LOST, f"Ray worker {worker.name} was lost ({exc}); re-queued",
+                                    latency_s=time.monotonic() - started)
+            ex._settle(unit, 0.0, learn=False)
+        raise WorkerLost(str(exc), [u for u, _ in ready]) from None
+    except asyncio.CancelledError:
+        for unit, gid in ready:
+            ex.store.record_failure(gid, INTERRUPTED, "stopped (Ctrl-C) before the batch finished")
+        raise
+    except Exception as exc:  # the reply did not come back (e.g. could not be unpickled)
+        reply = {"results": [], "error": ("internal", one_line(f"{type(exc).__name__}: {exc}", 300)), "state": None}
+    state = reply.get("state")
+    if state:
+        worker.loaded = set(state["loaded"])
+        worker.summary.lora_loads = state["lora_loads"]
+        worker.summary.file_loads = state["file_loads"]
+        worker.summary.batches = state["batches"]
+        worker.summary.busy_s = state["busy_s"]
+    cells = sum(len(u.cells) for u, _ in ready)
+    worker.summary.generations += len(ready)
+    worker.summary.cells += cells
+    _show(ex, worker, "", cells)
+    results = reply.get("results") or []
+    error = reply.get("error")
+    if error is None and len(results) != len(ready):
+        error = (BadResponse.kind, f"the worker returned {len(results)} results for {len(ready)} requests")
+    if error is not None:
+        failure = ProviderError(provider, error[1])
+        failure.kind = error[0]  # type: ignore[misc]  # the worker's kind, kept as it was
+        for unit, gid in ready:
+            ex._record_error(unit, gid, failure, started)
+            ex._settle(unit, 0.0, learn=False)
+            ps.failed += 1
+            ex._advance(unit, failed=True)
+        return
+    for (unit, gid), result in zip(ready, results):
+        result.metadata["ray_worker"] = worker.name
+        await ex._spawn_finish(unit, gid, result, started, actual_is_new=True)

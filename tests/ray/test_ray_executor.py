@@ -1,0 +1,157 @@
+"""The Ray executor on a local Ray instance (2 CPU workers, tiny-random pipeline, 20 cells):
+same bytes as a single-process run, each LoRA file loaded at most once per worker, a killed
+worker's cells finished by the other exactly once, Ctrl-C leaves a run that resumes (through
+`lorascope run --ray ADDRESS`, joining the running instance) without resending anything done."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lorascope.harness.runner import run_suite_async
+from lorascope.harness.store import SharedCache
+from lorascope.harness.suite import load_suite
+
+CELLS = 20  # conftest GRID: 2 prompts x 2 seeds x (baseline + 2 LoRAs x 2 scales)
+
+
+
+def _images(run: Path) -> dict[str, bytes]:
+    """cell id -> the stored image's bytes, read through run.db (the source of truth)."""
+    db = sqlite3.connect(run / "run.db")
+    rows = db.execute(
+        "SELECT c.cell_id, i.path FROM cells c JOIN generations g ON g.fingerprint = c.fingerprint "
+        "JOIN images i ON i.generation_id = g.id WHERE g.status = 'succeeded'"
+    ).fetchall()
+    db.close()
+    return {cell: (run / path).read_bytes() for cell, path in rows}
+
+
+def _successes(run: Path) -> Counter[str]:
+    db = sqlite3.connect(run / "run.db")
+    rows = db.execute("SELECT fingerprint FROM generations WHERE status = 'succeeded'").fetchall()
+    db.close()
+    return Counter(fp for (fp,) in rows)
+
+
+def _live_workers(ray) -> list[str]:
+    return [a["name"] if isinstance(a, dict) else a for a in ray.util.list_named_actors()
+            if (a["name"] if isinstance(a, dict) else a).startswith("lorascope-")]
+
+
+@pytest.fixture(scope="module")
+def reference(ray_project, tmp_path_factory) -> Path:
+    """The same grid in this process (the in-process executor)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    cache = SharedCache(out.parent / "cache")
+    summary = asyncio.run(run_suite_async(load_suite(ray_project / "local.yaml"), out, progress=False,
+                                          handle_sigint=False, cache=cache))
+    assert summary.exit_code == 0 and summary.providers["diffusers"].succeeded == CELLS
+    assert summary.workers == {}
+    return out
+
+
+async def test_ray_grid_is_byte_identical_and_loads_each_lora_once_per_worker(ray_cluster, ray_project, reference,
+                                                                              tmp_path):
+    out = tmp_path / "run"
+    summary = await run_suite_async(load_suite(ray_project / "ray.yaml"), out, progress=False, handle_sigint=False)
+    assert summary.exit_code == 0, summary
+    assert summary.providers["diffusers"].succeeded == CELLS
+
+    expected, got = _images(reference), _images(out)
+    assert len(expected) == CELLS and got == expected  # every cell id, byte for byte
+
+    workers = summary.workers
+    assert sorted(workers) == ["diffusers/w0", "diffusers/w1"]
+    assert all(w.cells > 0 for w in workers.values()), workers  # both did work
+    assert sum(w.cells for w in workers.values()) == CELLS
+    for w in workers.values():
+        assert set(w.file_loads.values()) <= {1}, w.file_loads  # no file loaded twice on one worker
+        assert w.lora_loads == len(w.file_loads)  # the provider's own counter agrees
+    # grouped placement: 2 files, 2 workers -> at most 4 loads (cell by cell round robin: ~16)
+    assert sum(w.lora_loads for w in workers.values()) <= 4
+    db = sqlite3.connect(out / "run.db")
+    ran_on = Counter(json.loads(m)["ray_worker"] for (m,) in db.execute(
+        "SELECT metadata_json FROM generations WHERE status = 'succeeded'"))
+    db.close()
+    assert ran_on == {name: w.generations for name, w in workers.items()}
+    assert _live_workers(ray_cluster) == []  # the actors were stopped
+
+
+async def test_killed_worker_cells_are_finished_by_the_other_exactly_once(ray_cluster, ray_project, tmp_path):
+    out = tmp_path / "run"
+    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray1.yaml"), out, progress=False,
+                                              handle_sigint=False))
+    victim = None
+    deadline = time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and not run.done():
+        await asyncio.sleep(0.1)
+        if not (out / "run.db").exists():
+            continue
+        db = sqlite3.connect(out / "run.db")
+        done = [json.loads(m).get("ray_worker") for (m,) in db.execute(
+            "SELECT metadata_json FROM generations WHERE status = 'succeeded'")]
+        db.close()
+        if "diffusers/w1" in done and len(done) < CELLS // 2:
+            victim = next(n for n in _live_workers(ray_cluster) if n.endswith("-w1"))
+            ray_cluster.kill(ray_cluster.get_actor(victim))
+    assert victim is not None, "the run finished before a worker could be killed"
+    summary = await run
+
+    assert summary.exit_code == 0, summary
+    assert summary.workers["diffusers/w1"].lost
+    successes = _successes(out)
+    assert len(successes) == CELLS and set(successes.values()) == {1}  # every cell, exactly once
+    db = sqlite3.connect(out / "run.db")
+    lost = db.execute("SELECT COUNT(*) FROM generations WHERE error_kind = 'worker_lost'").fetchone()[0]
+    db.close()
+    assert lost >= 1  # the killed worker's batch was closed and re-queued, not dropped
+    assert any("re-queued" in note for note in summary.notes)
+
+
+async def test_ctrl_c_stops_workers_and_the_run_resumes_through_the_cli(ray_cluster, ray_project, tmp_path):
+    out = tmp_path / "run"
+    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray1.yaml"), out, progress=False))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not run.done():
+        await asyncio.sleep(0.1)
+        if (out / "run.db").exists() and sum(_successes(out).values()) >= 4:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, handled by the runner
+            break
+    summary = await run
+    assert summary.interrupted and summary.exit_code == 130
+    assert _live_workers(ray_cluster) == []  # Ctrl-C stopped the workers
+    done_before = set(_successes(out))
+    assert 4 <= len(done_before) < CELLS
+    db = sqlite3.connect(out / "run.db")
+    last_id = db.execute("SELECT MAX(id) FROM generations").fetchone()[0]
+    db.close()
+
+    # resume: the plain suite (no executor setting) sent to Ray by the flag, joining this instance
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "lorascope"), "run", str(ray_project / "local1.yaml"), "--out", str(out),
+         "--no-progress", "--ray", address],
+        capture_output=True, text=True, timeout=240, env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    db = sqlite3.connect(out / "run.db")
+    sent_now = {fp for (fp,) in db.execute("SELECT fingerprint FROM generations WHERE id > ?", (last_id,))}
+    workers = {json.loads(m).get("ray_worker") for (m,) in db.execute(
+        "SELECT metadata_json FROM generations WHERE id > ? AND status = 'succeeded'", (last_id,))}
+    db.close()
+    assert sent_now and not (sent_now & done_before)  # nothing already done was sent again
+    assert workers <= {"diffusers/w0", "diffusers/w1"} and workers  # ran on Ray workers
+    successes = _successes(out)
+    assert len(successes) == CELLS and set(successes.values()) == {1}
+    assert "Ray worker" in proc.stderr  # the summary names the workers
