@@ -32,8 +32,9 @@ SECRET_FIELDS = frozenset(
 
 _TOKEN = r"[A-Za-z0-9._~+/=:-]"
 _CREDENTIAL_SHAPES = [
-    # "Bearer abc...", "Basic abc..." (auth schemes)
-    re.compile(rf"(?i)\b(bearer|basic)(\s+)({_TOKEN}{{8,}})"),
+    # "Bearer abc...", "Basic abc..." (auth schemes): on one line, and credential-like (a digit
+    # or base64 punctuation), so "basic\nproviders:" or "a basic illustration" is left alone
+    re.compile(rf"(?i)\b(bearer|basic)([ \t]+)((?={_TOKEN}*[\d=+/]){_TOKEN}{{8,}})"),
     # fal's "Key <id>:<secret>": case-sensitive and key-shaped (a digit, 16+ characters), so a
     # prompt saying "key lighting" is left alone
     re.compile(rf"\b(Key)(\s+)((?={_TOKEN}*\d){_TOKEN}{{16,}})"),

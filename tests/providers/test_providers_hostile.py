@@ -162,3 +162,9 @@ def test_limits_print_as_whole_numbers():
     check_range(problems, "seed", 4294967296, 0, 2147483647)
     check_range(problems, "scale", 4.5, 0.0, 4.0)
     assert problems == ["seed 4294967296 is outside [0, 2147483647]", "scale 4.5 is outside [0, 4]"]
+
+
+def test_words_after_basic_or_bearer_are_not_taken_for_credentials():
+    for text in ("name: basic\nproviders:\n  - fal\n", "a basic illustration of a fox", "Bearer\nsomething-long"):
+        assert secrets.redact_text(text) == text
+    assert "abc123def456" not in secrets.redact_text("Authorization: Basic abc123def456==")
