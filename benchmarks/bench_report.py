@@ -1,10 +1,14 @@
-"""How `lorascope report` scales: a synthetic 2,000+-image run (real PNG files, harness
-columns, score columns), rendered cold (thumbnails made) and warm (thumbnails reused), then
-opened in headless Chromium: time to the load event, how many images the browser fetched
-up front (lazy loading), and time until every image has loaded when forced.
+"""How `lorascope report` scales: a synthetic run (real PNG files, harness columns, score
+columns) of about 2,000 or 10,000 images, rendered cold (thumbnails made) and warm
+(thumbnails reused), then opened in headless Chromium several times: since navigation
+start, when the first screen's grids were built (the page's script, before the load
+event), the load event, and when the other grids were built (one per task after it); how
+many elements and images the page holds (only the chosen slice of each grid), how many
+images the browser fetched up front (lazy loading), and the time to load every image of
+the default view when forced.
 
 Prints figures; results are recorded in benchmarks/RESULTS-reports.md.
-Run: .venv/bin/python benchmarks/bench_report.py [--images-side 512]
+Run: .venv/bin/python benchmarks/bench_report.py --images 2000|10000 [--images-side 512] [--opens 3]
 """
 
 from __future__ import annotations
@@ -33,20 +37,21 @@ from lorascope.reports.inputs import Recommendation, RunData  # noqa: E402
 from lorascope.reports.service import write_run_data_report  # noqa: E402
 
 PROVIDERS = ["fal", "novita", "highway", "aimlapi"]
-LORAS = [f"style-{i}" for i in range(5)]
 SCALES = [0.5, 0.8, 1.0, 1.5]
-PROMPTS = [f"p{i}" for i in range(5)]
-SEEDS = [1, 2, 3, 4, 5]
+#: images wanted -> (LoRAs, prompts, seeds): 4 providers x prompts x seeds x (1 + LoRAs x 4 scales)
+SHAPES = {2000: (5, 5, 5), 10000: (10, 10, 6)}
 
 
-def make_frame(run: Path, side: int) -> pd.DataFrame:
+def make_frame(run: Path, side: int, shape: tuple[int, int, int]) -> pd.DataFrame:
+    n_loras, n_prompts, n_seeds = shape
+    loras = [f"style-{i}" for i in range(n_loras)]
     rng = np.random.default_rng(0)
     rows = []
     n = 0
     for provider in PROVIDERS:
-        for pid in PROMPTS:
-            for seed in SEEDS:
-                for lora, scale in [("", math.nan)] + [(l, s) for l in LORAS for s in SCALES]:
+        for pid in [f"p{i}" for i in range(n_prompts)]:
+            for seed in range(1, n_seeds + 1):
+                for lora, scale in [("", math.nan)] + [(l, s) for l in loras for s in SCALES]:
                     n += 1
                     blocks = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # unique per image
                     rel = f"images/{n:05d}.png"
@@ -67,38 +72,51 @@ def make_frame(run: Path, side: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def browser_figures(report: Path) -> dict[str, float]:
+def browser_figures(report: Path, opens: int) -> dict[str, float]:
     from report_browser import browser_context, load_all_images, open_page
 
     with browser_context() as context:
-        t = time.perf_counter()
-        page, log = open_page(context, report.as_uri())
-        load_s = time.perf_counter() - t
+        loads, firsts, alls = [], [], []
+        for _ in range(opens):  # a fresh page each time; the first open also warms the file cache
+            page, log = open_page(context, report.as_uri())  # returns once every grid is built
+            timing = page.evaluate("""() => ({load: performance.getEntriesByType('navigation')[0].loadEventEnd,
+                start: +document.body.dataset.scriptStartMs, first: +document.body.dataset.firstMs,
+                ready: +document.body.dataset.readyMs})""")
+            loads.append(timing["load"] / 1000)
+            firsts.append((timing["start"] + timing["first"]) / 1000)
+            alls.append((timing["start"] + timing["ready"]) / 1000)
+            if len(loads) < opens:
+                page.close()
         fetched_up_front = page.evaluate(
             "() => Array.from(document.querySelectorAll('main img')).filter(i => i.complete && i.naturalWidth > 0).length")
         total = page.evaluate("() => document.querySelectorAll('main img').length")
+        elements = page.evaluate("() => document.getElementsByTagName('*').length")
         t = time.perf_counter()
         images = load_all_images(page)
         all_s = time.perf_counter() - t
         broken = sum(1 for i in images if i["w"] == 0)
-        return {"load_event_s": load_s, "img_elements": total, "loaded_at_load_event": fetched_up_front,
+        return {"load_event_s": loads, "first_screen_grids_built_s": firsts, "all_grids_built_s": alls,
+                "dom_elements": elements, "img_elements": total, "loaded_at_load_event": fetched_up_front,
                 "force_all_s": all_s, "broken": broken, "problems": len(log.problems())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, choices=sorted(SHAPES), default=2000, help="about how many images")
     parser.add_argument("--images-side", type=int, default=512, help="pixel size of the synthetic images")
+    parser.add_argument("--opens", type=int, default=3, help="how many times to open the report")
     parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
     run = Path(tempfile.mkdtemp(prefix="bench-report-"))
     try:
         t = time.perf_counter()
-        frame = make_frame(run, args.images_side)
+        frame = make_frame(run, args.images_side, SHAPES[args.images])
+        loras = [l for l in frame.lora.unique() if l]
         print(f"synthetic run: {len(frame)} images of {args.images_side}px written in {time.perf_counter() - t:.1f} s")
         data = RunData(
-            run_dir=run, results=frame, suite_name="bench", loras={l: entry(l) for l in LORAS}, scored=True,
+            run_dir=run, results=frame, suite_name="bench", loras={l: entry(l) for l in loras}, scored=True,
             score_model="synthetic", aggregates=aggregates(frame.assign(lora=frame.lora)),
-            recommendations=[Recommendation(lora=l, provider=p, scale=0.8) for l in LORAS for p in PROVIDERS],
+            recommendations=[Recommendation(lora=l, provider=p, scale=0.8) for l in loras for p in PROVIDERS],
             provider_stats=provider_stats(frame.assign(status="ok")),
         )
         t = time.perf_counter()
@@ -115,9 +133,10 @@ def main() -> None:
         print(f"report.html: {report.stat().st_size / 1e6:.2f} MB; thumbnails: {len(thumbs)} files, "
               f"{thumb_bytes / 1e6:.1f} MB (full images {image_bytes / 1e6:.1f} MB)")
         if not args.no_browser:
-            figures = browser_figures(report)
-            print("chromium: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in figures.items()))
+            figures = browser_figures(report, args.opens)
+            show = lambda v: (f"{v:.2f}" if isinstance(v, float)  # noqa: E731
+                              else "[" + ", ".join(f"{x:.2f}" for x in v) + "]" if isinstance(v, list) else str(v))
+            print("chromium: " + ", ".join(f"{k}={show(v)}" for k, v in figures.items()))
     finally:
         shutil.rmtree(run, ignore_errors=True)
 

@@ -98,6 +98,8 @@ def open_page(context, url: str):
 
     page.on("request", on_request)
     page.goto(url, wait_until="load")
+    if page.locator("#grid-data").count():  # grids off the first screen are built after load
+        page.wait_for_selector("body[data-ready-ms]", state="attached")
     return page, log
 
 
