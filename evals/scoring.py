@@ -185,7 +185,7 @@ def score_run_with(
     from lorascope.evals.metrics import gain_over_baseline
     from lorascope.evals.scorer_plugin import ScorerContext, parse_scorers, score_items
     from lorascope.evals.scorer_store import write_scorer_values
-    from lorascope.harness.store import RunStore
+    from lorascope.harness.store import RunStore, image_problem
 
     run_dir = Path(run_dir)
     ctx = ScorerContext(cache=EmbeddingCache(cache_path), clip=clip, batch_size=batch_size)
@@ -198,8 +198,11 @@ def score_run_with(
         items: dict[tuple[str, str], Path] = {}
         for sha, rel, prompt in frame.loc[ok, ["image_sha256", "image_path", "prompt"]].itertuples(index=False):
             path = run_dir / rel
-            if not path.is_file():
-                summary.problems.append(f"{path}: image file missing (row left unscored)")
+            problem = image_problem(path, sha)  # scores are cached by sha256: trust only matching bytes
+            if problem:
+                note = f"{path}: image file {problem} (row left unscored; `lorascope run` on the suite restores it)"
+                if note not in summary.problems:
+                    summary.problems.append(note)
                 continue
             items.setdefault((sha, str(prompt)), path)
         work = [(sha, path, prompt) for (sha, prompt), path in items.items()]

@@ -104,3 +104,19 @@ def test_a_report_shows_a_damaged_image_as_damaged_not_its_old_thumbnail(tiny_ru
     assert again.exit_code == 0, again.output
     html = (other / "report.html").read_text()
     assert f"image file damaged: its bytes hash to" in html and Path(rel).name in html
+
+
+def test_plugin_scorers_leave_a_damaged_image_unscored(tiny_run: Path):
+    scorers = "clip,aesthetic:tiny-random"
+    first = invoke("score", str(tiny_run), "--clip", "tiny-random", "--scorer", scorers, "--no-progress")
+    assert first.exit_code == 0, first.output
+    rel, sha = _image_of(tiny_run)
+    (tiny_run / rel).unlink()
+    (tiny_run / rel).write_bytes(b"overwritten")
+    again = invoke("score", str(tiny_run), "--clip", "tiny-random", "--scorer", scorers, "--no-progress")
+    assert "damaged" in again.output
+    with sqlite3.connect(tiny_run / "run.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"scores", "scorer_scores"} <= tables
+        for table in ("scores", "scorer_scores"):
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE image_sha256 = ?", (sha,)).fetchone()[0] == 0, table
