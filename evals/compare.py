@@ -17,8 +17,9 @@ Overall: `regressed` if any cell regressed (or a provider's median latency grew 
 `latency_ratio`, when set), else `drifted` if anything changed, else `same`.
 
 A comparison must see what the provider does today: when every image of the run came from
-the shared generation cache (origin `cache`: no request was sent for it), the run holds
-stored results, typically the baseline's own, and comparing them proves nothing. Such a
+the shared generation cache (origin `cache`: no request was sent for it) or is one of the
+baseline's own generations (same provider request id: a reused or copied run folder), the
+run holds stored results, and comparing them proves nothing. Such a
 report is `cache_only`, says so in its notes, and fails (`failed`) unless the caller allowed
 it (`allow_cached=True`: `lorascope compare --allow-cached`, `--lorascope-allow-cached`).
 """
@@ -127,7 +128,8 @@ class CompareReport:
     overall: str = "same"
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    #: the run's images, and how many of them the shared cache supplied (no request sent)
+    #: the run's images, and how many were not asked anew: supplied by the shared cache, or
+    #: the baseline's own generations (same provider request id)
     run_images: int = 0
     cached_images: int = 0
     #: the caller accepts a run served entirely from the cache (it compares stored results)
@@ -409,13 +411,13 @@ def compare_runs(
         allow_cached=allow_cached,
     )
     report.notes += base.summary.problems + run.summary.problems
-    report.run_images, report.cached_images = cache_provenance(run.frame)
+    report.run_images, report.cached_images = cache_provenance(run.frame, base.frame)
     if report.cache_only:
         report.notes.insert(0, cache_only_message(report))
     elif report.cached_images:
         report.notes.append(
-            f"{report.cached_images} of {report.run_images} images of the run came from the shared cache "
-            "(generated earlier, not asked anew)"
+            f"{report.cached_images} of {report.run_images} images of the run were not asked anew (from the "
+            "shared cache, or the baseline's own generations)"
         )
     report.counts = {v: sum(1 for c in cells if c.verdict == v) for v in VERDICTS}
     slow = []
@@ -471,20 +473,36 @@ def _suite_name(text: str | None) -> str | None:
         return None
 
 
-def cache_provenance(frame: pd.DataFrame) -> tuple[int, int]:
-    """(images, images whose generation came from the shared cache) of a run's results frame."""
+def cache_provenance(frame: pd.DataFrame, baseline: pd.DataFrame | None = None) -> tuple[int, int]:
+    """(images, images not asked anew) of a run's results frame. Not asked anew: the
+    generation came from the shared cache (origin `cache`), or it is one of the baseline's
+    own generations (same provider and provider request id: a run folder reused or copied
+    from the baseline, whose stored results would be compared with themselves)."""
     ok = is_scorable(frame)
-    if "origin" not in frame:
-        return int(ok.sum()), 0
-    return int(ok.sum()), int((frame.loc[ok, "origin"].astype(str) == "cache").sum())
+    rows = frame.loc[ok]
+    reused = pd.Series(False, index=rows.index)
+    if "origin" in rows:
+        reused |= rows["origin"].astype(str) == "cache"
+    if baseline is not None and "request_id" in rows and "request_id" in baseline:
+        base_rows = baseline.loc[is_scorable(baseline)]
+        theirs = {(p, str(r)) for p, r in zip(base_rows["provider"], base_rows["request_id"]) if _known_id(r)}
+        reused |= pd.Series([(p, str(r)) in theirs for p, r in zip(rows["provider"], rows["request_id"])],
+                            index=rows.index)
+    return int(ok.sum()), int(reused.sum())
+
+
+def _known_id(value: Any) -> bool:
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value)) \
+        and str(value) != ""
 
 
 def cache_only_message(report: CompareReport) -> str:
     """Why a cache-only comparison is no check, and the two ways out (CLI and pytest)."""
     verdict = "allowed" if report.allow_cached else "this comparison fails"
     return (
-        f"all {report.run_images} images of {report.run} came from the shared generation cache: no request "
-        f"reached a provider, so stored results were compared with the baseline, not what the provider does "
+        f"all {report.run_images} images of {report.run} came from the shared generation cache or are the "
+        f"baseline's own generations: no request reached a provider for this comparison, so stored results were "
+        f"compared with the baseline, not what the provider does "
         f"today; {verdict}. Generate anew with `lorascope run SUITE --out {report.run} --fresh` (the pytest "
         f"plugin does so by default when comparing, unless --lorascope-reuse), or compare stored results on "
         f"purpose with --allow-cached (pytest: --lorascope-allow-cached)"

@@ -134,6 +134,13 @@ def test_a_comparison_served_entirely_from_the_cache_fails_unless_allowed(projec
     result.assert_outcomes(passed=1)
     assert len(novita.hits("submit")) == sent
 
+    # the run folder the baseline was copied from, reused: stored (not cached) results, but the
+    # baseline's own generations (same task ids): compared with themselves, so no check either
+    result = project.runpytest_inprocess(*common, f"--lorascope-runs={tmp_path / 'r1'}", "--lorascope-reuse")
+    result.assert_outcomes(failed=1)
+    assert len(novita.hits("submit")) == sent
+    result.stdout.fnmatch_lines(["*all 4 images of * or are the baseline's own generations*"])
+
 
 def test_a_missing_baseline_fails_under_ci_and_skips_interactively(project, novita, tmp_path, monkeypatch):
     missing = tmp_path / "no-such-baselines"
