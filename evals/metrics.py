@@ -127,6 +127,17 @@ def _cell_key(row: Mapping[str, Any]) -> tuple | None:
     return (row["lora"], scale_key(row), row["prompt_id"], hashable(row["seed"]))
 
 
+class _Writer:
+    """`w[idx, column] = value` into per-column arrays by row position."""
+
+    def __init__(self, columns: dict[str, np.ndarray], position: dict) -> None:
+        self._columns, self._position = columns, position
+
+    def __setitem__(self, key: tuple, value: float) -> None:
+        idx, column = key
+        self._columns[column][self._position[idx]] = value
+
+
 def image_metrics(
     frame: pd.DataFrame,
     image_vectors: Mapping[str, np.ndarray],
@@ -137,7 +148,12 @@ def image_metrics(
 
     `image_vectors` maps image_sha256 -> embedding; `text_vectors` maps each prompt and
     style prompt -> embedding."""
-    out = pd.DataFrame(index=frame.index, columns=list(SCORE_COLUMNS), dtype=float)
+    # plain arrays filled by position, one DataFrame at the end (pandas' .at per cell was
+    # most of a cached re-score's time)
+    columns = {c: np.full(len(frame), np.nan) for c in SCORE_COLUMNS}
+    position = {idx: i for i, idx in enumerate(frame.index)}
+
+    out = _Writer(columns, position)
     scorable = is_scorable(frame)
     rows = frame[scorable].to_dict("index")
     vec = {idx: image_vectors.get(r["image_sha256"]) for idx, r in rows.items()}
@@ -158,47 +174,53 @@ def image_metrics(
         prompt_vec = text_vectors.get(r["prompt"])
         if prompt_vec is not None:
             cos = float(np.dot(v, prompt_vec))
-            out.at[idx, "clip_cosine"] = cos
-            out.at[idx, "clip_score"] = float(clip_score_from_cosine(cos))
+            out[idx, "clip_cosine"] = cos
+            out[idx, "clip_score"] = float(clip_score_from_cosine(cos))
         if not r["lora"]:
-            out.at[idx, "lora_effect"] = 0.0
+            out[idx, "lora_effect"] = 0.0
         else:
             base_idx = baselines.get(base_keys[idx], [])
             base = vec[base_idx[0]] if base_idx else None
             if base is not None:
-                out.at[idx, "lora_effect"] = 1.0 - float(np.dot(v, base))
+                out[idx, "lora_effect"] = 1.0 - float(np.dot(v, base))
             style = style_prompt_for(r["lora"], style_prompts)
             style_vec = text_vectors.get(style) if style else None
             if style_vec is not None:
                 style_cos = float(np.dot(v, style_vec))
-                out.at[idx, "style_cosine"] = style_cos
+                out[idx, "style_cosine"] = style_cos
                 if base is not None:
-                    out.at[idx, "style_shift"] = style_cos - float(np.dot(base, style_vec))
+                    out[idx, "style_shift"] = style_cos - float(np.dot(base, style_vec))
         others = [j for j in cells.get(cell_keys[idx], []) if rows[j]["provider"] != r["provider"]]
         if others:
-            out.at[idx, "agreement"] = float(np.mean([np.dot(v, vec[j]) for j in others]))
-    return out
+            out[idx, "agreement"] = float(np.mean([np.dot(v, vec[j]) for j in others]))
+    return pd.DataFrame(columns, index=frame.index, dtype=float)
 
 
-def gain_over_baseline(frame: pd.DataFrame, values: pd.Series) -> pd.Series:
-    """Per image: its value minus the value of its same-seed no-LoRA baseline image (same
-    provider, prompt, seed, options, image index) — the change a LoRA made to a scorer's
-    number (aesthetic gain, preference gain). Baseline rows get 0; NaN for an unseeded row or
-    one whose baseline is missing or unscored."""
-    out = pd.Series(np.nan, index=frame.index, dtype=float)
-    rows = frame[is_scorable(frame)].to_dict("index")
-    base: dict[tuple, float] = {}
-    for idx, r in rows.items():
-        key = _baseline_key(r)
-        if not r["lora"] and key is not None and key not in base and not pd.isna(values.get(idx)):
-            base[key] = float(values[idx])
-    for idx, r in rows.items():
-        v = values.get(idx)
-        key = _baseline_key(r)
-        if pd.isna(v) or key is None or key not in base:
-            continue
-        out.at[idx] = 0.0 if not r["lora"] else float(v) - base[key]
-    return out
+def baseline_positions(frame: pd.DataFrame) -> np.ndarray:
+    """Per row (by position): the position of its same-seed no-LoRA baseline row (same
+    provider, prompt, seed, options, image index), itself for a baseline row, -1 when there
+    is none (unseeded, no image, or no baseline generated). Computed once per frame and shared
+    by every scorer's gain."""
+    cols = [c for c in ("provider", "prompt_id", "seed", "options", "image_index", "lora") if c in frame.columns]
+    ok = is_scorable(frame).to_numpy()
+    records = frame[cols].to_dict("records")
+    keys = [_baseline_key(r) if good else None for r, good in zip(records, ok)]
+    first: dict[tuple, int] = {}
+    for pos, (r, key) in enumerate(zip(records, keys)):
+        if key is not None and not r["lora"]:
+            first.setdefault(key, pos)
+    return np.array([first.get(k, -1) if k is not None else -1 for k in keys], dtype=np.int64)
+
+
+def gain_over_baseline(frame: pd.DataFrame, values: pd.Series, positions: np.ndarray | None = None) -> pd.Series:
+    """Per image: its value minus the value of its same-seed no-LoRA baseline image — the
+    change a LoRA made to a scorer's number (aesthetic gain, preference gain). Baseline rows
+    get 0; NaN for an unseeded row or one whose baseline is missing or unscored.
+    `positions`: baseline_positions(frame), when the caller computes several gains."""
+    pos = baseline_positions(frame) if positions is None else positions
+    v = values.to_numpy(dtype=float)
+    base = np.where(pos >= 0, v[np.clip(pos, 0, None)], np.nan)
+    return pd.Series(v - base, index=frame.index, dtype=float)
 
 
 def texts_needed(frame: pd.DataFrame, style_prompts: Mapping[str, str | None]) -> list[str]:

@@ -60,8 +60,16 @@ def write_scorer_values(
 ) -> int:
     """Replace this (scorer, model)'s rows ((cell_id, image_index, sha, value, gain)) in one transaction."""
     ensure_schema(conn)
-    rows = list(rows)
+    rows = [(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
+    stored = conn.execute(
+        "SELECT cell_id, image_index, image_sha256, value, gain FROM scorer_scores WHERE scorer = ? AND model_id = ?",
+        (scorer, model_id),
+    ).fetchall()
     with conn:
+        if sorted(stored) == sorted(rows):  # an idempotent re-score: only the date moves
+            conn.execute("UPDATE scorer_runs SET scored_at = ? WHERE scorer = ? AND model_id = ?",
+                         (time.time(), scorer, model_id))
+            return len(rows)
         conn.execute("DELETE FROM scorer_scores WHERE scorer = ? AND model_id = ?", (scorer, model_id))
         conn.executemany(
             "INSERT INTO scorer_scores VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -182,7 +182,7 @@ def score_run_with(
     CLIP's own metrics from the embeddings that pass cached (no second forward pass), and
     re-export results.parquet with every stored scorer's columns."""
     from lorascope.evals.embedding_cache import EmbeddingCache
-    from lorascope.evals.metrics import gain_over_baseline
+    from lorascope.evals.metrics import baseline_positions, gain_over_baseline
     from lorascope.evals.scorer_plugin import ScorerContext, parse_scorers, score_items
     from lorascope.evals.scorer_store import write_scorer_values
     from lorascope.harness.store import RunStore, image_problem
@@ -209,28 +209,33 @@ def score_run_with(
         values, info = _score_items_with_progress(chosen, work, batch_size, progress)
         summary.computed, summary.cached = info.computed, info.cached
         clip_scorer = next((s for s in chosen if s.name == "clip"), None)
+        positions = baseline_positions(frame)  # shared by every scorer's gain
+        ids = list(zip(frame["cell_id"], frame["image_index"].astype(int), frame["image_sha256"]))
+        shas, prompts = frame["image_sha256"].tolist(), [str(p) for p in frame["prompt"]]
         for s in chosen:
             if s.name == "clip":
                 continue
-            per_row = pd_series([values[s.name].get(s.key(sha, str(p))) if keep else None
-                                 for sha, p, keep in zip(frame["image_sha256"], frame["prompt"], ok)], frame.index)
-            gains = gain_over_baseline(frame, per_row)
-            rows = [(r.cell_id, int(r.image_index), r.image_sha256, finite(v), finite(g))
-                    for r, v, g in zip(frame.itertuples(index=False), per_row, gains) if finite(v) is not None]
+            per_row = pd_series([values[s.name].get(s.key(sha, p)) if keep else None
+                                 for sha, p, keep in zip(shas, prompts, ok)], frame.index)
+            gains = gain_over_baseline(frame, per_row, positions)
+            rows = [(*key, finite(v), finite(g)) for key, v, g in zip(ids, per_row, gains) if finite(v) is not None]
             with RunStore.open(run_dir) as store:
                 conn = store.connect()
             try:
                 write_scorer_values(conn, s.name, s.model_id, s.label, s.random_weights, rows)
             finally:
                 conn.close()
-        if clip_scorer is not None:
+        if clip_scorer is not None:  # after the plugin scorers' rows: its export carries them too
             summary.clip = score_run(run_dir, embedder=clip_scorer.embedder, progress=False)
         summary.forward_passes = sum(s.forward_passes for s in chosen if s.name != "clip") + (
             clip_scorer.embedder.forward_passes if clip_scorer else 0)
         if summary.clip is not None:  # CLIP's work happened in the shared pass: count all of it
             summary.clip.forward_passes = clip_scorer.embedder.forward_passes
             summary.clip.embedded = _encoded(clip_scorer)
-        summary.results_path, summary.frame = export_all_scores(run_dir)
+        if summary.clip is not None:
+            summary.results_path, summary.frame = summary.clip.results_path, summary.clip.frame
+        else:
+            summary.results_path, summary.frame = export_all_scores(run_dir)
         return summary
     finally:
         ctx.cache.close()
