@@ -5,6 +5,10 @@ shared cache key on it. Canonical means: sorted keys, no whitespace, floats as P
 shortest repr, LoRAs by identity (content hash, else pinned revision, else URL) and scale
 in the order they are applied. Provider config (keys, URLs, timeouts, concurrency) and
 transport-only options are not part of it: they change how we ask, not what we get.
+
+Image-conditioned requests add their inputs (by content hash, else URL) and settings
+(strength, ControlNet scale/start/end/preprocess); a key is only present when set, so a
+text-to-image request's canonical form, and every stored fingerprint, stay as they were.
 """
 
 from __future__ import annotations
@@ -38,7 +42,23 @@ def canonical_request(provider: str, endpoint: str, model_version: str, request:
         "format": request.output_format,
         "options": {k: v for k, v in request.options.items() if k not in TRANSPORT_OPTIONS},
         "num_images": request.num_images,
-    }
+    } | _conditioning(request)
+
+
+def _conditioning(request: GenerationRequest) -> dict[str, Any]:
+    """The image-conditioning part of the canonical request (empty for text-to-image)."""
+    out: dict[str, Any] = {}
+    for key, image in (("init_image", request.init_image), ("mask_image", request.mask_image),
+                       ("control_image", request.control_image)):
+        if image is not None:
+            out[key] = image.identity
+    for key in ("strength", "control_scale", "control_start", "control_end"):
+        value = getattr(request, key)
+        if value is not None:
+            out[key] = float(value)
+    if request.preprocess is not None:
+        out["preprocess"] = request.preprocess
+    return out
 
 
 def canonical_json(value: Any) -> str:
