@@ -176,6 +176,8 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
     if tol:
         settings["Tolerances"] = ", ".join(f"{k}={v}" for k, v in tol.items() if v is not None)
     overall = str(data.get("overall") or "")
+    if data.get("cache_only") and not data.get("allow_cached"):  # evals.compare: nothing was asked anew
+        overall += " — no check: the run was served entirely from the cache (see Notes)"
     return CompareData(
         baseline_dir=baseline_dir, run_dir=run_dir, overall=overall,
         settings=settings, cells=cells,

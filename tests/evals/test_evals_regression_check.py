@@ -128,6 +128,10 @@ def test_a_comparison_served_entirely_from_the_cache_fails_unless_allowed(projec
     assert len(novita.hits("submit")) == sent
     result.stdout.fnmatch_lines(["*same: nothing changed of 4 cells (run served entirely from the cache: not a check)*",
                                  "*all 4 images of * came from the shared generation cache*--fresh*--allow-cached*"])
+    from lorascope.reports.service import write_compare_report
+
+    page = write_compare_report(bl / "reg", tmp_path / "r2" / "reg").read_text()
+    assert "no check: the run was served entirely from the cache" in page
 
     result = project.runpytest_inprocess(*common, f"--lorascope-runs={tmp_path / 'r3'}", "--lorascope-reuse",
                                          "--lorascope-allow-cached")
