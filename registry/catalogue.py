@@ -265,6 +265,15 @@ def _check_entry_raw(path: Path, raw: dict, label: str, line: int) -> list[Probl
                         Problem(path, _key_line(source, key, line), label, f"source.{key}",
                                 f"{value!r} is not a .safetensors file; only safetensors weights are accepted")
                     )
+        local = source.get("path")
+        if isinstance(local, str) and local and not _inside(path.resolve().parent, local):
+            # a catalogue is shared: it should not quietly read (and hash, and upload) files
+            # from elsewhere on the disk of whoever runs it
+            problems.append(
+                Problem(path, _key_line(source, "path", line), label, "source.path",
+                        f"{local!r} lies outside the catalogue's folder; keep LoRA files beside the catalogue "
+                        "(or below it) so a shared catalogue cannot point at files elsewhere on the disk",
+                        severity="warning"))
     provenance = raw.get("provenance")
     if isinstance(provenance, dict):
         for fact in provenance:
@@ -284,6 +293,15 @@ def _check_entry_raw(path: Path, raw: dict, label: str, line: int) -> list[Probl
                         "the text will be truncated when scored", severity="warning")
             )
     return problems
+
+
+def _inside(folder: Path, local: str) -> bool:
+    """Whether `local` (absolute, ~, or relative to `folder`) resolves inside `folder`."""
+    try:
+        target = (folder / Path(local).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return target == folder or folder in target.parents
 
 
 def _number(value: Any) -> float | None:

@@ -166,3 +166,19 @@ def test_a_missing_catalogue_names_the_suite_line(write_suite):
         expand(load_suite(path), lookup=lookup)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:4: catalogue: ") and "nowhere/loras.yaml not found" in problem
+
+
+def test_a_path_source_outside_the_catalogue_folder_is_warned_about(tmp_path):
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    path = folder / "loras.yaml"
+    entry = ("  - id: {id}\n    name: N\n    source: {{path: '{p}'}}\n    kind: style\n"
+             "    scale: {{recommended: 0.7, range: [0.5, 0.9]}}\n")
+    path.write_text("version: 1\nloras:\n" + entry.format(id="inside", p="weights/a.safetensors")
+                    + entry.format(id="up", p="../../elsewhere/b.safetensors")
+                    + entry.format(id="absolute", p="/etc/c.safetensors"))
+    entries, problems, _ = check_catalogue(path)
+    assert [e.id for e in entries] == ["inside", "up", "absolute"]  # a warning, not an error
+    assert [(p.entry, p.field, p.severity) for p in problems] == [
+        ("up", "source.path", "warning"), ("absolute", "source.path", "warning")]
+    assert "outside the catalogue's folder" in problems[0].message
