@@ -37,8 +37,9 @@ def test_style_lora_at_its_recommended_scale_moves_the_style_and_keeps_the_promp
 
 
 def test_hosted_providers_match_their_baseline(lorascope, hosted):
-    """With --lorascope-baseline DIR (and --lorascope-fresh to see what the providers do today):
-    no cell regressed against the stored run. Skipped without a baseline or keys."""
+    """With --lorascope-baseline DIR (the session then asks the providers anew, so this sees
+    what they do today): no cell regressed against the stored run. Skipped without keys, or
+    without a baseline folder; a folder lacking the baseline fails under CI."""
     from lorascope.evals.pytest_plugin import assert_no_regression
 
     assert_no_regression(lorascope.compare_to_baseline(hosted))
