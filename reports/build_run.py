@@ -18,7 +18,7 @@ import pandas as pd
 from lorascope.registry.models import LoraEntry
 from lorascope.reports import fmt
 from lorascope.reports.figures import ThumbIndex, image_file, row_ok, row_nsfw, sha_of
-from lorascope.reports.grid import build_grid
+from lorascope.reports.grid import EXTRA_AXES, build_grid, extra_value
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
 from lorascope.reports.human import agreement_rows, human_plots, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
@@ -85,7 +85,8 @@ def _lookup(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     access is the slow part of a 2,000-image report."""
     table: dict[tuple, dict[str, Any]] = {}
     for row in records:
-        key = (row["lora"], row["column_key"], row["variant"], row["prompt_id"], row["seed_key"])
+        key = (row["lora"], row["column_key"], row["variant"], row["prompt_id"], row["seed_key"],
+               *(extra_value(row, column) for column, _ in EXTRA_AXES))
         current = table.get(key)
         if current is None or (not row_ok(current) and row_ok(row)):
             table[key] = row

@@ -60,7 +60,7 @@ def options_of(row: dict[str, Any]) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
-def _extra(row: dict[str, Any], column: str) -> str | None:
+def extra_value(row: dict[str, Any], column: str) -> str | None:
     value = row.get(column)
     if fmt.is_missing(value) or value == "":
         return None
@@ -128,7 +128,7 @@ def build_grid(
             axes.add(f"opt:{name}", name)
             axes.value(f"opt:{name}", value)
         for column, label in EXTRA_AXES:
-            value = _extra(row, column)
+            value = extra_value(row, column)
             if value is not None:
                 axes.add(column, label)
                 axes.value(column, value)
@@ -141,7 +141,7 @@ def build_grid(
         coords = {"lora": row["lora"] or None, "scale": row["column_key"], "provider": row["provider"],
                   "prompt": row["prompt_id"], "seed": row["seed_key"]}
         coords.update({f"opt:{k}": v for k, v in options_of(row).items()})
-        coords.update({c: _extra(row, c) for c, _ in EXTRA_AXES})
+        coords.update({c: extra_value(row, c) for c, _ in EXTRA_AXES})
         at = [index[a][coords[a]] if coords.get(a) is not None else -1 for a in axes.order]
         images.append(_image(row, at, run_dir, thumbs, recs))
 

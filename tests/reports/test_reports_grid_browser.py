@@ -53,6 +53,7 @@ def test_switching_fixed_values_and_axes_shows_exactly_the_matching_images(brows
     page, log = open_page(browser, report.as_uri())
     ink = '[data-grid="lora-ink-wash"]'
     # default: fal only, every prompt x seed, baseline + each scale
+    assert page.eval_on_selector_all("main img", "els => els.length > 0 && els.every(e => e.loading === 'lazy')")
     shown = _shown(page, "lora-ink-wash")
     assert len(shown) == len(set(shown)) and set(shown) == _expected(scored_run, provider="fal", lora=["", "ink-wash"])
 

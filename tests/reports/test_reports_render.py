@@ -371,3 +371,19 @@ def test_report_compare_without_clip_weights_is_a_usage_error_like_compare(tmp_p
     with pytest.raises(ReportError) as err:
         _compare_now(tmp_path / "base", tmp_path / "run")
     assert err.value.exit_code == 2 and "LORASCOPE_CLIP_CHECKPOINT" in str(err.value)
+
+
+def test_strength_and_input_image_columns_become_axes_when_a_run_has_them(scored_run):
+    """Image-conditioned runs (strength, init image) get those axes; a row without them
+    (a text-to-image baseline) belongs to every value, like a baseline to every LoRA."""
+    frame = scored_run.results
+    halves = [frame.assign(strength=s, init_image="cat.png", image_sha256=frame.image_sha256 + f"-{s}",
+                           cell_id=frame.cell_id + f"-{s}") for s in (0.3, 0.7)]
+    data = scored_run.model_copy(update={"results": pd.concat(halves, ignore_index=True)})
+    view = build_run_view(data)
+    axes = {a.id: [v.key for v in a.values] for a in view.grid.axes}
+    assert axes["strength"] == ["0.3", "0.7"] and axes["init_image"] == ["cat.png"]
+    assert next(a.label for a in view.grid.axes if a.id == "init_image") == "image"
+    (img,) = grid_images(view, lora="ink-wash", scale="0.5", provider="fal", prompt="trex", seed="42", strength="0.7")
+    assert img.sha.endswith("-0.7")
+    assert view.sections[0].grid.default.fixed["strength"] == "0.3"  # one strength at a time
