@@ -229,3 +229,25 @@ def test_a_measured_recommendation_drives_a_test(tiny_run):
     assert lora_mean > 0 and base_mean > 0
     with pytest.raises(KeyError, match="no recommendation for 'nope'.*its LoRAs: tiny-ink, tiny-neon"):
         scored.recommendation("nope")
+
+
+def test_suite_paths_resolve_against_the_rootdir_wherever_pytest_starts(pytester, monkeypatch):
+    pytester.makeini(INI)
+    (pytester.path / "suites").mkdir()
+    (pytester.path / "suites" / "mine.yaml").write_text("name: mine\n")
+    sub = pytester.mkpydir("checks")
+    (sub / "test_where.py").write_text(
+        "import pytest\n"
+        "def test_where(lorascope):\n"
+        f"    assert str(lorascope.suite_path('suites/mine.yaml')) == {str(pytester.path / 'suites' / 'mine.yaml')!r}\n"
+        "    assert lorascope.suite_path('tiny-styles').name == 'tiny-styles.yaml'\n"
+        "    with pytest.raises(pytest.UsageError) as err:\n"
+        "        lorascope.suite_path('suites/nope.yaml')\n"
+        "    print(err.value)\n"
+    )
+    monkeypatch.chdir(sub)  # started from a subfolder: the rootdir (the ini's folder) still anchors paths
+    result = pytester.runpytest_inprocess("-s", "-p", "no:randomly", "test_where.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        f"*no suite 'suites/nope.yaml': looked at {pytester.path / 'suites' / 'nope.yaml'} (relative paths resolve "
+        f"against the pytest rootdir {pytester.path}; shipped suites by name: hosted-styles, tiny-styles)*"])
