@@ -15,6 +15,7 @@ import httpx
 
 from lorascope.harness import secrets
 from lorascope.harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
+from lorascope.harness.modes import TEXT_ONLY, mode_problems
 from lorascope.harness.models import GeneratedImage, GenerationRequest, LoraSpec
 from lorascope.harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
 from lorascope.harness.providers._images import decode_base64_image, to_image
@@ -44,6 +45,9 @@ class HostedProvider(Provider):
     scale_range: ClassVar[tuple[float, float]] = (0.0, 4.0)
     #: What `lora_reference` accepts, for the validation message.
     lora_reference_form: ClassVar[str] = "an https URL to the .safetensors file"
+    #: Generation modes served (`lorascope.harness.modes`); input images as "any"|"url"|"bytes".
+    modes: ClassVar[frozenset[str]] = TEXT_ONLY
+    input_forms: ClassVar[str] = "any"
 
     config: HostedConfig
 
@@ -145,6 +149,7 @@ class HostedProvider(Provider):
         if "endpoint" in self.known_options:
             self._check_endpoint_option(request, problems)
         self._check_loras(request, problems)
+        problems += mode_problems(self, request)  # image modes: only those the provider serves
         self._validate(request, problems)
         return problems
 

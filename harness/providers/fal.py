@@ -9,6 +9,13 @@
                                has_nsfw_concepts, prompt}
   PUT  cancel_url          -> 202 {status: CANCELLATION_REQUESTED} | 400 ALREADY_COMPLETED
 
+Image-conditioned requests go to the mode's own endpoint (research/providers-and-modes.md,
+fal's model pages): `.../turbo/image-to-image[/lora]` (`image_url`, `strength`),
+`.../turbo/inpaint[/lora]` (`image_url`, `mask_image_url`, `strength`) and
+`.../turbo/controlnet[/lora]` (`image_url` = the control image, `control_scale`,
+`control_start`, `control_end`, `preprocess`). A local input goes as a data URI, which fal
+takes wherever it takes a file URL. Fields are sent only when the request sets them.
+
 fal's returned URLs live under the app id (`fal-ai/z-image/requests/{id}/...`, without the
 `/turbo/lora` subpath). URLs are used as returned when they point at the configured root's
 origin; otherwise their path is rebased onto the configured root. That keeps a proxy or a
@@ -46,6 +53,21 @@ USD_PER_MP_LORA = 0.0085
 USD_PER_MP_BASE = 0.005
 USD_PROMPT_EXPANSION = 0.0025
 ACCELERATION = ("none", "regular", "high")
+#: Endpoint (without `/lora`) per mode.
+MODE_ENDPOINTS = {
+    "txt2img": BASE_ENDPOINT,
+    "img2img": f"{BASE_ENDPOINT}/image-to-image",
+    "inpaint": f"{BASE_ENDPOINT}/inpaint",
+    "controlnet": f"{BASE_ENDPOINT}/controlnet",
+}
+#: USD per megapixel (base, LoRA) from each endpoint's page; None where the page we read
+#: gave no figure (the cost is then "unknown", never guessed).
+MODE_PRICES: dict[str, tuple[float | None, float | None]] = {
+    "txt2img": (USD_PER_MP_BASE, USD_PER_MP_LORA),
+    "img2img": (0.005, 0.0085),
+    "inpaint": (None, 0.0115),
+    "controlnet": (0.0065, None),
+}
 
 
 class FalProvider(HostedProvider):
@@ -63,6 +85,8 @@ class FalProvider(HostedProvider):
     num_images_range: ClassVar[tuple[int, int]] = (1, 4)
     base_endpoint = BASE_ENDPOINT
     lora_reference_form = "a URL to the .safetensors file"
+    modes = frozenset(MODE_ENDPOINTS)
+    input_forms = "any"  # URLs as they are, local files as data URIs
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -71,7 +95,8 @@ class FalProvider(HostedProvider):
     # -- request mapping --------------------------------------------------------------------
 
     def endpoint(self, request: GenerationRequest) -> str:
-        return LORA_ENDPOINT if self.uses_lora_endpoint(request) else BASE_ENDPOINT
+        base = MODE_ENDPOINTS[request.mode]
+        return f"{base}/lora" if self.uses_lora_endpoint(request) else base
 
     def body(self, request: GenerationRequest) -> dict[str, Any]:
         options = request.options
@@ -91,7 +116,7 @@ class FalProvider(HostedProvider):
                 body[name] = options[name]
         if self.uses_lora_endpoint(request):
             body["loras"] = self.lora_bodies(request)
-        return body
+        return body | conditioning_body(request)
 
     def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
         check_range(problems, "steps", request.steps, *self.steps_range)
@@ -110,9 +135,12 @@ class FalProvider(HostedProvider):
 
     def price(self, request: GenerationRequest, megapixels: float) -> Cost:
         lora = self.uses_lora_endpoint(request)
-        rate = USD_PER_MP_LORA if lora else USD_PER_MP_BASE
+        rate = MODE_PRICES[request.mode][1 if lora else 0]
+        page = PRICE_URL if request.mode == "txt2img" else f"https://fal.ai/models/{self.endpoint(request)}"
+        if rate is None:
+            return Cost(usd=None, source="unknown", basis=f"{page}: no price found for this endpoint")
         usd = rate * megapixels
-        basis = f"${rate}/MP x {megapixels:.4f} MP ({'LoRA' if lora else 'base'} endpoint), {PRICE_URL}"
+        basis = f"${rate}/MP x {megapixels:.4f} MP ({'LoRA' if lora else 'base'} endpoint), {page}"
         if request.options.get("enable_prompt_expansion"):
             usd += USD_PROMPT_EXPANSION
             basis += f" + ${USD_PROMPT_EXPANSION} prompt expansion"
@@ -236,3 +264,20 @@ class FalProvider(HostedProvider):
             cost=self.price(request, megapixels),
             metadata={"endpoint": self.endpoint(request), "status": slim(redact(status)), "response": slim(redact(output))},
         )
+
+
+def conditioning_body(request: GenerationRequest) -> dict[str, Any]:
+    """The image-conditioning fields of a fal body (empty for text-to-image)."""
+    body: dict[str, Any] = {}
+    if request.init_image is not None:
+        body["image_url"] = request.init_image.reference()
+        if request.strength is not None:
+            body["strength"] = request.strength
+    if request.mask_image is not None:
+        body["mask_image_url"] = request.mask_image.reference()
+    if request.control_image is not None:
+        body["image_url"] = request.control_image.reference()
+        for field in ("control_scale", "control_start", "control_end", "preprocess"):
+            if getattr(request, field) is not None:
+                body[field] = getattr(request, field)
+    return body

@@ -5,8 +5,10 @@ Differences from Novita, all from HighwayAPI's own page:
   request goes there;
 - `output_format` (jpeg|png|webp, default webp) is sent from the request's output_format;
 - `enable_base64_output` is documented on the LoRA endpoint;
-- img2img `image_url` + `strength` (0..1) and inpainting `mask` (needs `image_url`) are sent
-  only when given as request options;
+- img2img `image_url` + `strength` (0..1) and inpainting `mask` ("white areas are
+  repainted", needs `image_url`) come from the request's init/mask images and strength; the
+  page says "URL" for both and documents no data URIs, so local files are refused at
+  validation (host them, or use fal). No ControlNet is documented;
 - the page states no size range, so sides are not range-checked (only positive).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from lorascope.harness.models import GenerationRequest
-from lorascope.harness.providers._hosted import check_range
 from lorascope.harness.providers.novita import NovitaProvider
 
 
@@ -25,7 +26,9 @@ class HighwayProvider(NovitaProvider):
     env_url_var = "LORASCOPE_HIGHWAY_URL"
     default_root = "https://api.highwayapi.ai"
     typical_seconds = 6.0
-    known_options = frozenset({"enable_base64_output", "endpoint", "image_url", "strength", "mask"})
+    known_options = frozenset({"enable_base64_output", "endpoint"})
+    modes = frozenset({"txt2img", "img2img", "inpaint"})
+    input_forms = "url"
     size_range = None
     base_endpoint = None
     base64_on_lora_endpoint = True
@@ -34,28 +37,10 @@ class HighwayProvider(NovitaProvider):
     def body(self, request: GenerationRequest) -> dict[str, Any]:
         body = super().body(request)
         body["output_format"] = request.output_format
-        for name in ("image_url", "strength", "mask"):
-            if name in request.options:
-                body[name] = request.options[name]
+        if request.init_image is not None and request.init_image.url is not None:
+            body["image_url"] = request.init_image.url
+            if request.strength is not None:
+                body["strength"] = request.strength
+        if request.mask_image is not None and request.mask_image.url is not None:
+            body["mask"] = request.mask_image.url
         return body
-
-    def _validate(self, request: GenerationRequest, problems: list[str]) -> None:
-        super()._validate(request, problems)
-        options = request.options
-        image_url = options.get("image_url")
-        if image_url is not None and not (isinstance(image_url, str) and image_url.startswith(("https://", "http://"))):
-            problems.append(f"option image_url must be an http(s) URL, got {image_url!r}")
-        if "strength" in options:
-            strength = options["strength"]
-            if isinstance(strength, bool) or not isinstance(strength, (int, float)):
-                problems.append(f"option strength must be a number in [0, 1], got {strength!r}")
-            else:
-                check_range(problems, "option strength", strength, 0.0, 1.0)
-            if image_url is None:
-                problems.append("option strength needs option image_url (img2img)")
-        if "mask" in options:
-            mask = options["mask"]
-            if not (isinstance(mask, str) and mask.startswith(("https://", "http://"))):
-                problems.append(f"option mask must be an http(s) URL, got {mask!r}")
-            if image_url is None:
-                problems.append("option mask needs option image_url (inpainting)")

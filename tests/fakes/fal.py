@@ -1,6 +1,7 @@
 """fal's queue protocol (provider-docs 004 and fal's queue docs).
 
-Routes: POST /fal-ai/z-image/turbo/lora and /fal-ai/z-image/turbo ("submit"),
+Routes: POST /fal-ai/z-image/turbo[/lora], and .../turbo/{image-to-image,inpaint,controlnet}[/lora]
+("submit"; each refuses fields its page does not document),
 GET /fal-ai/z-image/requests/<id>/status ("status"), GET /fal-ai/z-image/requests/<id>
 ("response"), PUT /fal-ai/z-image/requests/<id>/cancel ("cancel"), GET /cdn/... ("image").
 `returned_origin` sets the origin of the status/response/cancel URLs handed back at submit:
@@ -23,6 +24,17 @@ APP = "/fal-ai/z-image"
 #: the Input Schema of provider-docs 004; anything else is refused like fal's pydantic models do
 INPUT_FIELDS = frozenset({"prompt", "image_size", "num_inference_steps", "seed", "sync_mode", "num_images",
                           "enable_safety_checker", "output_format", "acceleration", "enable_prompt_expansion", "loras"})
+#: Extra fields each image-conditioned endpoint documents (fal's model pages, summarised in
+#: research/providers-and-modes.md), and the ones it requires.
+MODE_FIELDS = {
+    "image-to-image": frozenset({"image_url", "strength"}),
+    "inpaint": frozenset({"image_url", "mask_image_url", "strength", "control_scale", "control_start", "control_end"}),
+    "controlnet": frozenset({"image_url", "control_scale", "control_start", "control_end", "preprocess"}),
+}
+MODE_REQUIRED = {"image-to-image": ("image_url",), "inpaint": ("image_url", "mask_image_url"),
+                 "controlnet": ("image_url",)}
+SUBMIT_PATHS = {f"{APP}/turbo{mode}{lora}" for mode in ("", *(f"/{m}" for m in MODE_FIELDS))
+                for lora in ("", "/lora")}
 PRESETS = {
     "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
     "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
@@ -46,7 +58,7 @@ class FalFake(FakeServer):
         return self.book.tasks
 
     def route_of(self, method: str, path: str) -> str:
-        if method == "POST" and path in (f"{APP}/turbo/lora", f"{APP}/turbo"):
+        if method == "POST" and path in SUBMIT_PATHS:
             return "submit"
         if path.startswith(f"{APP}/requests/"):
             if method == "GET" and path.endswith("/status"):
@@ -65,7 +77,7 @@ class FalFake(FakeServer):
     def answer(self, rec: Recorded):
         return getattr(self, rec.route)(rec)
 
-    def problems(self, body: dict[str, Any], lora: bool) -> list[dict[str, Any]]:
+    def problems(self, body: dict[str, Any], lora: bool, mode: str = "") -> list[dict[str, Any]]:
         detail = []
 
         def bad(field: str, msg: str) -> None:
@@ -87,7 +99,18 @@ class FalFake(FakeServer):
             bad("image_size", "unexpected value")
         if len(body.get("loras", [])) > 3:
             bad("loras", "ensure this value has at most 3 items")
-        for name in sorted(set(body) - INPUT_FIELDS):
+        for name in MODE_REQUIRED.get(mode, ()):
+            if name not in body:
+                bad(name, "field required")
+        for name in ("image_url", "mask_image_url"):  # a URL, or a data URI (fal's file inputs)
+            value = body.get(name)
+            if name in body and not (isinstance(value, str) and value.startswith(("https://", "http://", "data:image/"))):
+                bad(name, "not a valid URL or data URI")
+        if "strength" in body and not (isinstance(body["strength"], (int, float)) and 0 <= body["strength"] <= 1):
+            bad("strength", "ensure this value is between 0 and 1")
+        if body.get("preprocess", "none") not in ("none", "canny", "depth", "pose"):
+            bad("preprocess", "unexpected value; permitted: 'none', 'canny', 'depth', 'pose'")
+        for name in sorted(set(body) - INPUT_FIELDS - MODE_FIELDS.get(mode, frozenset())):
             bad(name, "extra fields not permitted")
         if "loras" in body and not lora:
             bad("loras", "extra fields not permitted")
@@ -99,7 +122,9 @@ class FalFake(FakeServer):
     def submit(self, rec: Recorded):
         if not isinstance(rec.json, dict):
             return json_reply(422, {"detail": [{"loc": ["body"], "msg": "invalid JSON", "type": "value_error"}]})
-        detail = self.problems(rec.json, lora=rec.path.endswith("/lora"))
+        parts = rec.path.removeprefix(f"{APP}/turbo").strip("/").split("/")
+        mode = parts[0] if parts[0] in MODE_FIELDS else ""
+        detail = self.problems(rec.json, lora=rec.path.endswith("/lora"), mode=mode)
         if detail:
             return json_reply(422, {"detail": detail}, {"X-Fal-Error-Type": "validation_error"})
         with self.lock:

@@ -204,6 +204,9 @@ class HighwayFake(NovitaFake):
             problems.append("output_format must be jpeg, png or webp")
         if ("mask" in body or "strength" in body) and "image_url" not in body:
             problems.append("mask/strength must be used with image_url")
+        for name in ("image_url", "mask"):  # 002: "Reference image URL", "Mask image URL"
+            if name in body and not (isinstance(body[name], str) and body[name].startswith(("https://", "http://"))):
+                problems.append(f"{name} must be an image URL")
         return problems
 
     def image_format(self, task_body: dict[str, Any]) -> str:

@@ -51,21 +51,28 @@ async def test_base64_output_on_the_lora_endpoint(fake_factory, make_provider):
     assert result.images[0].format == "webp"
 
 
-async def test_img2img_and_mask_only_when_given(fake_factory, make_provider):
+async def test_img2img_and_mask_from_the_request_inputs(fake_factory, make_provider):
+    from lorascope.harness.models import InputImage
+
     fake = fake_factory("highway")
-    options = {"image_url": "https://example.org/in.png", "strength": 0.4, "mask": "https://example.org/m.png"}
+    init, mask = InputImage(url="https://example.org/in.png"), InputImage(url="https://example.org/m.png")
     async with make_provider("highway", fake) as provider:
-        await provider.generate(request(options=options))
+        await provider.generate(request(init_image=init, mask_image=mask, strength=0.4))
     body = fake.hits("submit")[0].json
-    assert (body["image_url"], body["strength"], body["mask"]) == (options["image_url"], 0.4, options["mask"])
+    assert (body["image_url"], body["strength"], body["mask"]) == (init.url, 0.4, mask.url)
 
 
 def test_validation_of_highway_fields(make_provider, monkeypatch):
+    from lorascope.harness.models import InputImage
+
     provider = make_provider("highway")
-    problems = "\n".join(provider.validate(request(options={"strength": 1.5, "mask": "m.png", "endpoint": "base"})))
-    for needle in ("strength 1.5", "strength needs option image_url", "mask must be an http(s) URL",
-                   "mask needs option image_url", "endpoint='base'"):
+    local = InputImage(data=b"\x89PNG not really", mime="image/png", source="in.png")
+    problems = "\n".join(provider.validate(request(init_image=local, strength=0.5, options={"endpoint": "base"})))
+    for needle in ("takes input images as https URLs only; in.png is a local file", "endpoint='base'"):
         assert needle in problems, needle
+    control = request(control_image=InputImage(url="https://example.org/edges.png"))
+    assert any("mode controlnet is not served by highway" in p for p in provider.validate(control))
+    assert any("unknown option(s) image_url" in p for p in provider.validate(request(options={"image_url": "x"})))
     assert "width" not in problems  # HighwayAPI documents no size range
 
 
