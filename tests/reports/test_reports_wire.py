@@ -90,7 +90,7 @@ def test_hostile_text_from_suite_catalogue_and_provider_is_shown_as_text(hostile
         text = page.locator("body").inner_text()
         for literal in (PROMPT, NOTE, PROVIDER_MESSAGE, "Hostile <b>name</b>"):
             assert literal in text
-        assert page.locator("script").count() == 1
+        assert page.locator("script:not([type='application/json'])").count() == 1  # + the grid data block
         assert page.evaluate("() => document.querySelectorAll('[onerror],[onload],section.lora h2 b').length") == 0
         # the provider's refusal is the failed cell's reason; every returned image was flagged
         problems = page.locator("#problems tbody tr")
