@@ -7,6 +7,11 @@ timeouts); every other key is a request option, and an option given as a list is
 the grid. Triggers are added per LoRA with the registry's `apply_triggers`; the prompt as
 written is kept beside the final one, for scoring.
 
+Image-conditioned suites (`mode: img2img | inpaint | controlnet`) multiply the grid by their
+inputs and their strengths: every LoRA setting, the no-LoRA baseline included, at every
+strength on every input. A cell's image id and strength are among its `axes` (`image`,
+`strength`), which the store and report read like any other axis.
+
 Cells come out grouped by LoRA set (baseline first), then prompt, then seed, so a local GPU
 provider can keep one LoRA set loaded while it works through its cells.
 """
@@ -25,6 +30,8 @@ from lorascope.harness.models import GenerationRequest, LoraSpec
 from lorascope.harness.suite import Suite, SuiteError
 
 ProviderLookup = Callable[[str], type]
+#: Axis names an image-conditioned cell carries besides its provider option axes.
+IMAGE_AXIS, STRENGTH_AXIS = "image", "strength"
 
 #: Most cells one suite may expand to (32 LoRAs x 10 scales x 10 prompts x 5 seeds x 4
 #: providers is 64,000); larger grids are refused before they are built.
@@ -63,6 +70,15 @@ class Cell:
     def lora_set(self) -> tuple[str, ...]:
         return tuple(i for i, _ in self.loras)
 
+    @property
+    def image_id(self) -> str | None:
+        """The input image's id (image-conditioned suites), else None."""
+        return dict(self.axes).get(IMAGE_AXIS)
+
+    @property
+    def strength(self) -> float | None:
+        return dict(self.axes).get(STRENGTH_AXIS)
+
 
 @dataclass
 class ProviderSetup:
@@ -86,6 +102,8 @@ class Grid:
     providers: dict[str, ProviderSetup]
     entries: dict[str, Any]  # catalogue id -> LoraEntry used by the grid
     catalogue_path: Path | None
+    #: The catalogue's usage warnings for how this grid uses each LoRA (printed, not refused).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _lookup_default(name: str) -> type:
@@ -219,6 +237,13 @@ def expand(
                     problems.append(f"{suite.where('stacks', s_index, lora_id)}: stacks[{s_index}].{lora_id}: {exc}")
         if suite.loras and not lora_ids and not any("loras[" in p for p in problems):
             problems.append(f"{suite.where('loras')}: loras: selects no catalogue entry")
+    inputs: list[Any] = []
+    if suite.mode != "txt2img":
+        from lorascope.harness.input_images import load_inputs
+
+        inputs, input_problems = load_inputs(suite)
+        problems += input_problems
+        problems += _mode_support_problems(suite, setups, inputs)
     if not suite.baseline and not suite.loras and not suite.stacks:
         problems.append(f"{suite.where('baseline')}: baseline: false with no loras or stacks leaves an empty grid")
     if problems:
@@ -232,7 +257,18 @@ def expand(
         combos += [((lora_id, float(s)),) for s in scales]
     combos += [tuple((i, float(s)) for i, s in stack.loras) for stack in suite.stacks]
 
-    cap_problem = grid_size_problem(suite, setups, len(combos), max_cells)
+    warnings = _usage_warnings(suite, entries, combos)
+    strengths = suite.strength_axis
+    # (input axes, init, mask, control, strength): one text-to-image variant when no inputs
+    conditionings: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]] = [((), {})]
+    if inputs:
+        conditionings = [
+            (((IMAGE_AXIS, item.id),) + (((STRENGTH_AXIS, s),) if s is not None else ()),
+             _conditioning(suite, item, s))
+            for s in strengths for item in inputs
+        ]
+
+    cap_problem = grid_size_problem(suite, setups, len(combos) * len(conditionings), max_cells)
     if cap_problem:
         raise SuiteError([cap_problem])
 
@@ -274,7 +310,8 @@ def expand(
                 if specs is None:
                     continue
                 ids = tuple(i for i, _ in combo)
-                for prompt, seed in itertools.product(suite.prompts, suite.seeds):
+                for (inputs_axes, conditioning), prompt, seed in itertools.product(
+                        conditionings, suite.prompts, suite.seeds):
                     request = GenerationRequest(
                         prompt=final_prompt(prompt.text, ids),
                         width=suite.width,
@@ -285,22 +322,76 @@ def expand(
                         num_images=suite.num_images,
                         output_format=suite.output_format,
                         options=options,
+                        **conditioning,
                     )
+                    cell_axes = axes + inputs_axes
                     cells.append(
                         Cell(
-                            cell_id=_cell_id(setup.name, axes, prompt.id, seed, combo),
+                            cell_id=_cell_id(setup.name, cell_axes, prompt.id, seed, combo),
                             provider=setup.name,
                             prompt_id=prompt.id,
                             prompt=prompt.text,
                             seed=seed,
                             loras=combo,
-                            axes=axes,
+                            axes=cell_axes,
                             request=request,
                         )
                     )
     if problems:
         raise SuiteError(problems)
-    return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None))
+    return Grid(suite, cells, setups, entries, getattr(catalogue, "path", None), warnings)
+
+
+def _conditioning(suite: Suite, item: Any, strength: float | None) -> dict[str, Any]:
+    """The request fields one input (at one strength) gives every cell that uses it."""
+    if suite.mode == "controlnet":
+        control = suite.controlnet
+        fields = {"control_image": item.control}
+        if control is not None:
+            fields |= {"control_scale": control.scale, "control_start": control.start,
+                       "control_end": control.end, "preprocess": control.preprocess}
+        return fields
+    return {"init_image": item.init, "mask_image": item.mask, "strength": strength}
+
+
+def _mode_support_problems(suite: Suite, setups: dict[str, ProviderSetup], inputs: list[Any]) -> list[str]:
+    """A provider that does not serve the suite's mode, or cannot take an input in its form
+    (a local file for a URL-only provider), named at the suite's lines."""
+    from lorascope.harness.modes import input_problem, modes_of
+
+    problems = []
+    for index, spec in enumerate(suite.providers):
+        setup = setups.get(spec.name)
+        if setup is None:
+            continue
+        if suite.mode not in modes_of(setup.cls):
+            served = ", ".join(sorted(modes_of(setup.cls)))
+            problems.append(f"{suite.where('providers', index)}: providers[{index}]: {spec.name} does not serve "
+                            f"mode {suite.mode} (it serves: {served})")
+            continue
+        for i_index, item in enumerate(inputs):
+            control_key = "control" if suite.images[i_index].control else "image"
+            for key, image in (("image", item.init), ("mask", item.mask), (control_key, item.control)):
+                if image is None:
+                    continue
+                problem = input_problem(setup.cls, image)
+                if problem:
+                    problems.append(f"{suite.where('images', i_index, key)}: images[{i_index}].{key}: {problem}")
+    return problems
+
+
+def _usage_warnings(suite: Suite, entries: dict[str, Any], combos: list[tuple[tuple[str, float], ...]]) -> list[str]:
+    """The registry's usage warnings, one pass per LoRA over every scale the grid gives it."""
+    from lorascope.registry.usage import usage_warnings
+
+    scales: dict[str, list[float]] = {}
+    for combo in combos:
+        for lora_id, scale in combo:
+            scales.setdefault(lora_id, []).append(scale)
+    out: list[str] = []
+    for lora_id, values in scales.items():
+        out += usage_warnings(entries[lora_id], values, image_conditioned=suite.mode != "txt2img")
+    return out
 
 
 def grid_size_problem(suite: Suite, setups: dict[str, ProviderSetup], n_lora_settings: int,
@@ -309,6 +400,7 @@ def grid_size_problem(suite: Suite, setups: dict[str, ProviderSetup], n_lora_set
     a typo like `seeds: [0..40000000]` must not fill memory before the dry run can say so."""
     limit = MAX_CELLS if max_cells is None else max_cells
     variants = sum(math.prod(len(v) for v in setup.axes.values()) for setup in setups.values())
+    # n_lora_settings counts each LoRA setting once per (input image, strength) pair
     total = variants * n_lora_settings * len(suite.prompts) * len(suite.seeds)
     if total <= limit:
         return None

@@ -70,6 +70,7 @@ async def run_suite_async(
     plan, problems = build_plan(suite, providers=providers, concurrency=concurrency, lookup=provider_lookup,
                                 factory=provider_factory, strict=not dry_run)
     summary = RunSummary(run_dir=str(out_dir), suite=suite.name, dry_run=dry_run, fresh=fresh, problems=problems)
+    summary.notes.extend(plan.grid.warnings)  # the catalogue's usage warnings (printed, nothing refused)
     for name in plan.instances:
         summary.providers[name] = ProviderSummary()
     for unit in plan.units:

@@ -571,6 +571,7 @@ class RunStore:
         for r in self._conn.execute(sql):
             loras = json.loads(r[4])
             error = f"{r[16]}: {r[17]}" if r[16] else ""
+            axes_json, strength, init_image = _conditioning_axes(r[10])
             records.append({
                 "cell_id": r[0],
                 "provider": r[1],
@@ -599,7 +600,9 @@ class RunStore:
                 "cost_source": r[22] or "",
                 "fingerprint": r[13],
                 "options": r[9],
-                "axes": r[10],
+                "axes": axes_json,
+                "strength": strength,
+                "init_image": init_image,
                 "endpoint": r[11],
                 "model_version": r[12],
                 "task_id": r[23] or "",
@@ -612,7 +615,7 @@ class RunStore:
         frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
         for col in ("seed", "returned_seed", "width", "height", "attempt", "generation_id"):
             frame[col] = frame[col].astype("Int64")
-        for col in ("scale", "latency_s", "queue_s", "inference_s", "cost_usd"):
+        for col in ("scale", "latency_s", "queue_s", "inference_s", "cost_usd", "strength"):
             frame[col] = frame[col].astype("float64")
         frame["nsfw"] = frame["nsfw"].astype("boolean")
         return frame
@@ -636,8 +639,19 @@ RESULT_COLUMNS = [
     "status", "error", "error_kind", "image_index", "image_path", "image_sha256", "width", "height",
     "image_format", "nsfw", "latency_s", "queue_s", "inference_s", "cost_usd", "cost_source", "fingerprint",
     "options", "axes", "endpoint", "model_version", "task_id", "returned_seed", "origin", "attempt",
-    "generation_id", "request_id",
+    "generation_id", "request_id", "strength", "init_image",
 ]
+
+
+def _conditioning_axes(axes_json: str) -> tuple[str, float | None, str | None]:
+    """An image-conditioned cell's `strength` and input image id (grid axes `strength` and
+    `image`) as their own columns; the rest stays in `axes` (provider option sweeps)."""
+    if '"strength"' not in axes_json and '"image"' not in axes_json:
+        return axes_json, None, None
+    axes = json.loads(axes_json)
+    strength = axes.pop("strength", None)
+    image = axes.pop("image", None)
+    return json.dumps(axes, sort_keys=True), (float(strength) if strength is not None else None), image
 
 _GEN_COLS = "id, fingerprint, provider, epoch, attempt, status, origin, task_id, cancel_requested, error_kind"
 

@@ -83,6 +83,42 @@ class StackSpec(BaseModel):
         return self
 
 
+SuiteMode = Literal["txt2img", "img2img", "inpaint", "controlnet"]
+#: Strength when a suite gives none (diffusers' and fal's defaults: img2img 0.6, inpaint 1).
+DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0}
+
+
+class ImageSpec(BaseModel):
+    """One input of an image-conditioned suite: files relative to the suite, or https URLs.
+    `image` is the picture to restyle/repaint (ControlNet: the control image unless `control`
+    is given), `mask` white where inpainting repaints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    image: str
+    mask: str | None = None
+    control: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not PROMPT_ID.match(v):
+            raise ValueError(f"{v!r} is not an image id (letters, digits, '_', '.', '-')")
+        return v
+
+
+class ControlSpec(BaseModel):
+    """ControlNet settings of a `mode: controlnet` suite (fal's and diffusers' names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float | None = Field(default=None, ge=0.0, le=2.0)
+    start: float | None = Field(default=None, ge=0.0, le=1.0)
+    end: float | None = Field(default=None, ge=0.0, le=1.0)
+    preprocess: Literal["none", "canny", "depth", "pose"] | None = None
+
+
 def _provider_item(item: Any) -> Any:
     if isinstance(item, str):
         return {"name": item}
@@ -136,6 +172,12 @@ class Suite(BaseModel):
     output_format: Literal["png", "jpeg", "webp"] = "png"
     num_images: int = Field(default=1, ge=1, le=4)
     baseline: bool = True
+    #: Image-conditioned grids: what the inputs are for, the inputs, and the strength axis.
+    mode: SuiteMode = "txt2img"
+    images: list[ImageSpec] = Field(default_factory=list)
+    #: None: the mode's default strength (img2img 0.6, inpaint 1.0).
+    strengths: list[float] | None = None
+    controlnet: ControlSpec | None = None
 
     _path: Path | None = PrivateAttr(default=None)
     _text: str = PrivateAttr(default="")
@@ -171,7 +213,20 @@ class Suite(BaseModel):
             return [_stack_item(item) for item in v]
         return v
 
-    @field_validator("scales", "seeds", "steps", "num_images", mode="before")
+    @field_validator("strengths")
+    @classmethod
+    def _strengths(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            bad = [s for s in v if not 0.0 <= s <= 1.0]
+            if bad:
+                raise ValueError(f"strength(s) {bad} outside [0, 1]")
+            if not v:
+                raise ValueError("strengths: give at least one value (or leave it out for the mode's default)")
+            if len(set(v)) != len(v):
+                raise ValueError(f"strengths listed twice: {v}")
+        return v
+
+    @field_validator("scales", "seeds", "steps", "num_images", "strengths", mode="before")
     @classmethod
     def _no_booleans(cls, v: Any) -> Any:
         """YAML reads `yes`/`true` as a boolean and pydantic would take it as 1: refuse it."""
@@ -231,9 +286,47 @@ class Suite(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             problems.append(f"providers listed twice: {dup}")
+        problems += self._mode_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _mode_problems(self) -> list[str]:
+        problems = []
+        ids = [i.id for i in self.images]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            problems.append(f"image ids listed twice: {dup}")
+        if self.mode == "txt2img":
+            for name, given in (("images", bool(self.images)), ("strengths", self.strengths is not None),
+                                ("controlnet", self.controlnet is not None)):
+                if given:
+                    problems.append(f"{name} given but mode is text-to-image (set mode: img2img, inpaint or controlnet)")
+            return problems
+        if not self.images:
+            problems.append(f"mode {self.mode} needs images: [{{id, image{', mask' if self.mode == 'inpaint' else ''}}}]")
+        if self.mode == "inpaint":
+            missing = [i.id for i in self.images if not i.mask]
+            if missing:
+                problems.append(f"mode inpaint needs a mask for every image; none for {missing}")
+        elif any(i.mask for i in self.images):
+            problems.append(f"masks are only used by mode inpaint (mode is {self.mode})")
+        if self.mode == "controlnet":
+            if self.strengths is not None:
+                problems.append("strengths are for img2img and inpaint; ControlNet uses controlnet.scale")
+        else:
+            if self.controlnet is not None:
+                problems.append(f"controlnet settings given but mode is {self.mode}")
+            if any(i.control for i in self.images):
+                problems.append(f"control images are only used by mode controlnet (mode is {self.mode})")
+        return problems
+
+    @property
+    def strength_axis(self) -> list[float | None]:
+        """The strengths each LoRA setting is generated at ([None] outside img2img/inpaint)."""
+        if self.mode not in DEFAULT_STRENGTH:
+            return [None]
+        return list(self.strengths) if self.strengths is not None else [DEFAULT_STRENGTH[self.mode]]
 
     # ---- derived -------------------------------------------------------------------
 
