@@ -42,6 +42,20 @@ def _anchor(lora: str) -> str:
     return "lora-" + (_ANCHOR.sub("-", lora.lower()).strip("-") or "x")
 
 
+def _anchors(loras: list[str]) -> dict[str, str]:
+    """A page anchor per LoRA, unique: a stack `a+b` and a LoRA `a-b` would both be lora-a-b,
+    and the anchor also names the grid's view in the URL fragment."""
+    out: dict[str, str] = {}
+    taken = {"all-loras"}
+    for lora in loras:
+        anchor, n = _anchor(lora), 2
+        while anchor in taken:
+            anchor, n = f"{_anchor(lora)}-{n}", n + 1
+        taken.add(anchor)
+        out[lora] = anchor
+    return out
+
+
 def _scale_key(value: Any) -> float | None:
     if fmt.is_missing(value):
         return None
@@ -201,7 +215,7 @@ def _section(
         ))
     return LoraSection(
         id=lora,
-        anchor=_anchor(lora),
+        anchor=grid.anchor,
         name=entry.name if entry else lora,
         kind=entry.kind if entry else ("stack" if "+" in lora else ""),
         is_stack="+" in lora,
@@ -351,7 +365,7 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
     columns = {lora: _columns(lora, df, data, recs) for lora in loras}
     grid, grids, run_grid = build_grid(
         list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
-        recs=recs, sections=[(lora, _anchor(lora), _marks(columns[lora])) for lora in loras])
+        recs=recs, sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()])
     sections = [_section(lora, df, variants, data, recs, columns[lora], section) for lora, section in zip(loras, grids)]
     banners = [random_weight_banner(data)] if uses_random_weights(df) else []
     return RunReportView(

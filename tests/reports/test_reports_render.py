@@ -387,3 +387,15 @@ def test_strength_and_input_image_columns_become_axes_when_a_run_has_them(scored
     (img,) = grid_images(view, lora="ink-wash", scale="0.5", provider="fal", prompt="trex", seed="42", strength="0.7")
     assert img.sha.endswith("-0.7")
     assert view.sections[0].grid.default.fixed["strength"] == "0.3"  # one strength at a time
+
+
+def test_every_grid_has_its_own_anchor_even_when_a_stack_and_a_lora_slug_alike(scored_run):
+    """`a+b` and `a-b` both slug to lora-a-b; the anchor names the grid's view in the URL."""
+    frame = scored_run.results
+    ink = frame[frame.lora == "ink-wash"]
+    stack = ink.assign(lora="ink+wash", scales=ink.scales + "+0.5", cell_id=ink.cell_id + "-stack")
+    view = build_run_view(scored_run.model_copy(update={"results": pd.concat([frame, stack], ignore_index=True)}))
+    anchors = [s.anchor for s in view.sections]
+    assert anchors == ["lora-ink-wash", "lora-pixel-art", "lora-ink-wash-2"]
+    assert [s.anchor for s in view.grid.sections] == [*anchors, "all-loras"]
+    assert view.sections[2].grid.locked == {"lora": "ink+wash"}
