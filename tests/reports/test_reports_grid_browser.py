@@ -261,3 +261,33 @@ def test_compare_report_opens_baseline_and_current_large_with_a_slider(browser, 
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     assert log.problems() == []
+
+
+def test_a_long_grid_builds_30_rows_at_a_time_and_the_viewer_moves_past_them(browser, tmp_path):
+    seeds, prompts = range(1, 6), [(f"p{i}", f"prompt {i}") for i in range(8)]  # 40 rows
+    rows, n = [], 0
+    for pid, text in prompts:
+        for seed in seeds:
+            for lora, scale in (("", math.nan), ("ink", 0.5), ("ink", 1.0)):
+                n += 1
+                rel = f"images/{n:03d}.png"
+                rows.append({"provider": "fal", "lora": lora, "scale": scale, "scales": f"{scale:g}" if lora else "",
+                             "prompt_id": pid, "prompt": text, "seed": seed, "status": "succeeded",
+                             "image_path": rel, "image_sha256": png(tmp_path / rel, (n * 2, 80, 160), size=32)})
+    data = RunData(run_dir=tmp_path, results=pd.DataFrame(rows), suite_name="long", loras={"ink": entry("ink")})
+    page, log = open_page(browser, write_run_data_report(data).as_uri())
+    grid = '[data-grid="lora-ink"]'
+    assert page.locator(f"{grid} tbody tr").count() == 30
+    more = page.locator(f"{grid} button.more-rows")
+    assert more.inner_text() == "Show 10 more rows (30 of 40 shown)"
+    # the viewer walks the whole grid, not only the rows in the page
+    page.locator(f"{grid} tbody tr").nth(29).locator("a.thumb").nth(1).click()
+    page.keyboard.press("ArrowDown")
+    frame = data.results
+    row30 = frame[(frame.prompt_id == "p6") & (frame.seed == 1) & (frame.scale == 0.5)].image_path.item()
+    assert page.locator("#viewer img").get_attribute("src") == row30
+    page.keyboard.press("Escape")
+    more.click()
+    assert page.locator(f"{grid} tbody tr").count() == 40 and page.locator(f"{grid} button.more-rows").count() == 0
+    assert set(_shown(page, "lora-ink")) == set(frame.image_sha256)
+    assert log.problems() == []
