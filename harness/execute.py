@@ -419,6 +419,9 @@ async def execute(executor: Executor, handle_sigint: bool) -> None:
                 raise
 
     workers = []
+    if executor.ray is not None and not any(ray_choice(i.config, executor.ray) for i in plan.instances.values()):
+        executor.summary.notes.append("--ray: no provider of this run can run on Ray (only the local diffusers "
+                                      "provider does); everything ran in this process")
     for name, queue in queues.items():
         inst = plan.instances[name]
         choice = ray_choice(inst.config, executor.ray)

@@ -67,6 +67,7 @@ class RayPool:
         self.workers = workers
         self.owns_ray = owns_ray
         self.batch_seeds = batch_seeds
+        self.started = time.monotonic()
 
     @classmethod
     async def start(cls, choice: RayChoice, provider: str, inst: Any) -> "RayPool":
@@ -85,6 +86,7 @@ class RayPool:
                 where = choice.address or "a local Ray instance"
                 raise RayStartError(f"cannot start or join {where}: {one_line(exc, 240)}") from None
             owns = True
+        handles: list[Any] = []
         try:
             n, gpus, cpus = _shape(choice, ray.cluster_resources())
             remote = ray.remote(PipelineWorker)
@@ -92,31 +94,38 @@ class RayPool:
             config = inst.config.model_copy(update={"executor": "local", "ray_address": None}).model_dump()
             handles = [
                 remote.options(name=f"lorascope-{tag}-{provider}-w{i}", num_cpus=cpus, num_gpus=gpus,
-                               max_restarts=0).remote(type(inst), config, choice.threads_per_worker)
+                               max_restarts=0).remote(type(inst), config, _threads(choice, gpus))
                 for i in range(n)
             ]
             try:
                 infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), START_TIMEOUT_S)
             except asyncio.TimeoutError:
-                for h in handles:
-                    ray.kill(h)
                 raise RayStartError(f"{n} Ray worker(s) did not start within {START_TIMEOUT_S:g} s "
                                     f"({cpus:g} CPU, {gpus:g} GPU each)") from None
             except Exception as exc:
-                for h in handles:
-                    ray.kill(h)
                 raise RayStartError(f"a Ray worker failed to start: {one_line(exc, 300)}") from None
             expected = inst.model_version()
             for i, info in enumerate(infos):
                 if info["model_version"] != expected:
-                    for h in handles:
-                        ray.kill(h)
                     raise RayStartError(
                         f"Ray worker {i} on {info['host']} would run {info['model_version']!r}, but the "
                         f"fingerprints name {expected!r} (resolved on this machine): set device and dtype "
                         "explicitly in the suite's provider settings so both sides agree"
                     )
+            # pipelines load side by side before any batch (a real model takes minutes)
+            try:
+                warmed = await asyncio.gather(*(h.warm.remote() for h in handles))
+            except Exception as exc:
+                warmed = [{"error": one_line(exc, 300)}]
+            failed = next((w["error"] for w in warmed if w["error"]), None)
+            if failed:
+                raise RayStartError(f"a Ray worker could not load the pipeline: {failed}")
         except BaseException:
+            for h in handles:
+                try:
+                    ray.kill(h)
+                except Exception:
+                    pass
             if owns:
                 ray.shutdown()
             raise
@@ -168,6 +177,15 @@ def _shape(choice: RayChoice, resources: dict[str, float]) -> tuple[int, float, 
             f"{cpus_total:g} CPU and {gpus_total:g} GPU: lower workers, gpus_per_worker or cpus_per_worker"
         )
     return n, gpus, cpus
+
+
+def _threads(choice: RayChoice, gpus: float) -> int | None:
+    """torch CPU threads per worker. On a GPU the pixels do not depend on them: one per CPU
+    the worker holds. On CPU they change the last bits, so by default torch keeps its own
+    count, as in a single-process run (byte-identical, but workers share the cores)."""
+    if choice.threads_per_worker is not None:
+        return choice.threads_per_worker
+    return max(1, int(choice.cpus_per_worker)) if gpus > 0 else None
 
 
 def _key(batch: list[Unit]) -> frozenset[str]:
@@ -326,6 +344,7 @@ async def _dispatch(ex: Executor, pool: RayPool, worker: _Worker, batch: list[Un
         worker.summary.batches = state["batches"]
         worker.summary.busy_s = state["busy_s"]
     cells = sum(len(u.cells) for u, _ in ready)
+    worker.summary.wall_s = time.monotonic() - pool.started
     worker.summary.generations += len(ready)
     worker.summary.cells += cells
     _show(ex, worker, "", cells)

@@ -33,8 +33,9 @@ class ExecutorSettings(ProviderConfig):
     cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each Ray worker holds")
     threads_per_worker: int | None = Field(
         default=None, ge=1,
-        description="torch CPU threads per worker; None = torch's own default on that machine, as in a "
-        "single-process run (on CPU the thread count changes the last bits of the pixels)",
+        description="torch CPU threads per worker; None = on GPU workers one per CPU held, on CPU workers "
+        "torch's own default, as in a single-process run (on CPU the thread count changes the last bits "
+        "of the pixels)",
     )
     ray_address: str | None = Field(
         default=None, description="cluster to join (ray://host:10001, host:6379, auto); None = start a local one"

@@ -63,6 +63,20 @@ class PipelineWorker:
             torch.set_num_threads(self.threads)
         return int(torch.get_num_threads())
 
+    def warm(self) -> dict[str, Any]:
+        """Load the pipeline now, so the workers load theirs side by side before any batch
+        (a real model takes minutes). Returns the seconds it took, or the provider's error."""
+        started = time.perf_counter()
+        load = getattr(self.provider, "load_pipeline", None)
+        try:
+            if load is not None:
+                load()
+        except ProviderError as exc:
+            return {"error": redact(exc.message), "load_s": time.perf_counter() - started}
+        except Exception as exc:
+            return {"error": redact(describe_exception(exc)), "load_s": time.perf_counter() - started}
+        return {"error": None, "load_s": time.perf_counter() - started}
+
     def generate_batch(self, requests: list[GenerationRequest]) -> dict[str, Any]:
         """Run one batch (seeds of one cell group, or one request); never raises for a
         provider's own failure: `error` carries it."""

@@ -42,6 +42,7 @@ class WorkerSummary(BaseModel):
     lora_loads: int = 0  # LoRA files read by the loader on this worker
     file_loads: dict[str, int] = Field(default_factory=dict)  # file -> times loaded here
     busy_s: float = 0.0  # seconds inside the pipeline calls
+    wall_s: float = 0.0  # seconds from the workers' start to this one's last batch
     lost: str | None = None  # why it stopped early (killed actor, lost node), else None
 
 

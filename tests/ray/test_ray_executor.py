@@ -51,11 +51,18 @@ def _live_workers(ray) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(ray_project, tmp_path_factory) -> Path:
-    """The same grid in this process (the in-process executor)."""
+    """The same grid in this process (the in-process executor), torch on one thread like each worker."""
+    import torch
+
     out = tmp_path_factory.mktemp("reference") / "run"
     cache = SharedCache(out.parent / "cache")
-    summary = asyncio.run(run_suite_async(load_suite(ray_project / "local.yaml"), out, progress=False,
-                                          handle_sigint=False, cache=cache))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = asyncio.run(run_suite_async(load_suite(ray_project / "local.yaml"), out, progress=False,
+                                              handle_sigint=False, cache=cache))
+    finally:
+        torch.set_num_threads(threads)
     assert summary.exit_code == 0 and summary.providers["diffusers"].succeeded == CELLS
     assert summary.workers == {}
     return out
@@ -90,7 +97,7 @@ async def test_ray_grid_is_byte_identical_and_loads_each_lora_once_per_worker(ra
 
 async def test_killed_worker_cells_are_finished_by_the_other_exactly_once(ray_cluster, ray_project, tmp_path):
     out = tmp_path / "run"
-    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray1.yaml"), out, progress=False,
+    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray.yaml"), out, progress=False,
                                               handle_sigint=False))
     victim = None
     deadline = time.monotonic() + 240
@@ -121,7 +128,7 @@ async def test_killed_worker_cells_are_finished_by_the_other_exactly_once(ray_cl
 
 async def test_ctrl_c_stops_workers_and_the_run_resumes_through_the_cli(ray_cluster, ray_project, tmp_path):
     out = tmp_path / "run"
-    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray1.yaml"), out, progress=False))
+    run = asyncio.create_task(run_suite_async(load_suite(ray_project / "ray.yaml"), out, progress=False))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not run.done():
         await asyncio.sleep(0.1)
@@ -140,7 +147,7 @@ async def test_ctrl_c_stops_workers_and_the_run_resumes_through_the_cli(ray_clus
     # resume: the plain suite (no executor setting) sent to Ray by the flag, joining this instance
     address = ray_cluster.get_runtime_context().gcs_address
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "lorascope"), "run", str(ray_project / "local1.yaml"), "--out", str(out),
+        [str(Path(sys.executable).parent / "lorascope"), "run", str(ray_project / "local.yaml"), "--out", str(out),
          "--no-progress", "--ray", address],
         capture_output=True, text=True, timeout=240, env={**os.environ},
     )
