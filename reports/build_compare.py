@@ -59,7 +59,7 @@ def _figure(side: CompareSide, which: str, cell: CompareCellData, thumbs: ThumbI
         return Figure(provider=which, status="missing", reason=thumb.reason, alt=label, title=label)
     return Figure(provider=which, status="ok", thumb=asset_url(thumb.path, thumbs.report_dir),
                   full=asset_url(side.image, thumbs.report_dir), thumb_width=thumb.width,
-                  thumb_height=thumb.height, alt=label, title=label, caption=caption)
+                  thumb_height=thumb.height, alt=label, title=label, caption=caption, sha=side.sha256 or "")
 
 
 def _sort_key(cell: CompareCellData) -> tuple:

@@ -35,6 +35,7 @@ class Figure(_View):
     nsfw: bool = False
     recommended: bool = False  # this column is this provider's recommended scale
     title: str = ""
+    sha: str = ""  # the image's content hash, when known
 
 
 class GridColumn(_View):

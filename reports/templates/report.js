@@ -660,6 +660,15 @@
   }
 
   // ---------------------------------------------------------------- comparison report
+  // its figures are in the markup: their pick buttons carry the image in data attributes
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button.pick[data-full]") : null;
+    if (!button) { return; }
+    var facts = button.getAttribute("data-facts");
+    togglePick(button.getAttribute("data-key"), {
+      full: button.getAttribute("data-full"), label: button.getAttribute("data-label") || "",
+      sha: button.getAttribute("data-sha") || "", facts: facts ? facts.split("\n") : []});
+  });
   var PAIRS = readJson("compare-data");
   if (PAIRS) {
     document.addEventListener("click", function (event) {

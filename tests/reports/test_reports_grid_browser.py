@@ -260,6 +260,14 @@ def test_compare_report_opens_baseline_and_current_large_with_a_slider(browser, 
     page.wait_for_function("() => Array.from(document.querySelectorAll('#compare .cmp-stack img')).every(i => i.complete && i.naturalWidth > 0)")
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
+    # any images can be picked there too: current first, then baseline
+    page.locator('figure[data-provider="current"] button.pick').click()
+    page.locator('figure[data-provider="baseline"] button.pick').click()
+    page.click("#compare-tray button.open-compare")
+    dialog.wait_for(state="visible")
+    assert dialog.locator("figure.cmp-panel").evaluate_all("els => els.map(e => e.dataset.sha)") == [run_sha, base_sha]
+    assert "2.50 s" in dialog.inner_text() and "$0.00850" in dialog.inner_text()
+    page.keyboard.press("Escape")
     assert log.problems() == []
 
 
