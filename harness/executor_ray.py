@@ -28,6 +28,7 @@ from lorascope.harness.plan import Unit
 from lorascope.harness.providers.local_pipeline import one_line
 from lorascope.harness.ray_placement import Placement, lora_set
 from lorascope.harness.ray_settings import RayChoice
+from lorascope.harness.secrets import redact
 from lorascope.harness.store import INTERRUPTED
 from lorascope.harness.summary import WorkerSummary
 
@@ -326,7 +327,7 @@ async def _dispatch(ex: Executor, pool: RayPool, worker: _Worker, batch: list[Un
         reply = await ex._call(ready[0][0], ready[0][1], lambda: pool.call(worker, [u.request for u, _ in ready]))
     except WorkerLost as exc:
         for unit, gid in ready:
-            ex.store.record_failure(gid, WORKER_LOST, f"Ray worker {worker.name} was lost ({exc}); re-queued",
+            ex.store.record_failure(gid, WORKER_LOST, redact(f"Ray worker {worker.name} was lost ({exc}); re-queued"),
                                     latency_s=time.monotonic() - started)
             ex._settle(unit, 0.0, learn=False)
         raise WorkerLost(str(exc), [u for u, _ in ready]) from None

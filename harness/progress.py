@@ -51,7 +51,9 @@ class Progress:
     def add_worker(self, key: str, label: str) -> None:
         """A line under the bars for one executor worker (Ray): cells done, cells/s, activity."""
         if self._bar is not None and key not in self._tasks:
-            self._tasks[key] = self._bar.add_task(f"  {label}", total=None, failed=0, cost=0.0, rate="",
+            from rich.markup import escape
+
+            self._tasks[key] = self._bar.add_task(escape(f"  {label}"), total=None, failed=0, cost=0.0, rate="",
                                                   activity="starting")
 
     def worker(self, key: str, *, activity: str | None = None, cells: int = 0) -> None:
@@ -59,7 +61,9 @@ class Progress:
         if self._bar is None or key not in self._tasks:
             return
         task = self._tasks[key]
-        fields = {"activity": activity} if activity is not None else {}
+        from rich.markup import escape
+
+        fields = {"activity": escape(activity)} if activity is not None else {}  # LoRA paths may hold [brackets]
         self._bar.update(task, advance=cells, **fields)
         if cells:
             self._bar.update(task, rate=_rate(self._speed(task)))
