@@ -399,3 +399,16 @@ def test_every_grid_has_its_own_anchor_even_when_a_stack_and_a_lora_slug_alike(s
     assert anchors == ["lora-ink-wash", "lora-pixel-art", "lora-ink-wash-2"]
     assert [s.anchor for s in view.grid.sections] == [*anchors, "all-loras"]
     assert view.sections[2].grid.locked == {"lora": "ink+wash"}
+
+
+def test_json_for_a_script_block_escapes_what_could_end_it_and_reads_back_the_same():
+    import json
+
+    from lorascope.reports.render import json_script
+    from lorascope.reports.viewmodels import GridValue
+
+    text = 'a</script><!-- & "q" \u2028\u2029 <b>'
+    out = str(json_script(GridValue(key=text, label=text)))
+    assert not set(out) & {"<", ">", "&", "\u2028", "\u2029"}
+    assert "\\u003c/script\\u003e" in out and "\\u2028" in out
+    assert json.loads(out) == {"key": text, "label": text}
