@@ -68,11 +68,25 @@ def build_real(path: Path) -> tuple[Any, Any, Any]:
 
     model, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=None)
     state = load_state_dict(path, CHECKPOINT_ENV)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ScorerUnavailable(f"{CHECKPOINT_ENV}={path}: not an HPS {ARCH} checkpoint: {str(exc)[:400]}") from None
+    problems = checkpoint_problems(model.state_dict(), state)
+    if problems:
+        raise ScorerUnavailable(f"{CHECKPOINT_ENV}={path}: not an HPS {ARCH} checkpoint: {problems}")
+    model.load_state_dict(state, strict=True)
     return model.eval(), preprocess, open_clip.get_tokenizer(ARCH)
+
+
+def checkpoint_problems(want: dict, got: dict, show: int = 3) -> str:
+    """Missing, unexpected and mis-shaped keys, counted and the first few named, on one line."""
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (", ..." if len(keys) > show else "")
+
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}" for k, v in want.items()
+              if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    parts = [f"{len(keys)} {what} ({few(keys)})" for what, keys in
+             (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch(es)", shapes)) if keys]
+    return "; ".join(parts)
 
 
 def hps_scores(model: Any, pixels: Any, tokens: Any) -> Any:

@@ -141,7 +141,8 @@ class PickScoreScorer(Scorer):
                 self.processor = AutoProcessor.from_pretrained(proc, local_files_only=True)
                 self.model = CLIPModel.from_pretrained(str(where), use_safetensors=True, local_files_only=True).eval()
             except (OSError, ValueError) as exc:
-                raise ScorerUnavailable(f"{download_help(where)} ({type(exc).__name__}: {str(exc)[:200]})") from None
+                first = " ".join(str(exc).split())[:200]  # one line
+                raise ScorerUnavailable(f"{download_help(where)} ({type(exc).__name__}: {first})") from None
         self.model.to(self.device)
 
     def inputs(self, images: Sequence["Image"], prompts: Sequence[str]) -> tuple[Any, Any, Any]:

@@ -247,3 +247,65 @@ def test_batching_does_not_change_scores(tmp_path, items):
     for name in one:
         for key in one[name]:
             assert one[name][key] == pytest.approx(many[name][key], abs=1e-5)
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch):
+    """The tiny recipe registered as an open_clip model name, so HPSv2's real loading code
+    (create_model_and_transforms by name + a strict checkpoint load) runs on it."""
+    import open_clip.factory as factory
+
+    from lorascope.evals import scorer_hpsv2
+
+    name = "lorascope-tiny-test"
+    monkeypatch.setitem(factory._MODEL_CONFIGS, name, dict(TINY_CONFIG))
+    monkeypatch.setattr(scorer_hpsv2, "ARCH", name)
+    return name
+
+
+def test_hpsv2_checkpoint_file_loads_through_the_real_path(tmp_path, items, monkeypatch, tiny_arch):
+    import torch
+
+    from lorascope.evals.scorer_hpsv2 import CHECKPOINT_ENV, build_tiny
+
+    model, _, _ = build_tiny()
+    path = tmp_path / "HPS_v2.1_compressed.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    monkeypatch.setenv(CHECKPOINT_ENV, str(path))
+    (real,) = parse_scorers("hpsv2", _ctx(tmp_path, "a.db"))
+    (tiny,) = parse_scorers("hpsv2:tiny-random", _ctx(tmp_path, "b.db"))
+    assert real.model_id.startswith(f"hpsv2:{tiny_arch}@sha256:") and not real.random_weights
+    got, _ = score_items([real], items)
+    want, _ = score_items([tiny], items)
+    for sha, _, prompt in items:  # same weights, read from the file: the same numbers
+        key = real.key(sha, prompt)
+        assert got["hpsv2"][key] == pytest.approx(want["hpsv2"][key], abs=1e-5)
+
+
+def test_hpsv2_wrong_checkpoint_names_the_keys(tmp_path, items, monkeypatch, tiny_arch):
+    from safetensors.torch import save_file
+
+    import torch
+
+    from lorascope.evals.scorer_hpsv2 import CHECKPOINT_ENV
+
+    path = tmp_path / "other.safetensors"
+    save_file({"visual.proj": torch.zeros(2, 2)}, str(path))
+    monkeypatch.setenv(CHECKPOINT_ENV, str(path))
+    (scorer,) = parse_scorers("hpsv2", _ctx(tmp_path))
+    with pytest.raises(ScorerUnavailable) as err:
+        score_items([scorer], items)
+    msg = str(err.value)
+    assert f"not an HPS {tiny_arch} checkpoint" in msg and "\n" not in msg
+    assert "missing key(s) (positional_embedding, text_projection, logit_scale, ...)" in msg
+    assert "shape mismatch(es) (visual.proj (2, 2) != (64, 32))" in msg
+
+
+def test_hpsv2_without_a_checkpoint_says_where_to_get_it(tmp_path, items, monkeypatch):
+    from lorascope.evals.scorer_hpsv2 import CHECKPOINT_ENV, default_checkpoint
+
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    (scorer,) = parse_scorers("hpsv2", _ctx(tmp_path))
+    with pytest.raises(ScorerUnavailable) as err:
+        score_items([scorer], items)
+    assert "huggingface.co/xswu/HPSv2" in str(err.value) and str(default_checkpoint()) in str(err.value)
