@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -331,6 +332,13 @@ def compare(rounds: int, cells: int, conc: int, only: list[str] | None) -> None:
     names = ["threaded", "httpx", "httpx-tuned", "httpx+sniffio", "httpx2", "httpx2+uvloop", "httpx+aiohttp", "aiohttp", "lorascope dry-run", "lorascope run"]
     if only:
         names = [n for n in names if n in only]
+    needs = {"httpx+aiohttp": ("aiohttp", "httpx_aiohttp"), "aiohttp": ("aiohttp",), "httpx2+uvloop": ("uvloop",)}
+    for name, modules in needs.items():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if name in names and missing:  # not lorascope dependencies: `pip install aiohttp httpx-aiohttp uvloop`
+            names.remove(name)
+            print(f"skipped {name}: {', '.join(missing)} not installed")
+    cells = len(_cells(cells))  # whole rows of PROMPTS prompts, as the suite has them
     print(f"machine: {machine_line()}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     ideal = cells * LATENCY / conc
@@ -410,6 +418,7 @@ def _server_count(url: str) -> int:
 
 def scale(cells: int, conc: int) -> None:
     """lorascope run on a large grid: RSS and CPU per cell sampled while it runs."""
+    cells = len(_cells(cells))
     print(f"machine: {machine_line()}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     server, url = start_server()
