@@ -309,3 +309,22 @@ def test_hpsv2_without_a_checkpoint_says_where_to_get_it(tmp_path, items, monkey
     with pytest.raises(ScorerUnavailable) as err:
         score_items([scorer], items)
     assert "huggingface.co/xswu/HPSv2" in str(err.value) and str(default_checkpoint()) in str(err.value)
+
+
+def test_choosing_scorers_and_naming_their_weights_imports_no_model_library(tmp_path):
+    """A fully cached re-score never needs torch: parsing scorers and computing their model
+    ids (the cache keys) must not import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from lorascope.evals.embedding_cache import EmbeddingCache\n"
+        "from lorascope.evals.scorer_plugin import ScorerContext, parse_scorers\n"
+        f"ctx = ScorerContext(cache=EmbeddingCache({str(tmp_path / 'c.db')!r}))\n"
+        "ids = [s.model_id for s in parse_scorers('clip:tiny-random,aesthetic:tiny-random,hpsv2:tiny-random,"
+        "pickscore:tiny-random', ctx)]\n"
+        "print(len(ids), sorted(m for m in ('torch', 'open_clip', 'transformers', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "4 []"
