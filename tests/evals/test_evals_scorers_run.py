@@ -85,3 +85,17 @@ def test_missing_aesthetic_head_is_a_usage_error_naming_the_download(tiny_run: P
 def test_unknown_scorer_is_a_usage_error_listing_the_known(tiny_run: Path):
     out = invoke("score", str(tiny_run), "--scorer", "clip,beauty", "--no-progress")
     assert out.exit_code == 2 and "beauty" in out.output and "pickscore" in out.output
+
+
+def test_clip_as_a_scorer_gives_the_clipscore_column(tiny_run: Path, tmp_path: Path):
+    """CLIP through the scorer interface is today's CLIPScore, number for number."""
+    from lorascope.evals.embedding_cache import EmbeddingCache
+    from lorascope.evals.scorer_plugin import ScorerContext, parse_scorers, score_items
+
+    assert invoke("score", str(tiny_run), "--clip", "tiny-random", "--no-progress").exit_code == 0
+    frame = pd.read_parquet(tiny_run / "results.parquet")
+    items = [(r.image_sha256, tiny_run / r.image_path, r.prompt) for r in frame.itertuples()]
+    (clip,) = parse_scorers("clip", ScorerContext(cache=EmbeddingCache(tmp_path / "c.db"), clip="tiny-random"))
+    values, _ = score_items([clip], items)
+    got = [values["clip"][clip.key(sha, p)] for sha, _, p in items]
+    np.testing.assert_allclose(got, frame["clip_score"].to_numpy(), atol=1e-6)
