@@ -27,6 +27,7 @@ from pydantic import Field
 
 from lorascope.harness.errors import InvalidRequest, ProviderError
 from lorascope.harness.models import Estimate, GenerationRequest, GenerationResult, LoraSpec
+from lorascope.harness.modes import mode_problems
 from lorascope.harness.providers.base import OnSubmitted, Provider, ProviderConfig
 from lorascope.harness.providers.local_adapters import Adapters, safetensors_header_problem
 from lorascope.harness.providers.local_pipeline import REAL_SIZE_MULTIPLE, TINY_MODEL, PipelineCache, one_line
@@ -34,12 +35,14 @@ from lorascope.harness.providers.local_requests import (
     JPEG_WEBP_QUALITY,
     MAX_LORAS,
     check_batchable,
+    denoising_steps,
     draw_seeds,
     encode,
     free,
     pipeline_kwargs,
     request_problems,
     to_results,
+    vae_round_trip,
 )
 from lorascope.harness.ray_settings import ExecutorSettings
 from lorascope.registry.models import PICKLE_SUFFIXES
@@ -94,6 +97,9 @@ class DiffusersProvider(Provider):
     needs_local_files: ClassVar[bool] = True
     deterministic: ClassVar[bool] = True
     known_options: ClassVar[frozenset[str]] = frozenset({"guidance_scale", "max_sequence_length"})
+    #: Image modes: diffusers' Img2Img and Inpaint pipelines share the loaded components.
+    modes: ClassVar[frozenset[str]] = frozenset({"txt2img", "img2img", "inpaint"})
+    input_forms: ClassVar[str] = "bytes"
 
     config: DiffusersConfig
 
@@ -143,6 +149,7 @@ class DiffusersProvider(Provider):
     def validate(self, request: GenerationRequest) -> list[str]:
         problems = request_problems(request, model=self.config.model, size_multiple=self._pipeline.size_multiple(),
                                     known_options=self.known_options, provider_name=self.name)
+        problems += mode_problems(self, request)  # img2img/inpaint from local files; no ControlNet yet
         seen: set[str] = set()
         for spec in request.loras:
             problems.extend(self._validate_lora(spec, seen))
@@ -290,13 +297,17 @@ class DiffusersProvider(Provider):
             generators = [torch.Generator(device="cuda" if on_cuda else "cpu").manual_seed(s) for s in image_seeds]
             call_started = time.perf_counter()
             try:
-                output = pipe(**pipeline_kwargs(template, self.config, generators))
+                if denoising_steps(template) < 1:  # strength 0: the input through the VAE
+                    output_images = vae_round_trip(pipe, template, len(generators))
+                else:
+                    mode_pipe = self._pipeline.for_mode(template.mode)
+                    output_images = mode_pipe(**pipeline_kwargs(template, self.config, generators)).images
             except torch.cuda.OutOfMemoryError as exc:
                 raise ProviderError(self.name, f"out of GPU memory: {one_line(exc, 200)}") from None
             if on_cuda:
                 torch.cuda.synchronize()
             inference_s = time.perf_counter() - call_started
-            images = [encode(img, template.output_format) for img in output.images]
+            images = [encode(img, template.output_format) for img in output_images]
             adapters = [[self._adapters.name_of(s) for s in r.loras] for r in requests]
 
         return to_results(self.name, requests, images, seeds=seeds, drawn=drawn, image_seeds=image_seeds,

@@ -45,6 +45,7 @@ class PipelineCache:
         self.loaded_revision: str | None = None
         self.device: str | None = None
         self.dtype_name: str | None = None
+        self._mode_pipes: dict[str, Any] = {}
 
     # ---- choices made from the settings (before any load) -------------------------------
 
@@ -145,6 +146,25 @@ class PipelineCache:
         self.load_s = time.perf_counter() - started
         return pipe
 
+    def for_mode(self, mode: str) -> Any:
+        """The pipeline for a generation mode: text-to-image is the loaded one; img2img and
+        inpaint are diffusers' `ZImageImg2ImgPipeline` / `ZImageInpaintPipeline` built with
+        `from_pipe`, which shares every component (no second copy of the weights), so the
+        LoRAs loaded into the transformer serve every mode."""
+        pipe = self.ensure()
+        if mode == "txt2img":
+            return pipe
+        if mode not in self._mode_pipes:
+            from diffusers import ZImageImg2ImgPipeline, ZImageInpaintPipeline
+
+            classes = {"img2img": ZImageImg2ImgPipeline, "inpaint": ZImageInpaintPipeline}
+            if mode not in classes:
+                raise ProviderError(self.provider_name, f"mode {mode} has no local pipeline")
+            derived = classes[mode].from_pipe(pipe)
+            derived.set_progress_bar_config(disable=True)
+            self._mode_pipes[mode] = derived
+        return self._mode_pipes[mode]
+
     def take_load_s(self) -> float:
         """The load time, once: the first result after the load reports it, later ones 0."""
         if self._load_reported:
@@ -195,6 +215,7 @@ class PipelineCache:
 
     def release(self) -> None:
         self.pipe = None
+        self._mode_pipes.clear()
 
     def software(self) -> dict[str, str]:
         """What produced an image: model, loaded revision, library versions, device, dtype."""

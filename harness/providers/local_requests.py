@@ -16,12 +16,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lorascope.harness.errors import InvalidRequest
-from lorascope.harness.models import Cost, GeneratedImage, GenerationRequest, GenerationResult, Timings
+from lorascope.harness.models import Cost, GeneratedImage, GenerationRequest, GenerationResult, InputImage, Timings
 
 if TYPE_CHECKING:
     from lorascope.harness.providers.local import DiffusersConfig
 
 MAX_LORAS = 3
+
 JPEG_WEBP_QUALITY = 95
 
 
@@ -32,7 +33,7 @@ def free() -> Cost:
 
 def request_problems(request: GenerationRequest, *, model: str, size_multiple: int,
                      known_options: frozenset[str], provider_name: str) -> list[str]:
-    """Everything but the LoRA files: size, steps, images, seed, options, LoRA count."""
+    """Everything but the LoRA files and the mode: size, steps, images, seed, options, LoRA count."""
     problems: list[str] = []
     for side, value in (("width", request.width), ("height", request.height)):
         if value <= 0 or value % size_multiple:
@@ -77,9 +78,20 @@ def draw_seeds(requests: list[GenerationRequest]) -> tuple[list[int], list[bool]
 
 def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", generators: list[Any]) -> dict[str, Any]:
     """The `ZImagePipeline.__call__` arguments: one prompt per generator, Turbo's steps and
-    guidance passed explicitly (a request's options win over the provider's settings)."""
+    guidance passed explicitly (a request's options win over the provider's settings). For
+    img2img/inpaint also the input (and mask) once per generator, so each image is encoded
+    with its own seed and a batched call gives each seed its single-call image, and the
+    strength (passed explicitly: the pipelines' defaults differ, 0.6 and 1.0)."""
     options = template.options
-    return {
+    conditioning: dict[str, Any] = {}
+    if template.init_image is not None:
+        picture = to_pil(template.init_image, "RGB")
+        conditioning["image"] = [picture] * len(generators)
+        conditioning["strength"] = float(template.strength if template.strength is not None
+                                         else DEFAULT_STRENGTH[template.mode])
+    if template.mask_image is not None:
+        conditioning["mask_image"] = [to_pil(template.mask_image, "L")] * len(generators)
+    return conditioning | {
         "prompt": [template.prompt] * len(generators),
         "height": template.height,
         "width": template.width,
@@ -89,6 +101,46 @@ def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", gene
         "generator": generators,
         "output_type": "pil",
     }
+
+
+#: The pipelines' own strength defaults, used when a request gives none.
+DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0}
+
+
+def to_pil(image: InputImage, mode: str) -> Any:
+    """An input's bytes as a Pillow image in `mode` (RGB picture, L mask)."""
+    from PIL import Image
+
+    if image.data is None:
+        raise InvalidRequest("diffusers", [f"input {image.label} is a URL; the local pipeline needs the file"])
+    with Image.open(io.BytesIO(image.data)) as opened:
+        return opened.convert(mode)
+
+
+def denoising_steps(request: GenerationRequest) -> int:
+    """How many denoising steps img2img/inpaint run at the request's strength (diffusers'
+    `get_timesteps`): 0 means the input comes back through the VAE only."""
+    if request.init_image is None:
+        return request.steps
+    strength = request.strength if request.strength is not None else DEFAULT_STRENGTH[request.mode]
+    init = min(request.steps * strength, request.steps)
+    return request.steps - int(max(request.steps - init, 0))
+
+
+def vae_round_trip(pipe: Any, template: GenerationRequest, count: int) -> list[Any]:
+    """Strength 0 (no denoising step; diffusers would raise): the input encoded and decoded
+    by the pipeline's VAE, the latent distribution's mode, no noise. What strength 0 means:
+    the input, within the VAE's round trip."""
+    import torch
+
+    processor = pipe.image_processor
+    pixels = processor.preprocess(to_pil(template.init_image, "RGB"), height=template.height, width=template.width)
+    vae = pipe.vae
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+        decoded = vae.decode(latents, return_dict=False)[0]
+    images = processor.postprocess(decoded, output_type="pil")
+    return images * count
 
 
 def encode(image: Any, fmt: str) -> GeneratedImage:
