@@ -104,7 +104,9 @@ def test_demo_report_in_the_browser(demo_dir, browser):
         assert grid.locator("thead th").count() == 2 + len(DEMO_SCALES)
         assert grid.locator("tbody tr").count() == len(DEMO_PROMPTS) * len(DEMO_SEEDS)
         assert grid.locator("figure.fig img").count() == len(DEMO_PROMPTS) * len(DEMO_SEEDS) * (1 + len(DEMO_SCALES))
-    assert page.locator("svg path.series").count() == 2 * len(DEMO_LORAS)
+    # per LoRA: style shift, CLIPScore and the random-weight preference scorer (hpsv2:tiny-random)
+    assert page.locator("svg path.series").count() == 3 * len(DEMO_LORAS)
+    assert page.get_by_text("hpsv2:tiny-random vs scale", exact=False).count() >= len(DEMO_LORAS)
     assert page.locator("table.recs tbody tr").count() == len(DEMO_LORAS)
     assert log.problems() == []
     page.set_viewport_size({"width": 1400, "height": 1800})
