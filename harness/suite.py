@@ -286,39 +286,39 @@ class Suite(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             problems.append(f"providers listed twice: {dup}")
-        problems += self._mode_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
-    def _mode_problems(self) -> list[str]:
-        problems = []
+    def mode_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """(YAML location, message) for every way `mode`, `images`, `strengths` and
+        `controlnet` disagree; `parse_suite` turns them into file:line problems."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
         ids = [i.id for i in self.images]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
-            problems.append(f"image ids listed twice: {dup}")
+            problems.append((("images",), f"image ids listed twice: {dup}"))
         if self.mode == "txt2img":
             for name, given in (("images", bool(self.images)), ("strengths", self.strengths is not None),
                                 ("controlnet", self.controlnet is not None)):
                 if given:
-                    problems.append(f"{name} given but mode is text-to-image (set mode: img2img, inpaint or controlnet)")
+                    problems.append(((name,), "given but mode is text-to-image (set mode: img2img, inpaint or controlnet)"))
             return problems
         if not self.images:
-            problems.append(f"mode {self.mode} needs images: [{{id, image{', mask' if self.mode == 'inpaint' else ''}}}]")
-        if self.mode == "inpaint":
-            missing = [i.id for i in self.images if not i.mask]
-            if missing:
-                problems.append(f"mode inpaint needs a mask for every image; none for {missing}")
-        elif any(i.mask for i in self.images):
-            problems.append(f"masks are only used by mode inpaint (mode is {self.mode})")
-        if self.mode == "controlnet":
-            if self.strengths is not None:
-                problems.append("strengths are for img2img and inpaint; ControlNet uses controlnet.scale")
-        else:
-            if self.controlnet is not None:
-                problems.append(f"controlnet settings given but mode is {self.mode}")
-            if any(i.control for i in self.images):
-                problems.append(f"control images are only used by mode controlnet (mode is {self.mode})")
+            mask = ", mask" if self.mode == "inpaint" else ""
+            problems.append((("mode",), f"mode {self.mode} needs images: [{{id, image{mask}}}]"))
+        for index, item in enumerate(self.images):
+            if self.mode == "inpaint" and not item.mask:
+                problems.append((("images", index), f"mode inpaint needs a mask for image {item.id!r}"))
+            if self.mode != "inpaint" and item.mask:
+                problems.append((("images", index, "mask"), f"masks are only used by mode inpaint (mode is {self.mode})"))
+            if self.mode != "controlnet" and item.control:
+                problems.append((("images", index, "control"),
+                                 f"control images are only used by mode controlnet (mode is {self.mode})"))
+        if self.mode == "controlnet" and self.strengths is not None:
+            problems.append((("strengths",), "strengths are for img2img and inpaint; ControlNet uses controlnet.scale"))
+        if self.mode != "controlnet" and self.controlnet is not None:
+            problems.append((("controlnet",), f"controlnet settings given but mode is {self.mode}"))
         return problems
 
     @property
@@ -446,6 +446,9 @@ def parse_suite(text: str, path: Path | None = None) -> Suite:
                 msg = f"unknown field (known: {', '.join(Suite.model_fields)})" if len(loc) == 1 else "unknown field"
             problems.append(f"{_where(path, tree, loc)}: {_field(loc)}: {msg}")
         raise SuiteError(problems) from None
+    mode_problems = suite.mode_problems()
+    if mode_problems:
+        raise SuiteError([f"{_where(path, tree, loc)}: {_field(loc)}: {msg}" for loc, msg in mode_problems])
     suite._path = path
     suite._text = text
     suite._tree = tree

@@ -93,7 +93,7 @@ def test_text_to_image_suites_expand_as_before(project):
 def test_inpaint_needs_masks_and_default_strength_is_one(project):
     text = IMG2IMG.replace("mode: img2img", "mode: inpaint").replace("strengths: [0.3, 0.6, 0.9]\n", "")
     text = text.replace("image: inputs/photo.png}", "image: inputs/photo.png, mask: inputs/mask.png}")
-    with pytest.raises(SuiteError, match=r"needs a mask for every image; none for \['remote'\]"):
+    with pytest.raises(SuiteError, match=r"suite.yaml:8: images\[1\]: mode inpaint needs a mask for image .remote."):
         load_suite(write(project, text))
     text = text.replace('image: "https://example.org/street.jpg"', 'image: inputs/photo.png, mask: inputs/mask.png')
     grid = expand(load_suite(write(project, text)))
@@ -140,8 +140,8 @@ def test_mode_fields_outside_their_mode_are_refused(project):
     text = "name: t\nproviders: [fal]\nprompts: [x]\nstrengths: [0.5]\nimages: [{id: a, image: inputs/photo.png}]\n"
     with pytest.raises(SuiteError) as caught:
         load_suite(write(project, text))
-    assert "images given but mode is text-to-image" in str(caught.value)
-    assert "strengths given but mode is text-to-image" in str(caught.value)
+    assert "suite.yaml:5: images: given but mode is text-to-image" in str(caught.value)
+    assert "suite.yaml:4: strengths: given but mode is text-to-image" in str(caught.value)
     with pytest.raises(SuiteError, match=r"strength\(s\) \[1.5\] outside \[0, 1\]"):
         load_suite(write(project, IMG2IMG.replace("0.9]", "1.5]")))
 
