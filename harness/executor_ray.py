@@ -81,8 +81,9 @@ class RayPool:
         owns = False
         if not ray.is_initialized():
             try:
-                ray.init(address=choice.address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                # in a thread: starting Ray takes ~10 s and hosted providers share this event loop
+                await asyncio.to_thread(ray.init, address=choice.address, include_dashboard=False,
+                                        log_to_driver=False, configure_logging=False)
             except Exception as exc:
                 where = choice.address or "a local Ray instance"
                 raise RayStartError(f"cannot start or join {where}: {one_line(exc, 240)}") from None
