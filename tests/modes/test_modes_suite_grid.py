@@ -181,3 +181,30 @@ def test_run_and_dry_run_print_the_usage_warnings(project, monkeypatch):
     path = write(project, "name: w\nproviders: [fal]\nloras: [adapter]\nprompts: [x]\n")
     result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--no-progress"])
     assert "'adapter' is a training-adapter LoRA" in result.output, result.output
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` (valid CRC) and holds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def test_huge_and_hostile_inputs_are_refused_without_decoding(project):
+    (project / "inputs" / "huge.png").write_bytes(_png_header_only(10_000, 10_000))
+    (project / "inputs" / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    (project / "inputs" / "folder.png").mkdir()
+    images = ("images:\n  - {id: photo, image: inputs/photo.png}\n  - {id: huge, image: inputs/huge.png}\n"
+              "  - {id: bomb, image: inputs/bomb.png}\n  - {id: dir, image: inputs/folder.png}\n")
+    path = write(project, "name: h\nmode: img2img\nproviders: [fal]\nprompts: [x]\n" + images)
+    with pytest.raises(SuiteError) as caught:
+        expand(load_suite(path))
+    text_of = "\n".join(caught.value.problems)
+    assert "images[1].image: " in text_of and "is 10000x10000; the limit is 67,108,864 pixels" in text_of
+    assert "images[2].image: " in text_of and "bomb.png is not a readable image" in text_of
+    assert "images[3].image: " in text_of and "folder.png is not a file" in text_of
