@@ -15,6 +15,7 @@ from lorascope.harness.grid import expand
 from lorascope.harness.runner import run_suite_async
 from lorascope.harness.suite import load_suite
 from tests.fakes.images import make_image
+from tests.helpers.harness_fakes import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("diffusers")
@@ -73,3 +74,42 @@ async def test_img2img_run_stores_strength_and_image_and_reruns_for_free(tmp_pat
     data = json.loads(re.search(r'<script[^>]*id="grid-data"[^>]*>(.*?)</script>', html, re.S).group(1))
     axes = {a["id"]: [v["key"] for v in a["values"]] for a in data["axes"]}
     assert sorted(axes["strength"]) == ["0", "0.5"] and sorted(axes["init_image"]) == ["a", "b"]
+
+
+async def test_fal_img2img_suite_runs_against_the_fake_and_is_never_paid_twice(tmp_path, monkeypatch):
+    """The example suite shape on fal's loopback fake: a local input goes as a data URI to
+    the image-to-image endpoints, every strength has its baseline, a re-run sends nothing."""
+    import base64
+
+    from tests.fakes import TEST_KEY, FalFake
+
+    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
+    project = tmp_path / "proj"
+    (project / "in").mkdir(parents=True)
+    (project / "loras.yaml").write_text(CATALOGUE)
+    photo = make_image("jpeg", 64, 64, seed=6)
+    (project / "in" / "photo.jpg").write_bytes(photo)
+    (project / "suite.yaml").write_text(
+        "name: fal-i2i\nmode: img2img\nproviders:\n  - fal: {concurrency: 2}\nloras: [paint]\nscales: [0.8]\n"
+        "strengths: [0.4, 0.8]\nimages: [{id: photo, image: in/photo.jpg}]\nprompts: [a harbour]\nseeds: [1]\n"
+        "size: 512x512\n")
+    with FalFake(key=TEST_KEY) as fake:
+        monkeypatch.setenv("FAL_KEY", TEST_KEY)
+        monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
+        summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "r", progress=False,
+                                        handle_sigint=False)
+        assert summary.exit_code == 0, summary
+        submits = fake.hits("submit")
+        again = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "r", progress=False,
+                                      handle_sigint=False)
+        assert len(fake.hits("submit")) == 4 and sum(p.sent for p in again.providers.values()) == 0
+    paths = sorted(s.path for s in submits)
+    assert paths == ["/fal-ai/z-image/turbo/image-to-image"] * 2 + ["/fal-ai/z-image/turbo/image-to-image/lora"] * 2
+    assert sorted(s.json["strength"] for s in submits) == [0.4, 0.4, 0.8, 0.8]
+    for s in submits:
+        assert base64.b64decode(s.json["image_url"].removeprefix("data:image/jpeg;base64,")) == photo
+    frame = pd.read_parquet(tmp_path / "r" / "results.parquet")
+    assert sorted(zip(frame.strength, frame.lora)) == [(0.4, ""), (0.4, "paint"), (0.8, ""), (0.8, "paint")]
+    assert set(frame.endpoint) == {"fal-ai/z-image/turbo/image-to-image", "fal-ai/z-image/turbo/image-to-image/lora"}
+    db = (tmp_path / "r" / "run.db").read_bytes()
+    assert base64.b64encode(photo)[:40] not in db  # the input's bytes are not copied into run.db
