@@ -20,11 +20,14 @@ def run(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Requests in flight per provider."),
     fresh: bool = typer.Option(False, "--fresh", help="Ask the providers again instead of reusing stored generations."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
-    ray: Optional[str] = typer.Option(
-        None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-        help="Run local (diffusers) generations on Ray workers, one per GPU or CPU slot: alone, start a local "
-        "Ray instance; with an ADDRESS (ray://host:10001, host:6379, auto), join that cluster. "
-        "Needs pip install 'lorascope[ray]'. Put it after SUITE, or write --ray=ADDRESS.",
+    ray: bool = typer.Option(
+        False, "--ray", help="Run local (diffusers) generations on Ray workers, one per GPU or CPU slot: on the "
+        "cluster RAY_ADDRESS names, else the Ray instance running on this machine, else a local one started for "
+        "the run. Needs pip install 'lorascope[ray]'.",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", metavar="ADDRESS",
+        help="Like --ray, on the Ray cluster at ADDRESS (auto, host:6379, ray://host:10001).",
     ),
 ) -> None:
     from rich.console import Console
@@ -40,7 +43,8 @@ def run(
         loaded = load_suite(suite)
         run_dir = out if out is not None else Path("runs") / loaded.name
         summary = run_suite(loaded, run_dir, providers=only, fresh=fresh, max_cost=max_cost,
-                            concurrency=concurrency, dry_run=dry_run, progress=not no_progress, ray=ray)
+                            concurrency=concurrency, dry_run=dry_run, progress=not no_progress,
+                            ray=ray_address or ("local" if ray else None))
     except SuiteError as exc:
         err.print(f"[bold red]{len(exc.problems)} problem(s); nothing was sent:[/]", highlight=False)
         for problem in exc.problems:

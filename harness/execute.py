@@ -62,7 +62,7 @@ class Executor:
     max_cost: float | None
     progress: Any
     attempts: dict[str, int]
-    ray: str | None = None  # `--ray [ADDRESS]`: providers that can run on Ray go there (ray_settings.LOCAL = start one)
+    ray: str | None = None  # `--ray` (ray_settings.LOCAL) / `--ray-address`: providers that can run on Ray go there
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     spent: float = 0.0  # this invocation: finished (billed or estimated) + in-flight estimates
     in_flight: dict[int, _InFlight] = field(default_factory=dict)

@@ -71,7 +71,7 @@ class RayPool:
         self.started = time.monotonic()
 
     @classmethod
-    async def start(cls, choice: RayChoice, provider: str, inst: Any) -> "RayPool":
+    async def start(cls, choice: RayChoice, provider: str, inst: Any, *, in_thread: bool = False) -> "RayPool":
         try:
             import ray
         except ImportError:
@@ -81,9 +81,12 @@ class RayPool:
         owns = False
         if not ray.is_initialized():
             try:
-                # in a thread: starting Ray takes ~10 s and hosted providers share this event loop
-                await asyncio.to_thread(ray.init, address=choice.address, include_dashboard=False,
-                                        log_to_driver=False, configure_logging=False)
+                kwargs = dict(address=choice.address, include_dashboard=False, log_to_driver=False,
+                              configure_logging=False)
+                if in_thread:  # starting Ray takes ~10 s; other providers share this event loop
+                    await asyncio.to_thread(ray.init, **kwargs)  # (Ray then sets no SIGTERM handler)
+                else:
+                    ray.init(**kwargs)
             except Exception as exc:
                 where = choice.address or "a local Ray instance"
                 raise RayStartError(f"cannot start or join {where}: {one_line(exc, 240)}") from None
@@ -209,7 +212,7 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
     if not units:
         return
     try:
-        pool = await RayPool.start(choice, provider, inst)
+        pool = await RayPool.start(choice, provider, inst, in_thread=len(ex.plan.instances) > 1)
     except RayStartError as exc:
         ex.summary.fatal = ex.summary.fatal or f"{provider}: {exc}"
         ps.not_sent += len(units)

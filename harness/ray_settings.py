@@ -2,7 +2,7 @@
 
 A provider whose config includes these fields (the local `diffusers` provider) can run its
 grid on a Ray cluster: `providers: [{diffusers: {executor: ray, workers: 2}}]` in a suite, or
-`lorascope run SUITE --ray [ADDRESS]` for every such provider. Kept apart from the executor
+`lorascope run SUITE --ray` / `--ray-address ADDRESS` for every such provider. Kept apart from the executor
 itself so a provider's config can name it without importing Ray (or anything heavy).
 """
 
@@ -15,7 +15,7 @@ from pydantic import Field
 
 from lorascope.harness.providers.base import ProviderConfig
 
-#: `--ray` given without an address: start a local Ray instance (or join RAY_ADDRESS).
+#: `--ray` without `--ray-address`: ray.init() finds RAY_ADDRESS or the instance running here, else starts one.
 LOCAL = "local"
 
 
@@ -56,7 +56,7 @@ class RayChoice:
 def ray_choice(config: Any, cli_ray: str | None) -> RayChoice | None:
     """The Ray shape for a provider, or None when it runs in-process.
 
-    `cli_ray` is `--ray`'s value (`LOCAL` without an address): it sends every provider that
+    `cli_ray` is `--ray-address` (`LOCAL` for a bare `--ray`): it sends every provider that
     can run on Ray there, and its address wins over the suite's `ray_address`."""
     if not isinstance(config, ExecutorSettings):
         return None

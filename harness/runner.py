@@ -64,7 +64,7 @@ async def run_suite_async(
     ray: str | None = None,
 ) -> RunSummary:
     """Run (or dry-run) a suite into `out_dir`; see the module docstring for the order of work.
-    `ray`: `--ray [ADDRESS]` (`"local"` without one): providers that can run on Ray go there."""
+    `ray`: `--ray-address` (`"local"` for a bare `--ray`): providers that can run on Ray go there."""
     started = time.monotonic()
     out_dir = Path(out_dir)
     plan, problems = build_plan(suite, providers=providers, concurrency=concurrency, lookup=provider_lookup,

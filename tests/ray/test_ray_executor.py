@@ -1,7 +1,7 @@
 """The Ray executor on a local Ray instance (2 CPU workers, tiny-random pipeline, 20 cells):
 same bytes as a single-process run, each LoRA file loaded at most once per worker, a killed
 worker's cells finished by the other exactly once, Ctrl-C leaves a run that resumes (through
-`lorascope run --ray ADDRESS`, joining the running instance) without resending anything done."""
+`lorascope run --ray-address ADDRESS`, joining the running instance) without resending anything done."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ async def test_ctrl_c_stops_workers_and_the_run_resumes_through_the_cli(ray_clus
     address = ray_cluster.get_runtime_context().gcs_address
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "lorascope"), "run", str(ray_project / "local.yaml"), "--out", str(out),
-         "--no-progress", "--ray", address],
+         "--no-progress", "--ray-address", address],
         capture_output=True, text=True, timeout=240, env={**os.environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
