@@ -35,6 +35,7 @@ from lorascope.harness.providers.local_requests import (
     JPEG_WEBP_QUALITY,
     MAX_LORAS,
     check_batchable,
+    controlnet_problems,
     denoising_steps,
     draw_seeds,
     encode,
@@ -83,6 +84,10 @@ class DiffusersConfig(ExecutorSettings):
     hotswap_target_rank: int = Field(default=128, ge=1, description="highest LoRA rank to hot-swap")
     max_adapters: int = Field(default=16, ge=MAX_LORAS, description="loaded adapters kept (LRU)")
     local_files_only: bool = Field(default=False, description="never contact the hub for the model")
+    controlnet: str | None = Field(
+        default=None, description="ControlNet for mode controlnet: a .safetensors file, a diffusers folder, a hub "
+        "repo id (e.g. alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union), or tiny-random")
+    controlnet_revision: str | None = Field(default=None, description="hub revision of the ControlNet repo")
 
     @property
     def hotswap_mode(self) -> bool:
@@ -98,7 +103,7 @@ class DiffusersProvider(Provider):
     deterministic: ClassVar[bool] = True
     known_options: ClassVar[frozenset[str]] = frozenset({"guidance_scale", "max_sequence_length"})
     #: Image modes: diffusers' Img2Img and Inpaint pipelines share the loaded components.
-    modes: ClassVar[frozenset[str]] = frozenset({"txt2img", "img2img", "inpaint"})
+    modes: ClassVar[frozenset[str]] = frozenset({"txt2img", "img2img", "inpaint", "controlnet"})
     input_forms: ClassVar[str] = "bytes"
 
     config: DiffusersConfig
@@ -121,6 +126,8 @@ class DiffusersProvider(Provider):
         return self.config.model
 
     def endpoint(self, request: GenerationRequest) -> str:
+        if request.mode == "controlnet":  # the ControlNet's weights shape the picture too
+            return f"diffusers:{self.config.model}+controlnet:{self._pipeline.controlnet_identity()}"
         return f"diffusers:{self.config.model}"
 
     def model_version(self) -> str:
@@ -149,7 +156,8 @@ class DiffusersProvider(Provider):
     def validate(self, request: GenerationRequest) -> list[str]:
         problems = request_problems(request, model=self.config.model, size_multiple=self._pipeline.size_multiple(),
                                     known_options=self.known_options, provider_name=self.name)
-        problems += mode_problems(self, request)  # img2img/inpaint from local files; no ControlNet yet
+        problems += mode_problems(self, request)  # image modes from local files
+        problems += controlnet_problems(request, self.config.controlnet)
         seen: set[str] = set()
         for spec in request.loras:
             problems.extend(self._validate_lora(spec, seen))

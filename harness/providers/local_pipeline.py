@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorascope.harness.errors import ProviderError
-from lorascope.registry.models import REPO_ID
+from lorascope.registry.models import PICKLE_SUFFIXES, REPO_ID
 
 if TYPE_CHECKING:
     from lorascope.harness.providers.local import DiffusersConfig
@@ -155,15 +155,67 @@ class PipelineCache:
         if mode == "txt2img":
             return pipe
         if mode not in self._mode_pipes:
-            from diffusers import ZImageImg2ImgPipeline, ZImageInpaintPipeline
+            from diffusers import ZImageControlNetPipeline, ZImageImg2ImgPipeline, ZImageInpaintPipeline
 
-            classes = {"img2img": ZImageImg2ImgPipeline, "inpaint": ZImageInpaintPipeline}
-            if mode not in classes:
+            if mode == "controlnet":
+                derived = ZImageControlNetPipeline.from_pipe(pipe, controlnet=self._load_controlnet(pipe))
+            elif mode in ("img2img", "inpaint"):
+                derived = {"img2img": ZImageImg2ImgPipeline, "inpaint": ZImageInpaintPipeline}[mode].from_pipe(pipe)
+            else:
                 raise ProviderError(self.provider_name, f"mode {mode} has no local pipeline")
-            derived = classes[mode].from_pipe(pipe)
             derived.set_progress_bar_config(disable=True)
             self._mode_pipes[mode] = derived
         return self._mode_pipes[mode]
+
+    def controlnet_identity(self) -> str | None:
+        """What the `controlnet` setting will load (part of ControlNet requests' endpoint):
+        the tiny model's version, a local file's or folder's identity, or `repo@revision`."""
+        name = self.config.controlnet
+        if not name:
+            return None
+        if name == "tiny-random":
+            from lorascope.harness.providers.tiny_controlnet import TINY_CONTROLNET_REVISION
+
+            return TINY_CONTROLNET_REVISION
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return folder_identity(path)
+        if path.is_file():
+            stat = path.stat()
+            return f"file-{path.name}-{stat.st_size}-{stat.st_mtime_ns}"
+        return f"{name}@{self.config.controlnet_revision or 'main'}"
+
+    def _load_controlnet(self, pipe: Any) -> Any:
+        """The ControlNet the settings name, on the pipeline's device and dtype: the tiny
+        random one, a single `.safetensors` file (alibaba-pai's release format, through
+        `from_single_file`), or a diffusers folder / hub repo (`from_pretrained`)."""
+        import torch
+
+        name = self.config.controlnet
+        if not name:
+            raise ProviderError(self.provider_name, "mode controlnet needs the `controlnet` setting "
+                                "(a .safetensors file, a folder, a hub repo id, or tiny-random)")
+        dtype = getattr(torch, self.dtype_name or "float32")
+        if name == "tiny-random":
+            from lorascope.harness.providers.tiny_controlnet import build_tiny_controlnet
+
+            model = build_tiny_controlnet(dtype)
+        else:
+            from diffusers import ZImageControlNetModel
+
+            path = Path(name).expanduser()
+            try:
+                if path.suffix.lower() in PICKLE_SUFFIXES:
+                    raise ValueError("pickle weight files execute code when loaded; only .safetensors is accepted")
+                if path.is_file():
+                    model = ZImageControlNetModel.from_single_file(str(path), **_dtype_kwarg(dtype))
+                else:
+                    model = ZImageControlNetModel.from_pretrained(
+                        str(path) if path.is_dir() else name, revision=self.config.controlnet_revision,
+                        local_files_only=self.config.local_files_only, **_dtype_kwarg(dtype))
+            except Exception as exc:  # diffusers raises OSError/ValueError/KeyError here
+                raise ProviderError(self.provider_name, f"cannot load ControlNet {name}: {one_line(exc, 200)}") from None
+        return model.to(pipe.device)
 
     def take_load_s(self) -> float:
         """The load time, once: the first result after the load reports it, later ones 0."""

@@ -91,6 +91,10 @@ def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", gene
                                          else DEFAULT_STRENGTH[template.mode])
     if template.mask_image is not None:
         conditioning["mask_image"] = [to_pil(template.mask_image, "L")] * len(generators)
+    if template.control_image is not None:  # one picture: the pipeline repeats it per image
+        conditioning["control_image"] = to_pil(template.control_image, "RGB")
+        conditioning["controlnet_conditioning_scale"] = float(
+            template.control_scale if template.control_scale is not None else DEFAULT_CONTROL_SCALE)
     return conditioning | {
         "prompt": [template.prompt] * len(generators),
         "height": template.height,
@@ -105,6 +109,25 @@ def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", gene
 
 #: The pipelines' own strength defaults, used when a request gives none.
 DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0}
+#: `ZImageControlNetPipeline`'s default `controlnet_conditioning_scale` (fal's too).
+DEFAULT_CONTROL_SCALE = 0.75
+
+
+def controlnet_problems(request: GenerationRequest, controlnet: str | None) -> list[str]:
+    """What the local ControlNet path cannot do: no ControlNet configured, fal's
+    start/end window and preprocessors (diffusers' pipeline has neither)."""
+    if request.control_image is None:
+        return []
+    problems = []
+    if not controlnet:
+        problems.append("mode controlnet needs the diffusers setting `controlnet` (a .safetensors file, a folder, "
+                        "a hub repo id such as alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union, or tiny-random)")
+    if request.control_start is not None or request.control_end is not None:
+        problems.append("controlnet start/end: diffusers' ZImageControlNetPipeline has no such window (fal only)")
+    if request.preprocess not in (None, "none"):
+        problems.append(f"controlnet preprocess {request.preprocess!r}: the local pipeline takes a ready edge/depth/"
+                        "pose map as the control image (fal only preprocesses)")
+    return problems
 
 
 def to_pil(image: InputImage, mode: str) -> Any:

@@ -98,9 +98,7 @@ async def test_batched_seeds_match_single_calls(provider):
         assert np.abs(pixels(b) - pixels(s)).max() <= 2.0  # batched kernels round differently (docs/local.md)
 
 
-def test_controlnet_and_urls_are_refused(provider):
-    control = GenerationRequest(prompt="p", width=SIZE, height=SIZE, control_image=PHOTO)
-    assert any("mode controlnet is not served by diffusers" in p for p in provider.validate(control))
+def test_urls_are_refused(provider):
     url = req(init_image=InputImage(url="https://example.org/a.png"), strength=0.5)
     assert any("needs input images as local files" in p for p in provider.validate(url))
 
@@ -120,3 +118,40 @@ async def test_loras_apply_to_img2img_as_to_text_to_image(provider, tmp_path):
     assert np.abs(pixels(at_one) - pixels(base)).mean() > 1.0
     assert provider.lora_loads == loads and inpainted.images  # the inpaint pipeline shares the loaded adapter
     provider.remove_loras()
+
+
+@pytest.fixture(scope="module")
+def cn_provider():
+    from lorascope.harness.providers.local import DiffusersProvider
+
+    provider = DiffusersProvider({"model": "tiny-random", "controlnet": "tiny-random"})
+    provider.load_pipeline()
+    return provider
+
+
+def cn_req(**kw) -> GenerationRequest:
+    return GenerationRequest(**{"prompt": "a red and blue wall", "width": SIZE, "height": SIZE, "seed": 3, "steps": 2,
+                                "control_image": PHOTO, **kw})
+
+
+async def test_controlnet_follows_the_control_image_and_scale(cn_provider):
+    first = await cn_provider.generate(cn_req(control_scale=0.7))
+    again = await cn_provider.generate(cn_req(control_scale=0.7))
+    weaker = await cn_provider.generate(cn_req(control_scale=0.2))
+    flipped = _png(_photo().transpose(Image.FLIP_LEFT_RIGHT))
+    other = await cn_provider.generate(cn_req(control_scale=0.7, control_image=flipped))
+    assert first.images[0].data == again.images[0].data
+    assert np.abs(pixels(first) - pixels(weaker)).mean() > 0.5
+    assert np.abs(pixels(first) - pixels(other)).mean() > 0.5
+    cache = cn_provider._pipeline
+    control = cache.for_mode("controlnet")
+    assert type(control).__name__ == "ZImageControlNetPipeline" and control.transformer is cache.pipe.transformer
+    assert cn_provider.endpoint(cn_req()) == "diffusers:tiny-random+controlnet:tiny-controlnet-v1"
+    assert cn_provider.endpoint(req(strength=0.5)) == "diffusers:tiny-random"  # other modes keep theirs
+
+
+def test_controlnet_needs_weights_and_refuses_fal_only_settings(provider, cn_provider):
+    assert any("needs the diffusers setting `controlnet`" in p for p in provider.validate(cn_req()))
+    problems = "\n".join(cn_provider.validate(cn_req(control_end=0.8, preprocess="canny")))
+    assert "start/end" in problems and "preprocess 'canny'" in problems
+    assert cn_provider.validate(cn_req(control_scale=0.5)) == []
