@@ -268,7 +268,7 @@ def expand(
             for s in strengths for item in inputs
         ]
 
-    cap_problem = grid_size_problem(suite, setups, len(combos) * len(conditionings), max_cells)
+    cap_problem = grid_size_problem(suite, setups, len(combos), max_cells, inputs=len(conditionings))
     if cap_problem:
         raise SuiteError([cap_problem])
 
@@ -395,18 +395,19 @@ def _usage_warnings(suite: Suite, entries: dict[str, Any], combos: list[tuple[tu
 
 
 def grid_size_problem(suite: Suite, setups: dict[str, ProviderSetup], n_lora_settings: int,
-                      max_cells: int | None = None) -> str | None:
+                      max_cells: int | None = None, inputs: int = 1) -> str | None:
     """Why the grid is too large to build, counted from the axes' lengths (nothing expanded):
-    a typo like `seeds: [0..40000000]` must not fill memory before the dry run can say so."""
+    a typo like `seeds: [0..40000000]` must not fill memory before the dry run can say so.
+    `inputs`: (input image, strength) pairs of an image-conditioned suite."""
     limit = MAX_CELLS if max_cells is None else max_cells
     variants = sum(math.prod(len(v) for v in setup.axes.values()) for setup in setups.values())
-    # n_lora_settings counts each LoRA setting once per (input image, strength) pair
-    total = variants * n_lora_settings * len(suite.prompts) * len(suite.seeds)
+    total = variants * n_lora_settings * inputs * len(suite.prompts) * len(suite.seeds)
     if total <= limit:
         return None
+    conditioned = f" x {inputs:,} input/strength pair(s)" if inputs != 1 else ""
     return (f"{suite.where()}: the grid has {total:,} cells ({variants:,} provider/option variant(s) x "
-            f"{n_lora_settings:,} LoRA setting(s) x {len(suite.prompts):,} prompt(s) x {len(suite.seeds):,} "
-            f"seed(s)); the limit is {limit:,}: split the suite or trim its scales, seeds or prompts")
+            f"{n_lora_settings:,} LoRA setting(s){conditioned} x {len(suite.prompts):,} prompt(s) x "
+            f"{len(suite.seeds):,} seed(s)); the limit is {limit:,}: split the suite or trim its scales, seeds or prompts")
 
 
 def _cell_id(provider: str, axes: tuple[tuple[str, Any], ...], prompt_id: str, seed: int | None,

@@ -208,3 +208,9 @@ def test_huge_and_hostile_inputs_are_refused_without_decoding(project):
     assert "images[1].image: " in text_of and "is 10000x10000; the limit is 67,108,864 pixels" in text_of
     assert "images[2].image: " in text_of and "bomb.png is not a readable image" in text_of
     assert "images[3].image: " in text_of and "folder.png is not a file" in text_of
+
+
+def test_the_size_cap_counts_inputs_and_strengths(project):
+    with pytest.raises(SuiteError, match=r"the grid has 60 cells \(1 provider/option variant\(s\) x 5 LoRA setting\(s\) "
+                                         r"x 6 input/strength pair\(s\) x 1 prompt\(s\) x 2 seed\(s\)\); the limit is 59"):
+        expand(load_suite(write(project, IMG2IMG)), max_cells=59)
