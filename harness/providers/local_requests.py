@@ -83,16 +83,17 @@ def pipeline_kwargs(template: GenerationRequest, config: "DiffusersConfig", gene
     with its own seed and a batched call gives each seed its single-call image, and the
     strength (passed explicitly: the pipelines' defaults differ, 0.6 and 1.0)."""
     options = template.options
+    size = (template.width, template.height)
     conditioning: dict[str, Any] = {}
     if template.init_image is not None:
-        picture = to_pil(template.init_image, "RGB")
+        picture = to_pil(template.init_image, "RGB", size)
         conditioning["image"] = [picture] * len(generators)
         conditioning["strength"] = float(template.strength if template.strength is not None
                                          else DEFAULT_STRENGTH[template.mode])
     if template.mask_image is not None:
-        conditioning["mask_image"] = [to_pil(template.mask_image, "L")] * len(generators)
+        conditioning["mask_image"] = [to_pil(template.mask_image, "L", size)] * len(generators)
     if template.control_image is not None:  # one picture: the pipeline repeats it per image
-        conditioning["control_image"] = to_pil(template.control_image, "RGB")
+        conditioning["control_image"] = to_pil(template.control_image, "RGB", size)
         conditioning["controlnet_conditioning_scale"] = float(
             template.control_scale if template.control_scale is not None else DEFAULT_CONTROL_SCALE)
     return conditioning | {
@@ -130,14 +131,20 @@ def controlnet_problems(request: GenerationRequest, controlnet: str | None) -> l
     return problems
 
 
-def to_pil(image: InputImage, mode: str) -> Any:
-    """An input's bytes as a Pillow image in `mode` (RGB picture, L mask)."""
+def to_pil(image: InputImage, mode: str, size: tuple[int, int]) -> Any:
+    """An input's bytes as a Pillow image in `mode` (RGB picture, L mask) at the request's
+    `size` (width, height). Resized here because diffusers' img2img/inpaint pipelines take
+    their size from the input when it differs, and their noise from the request: a 512 px
+    input in a 64 px request would not fit. Masks are resized without blending."""
     from PIL import Image
 
     if image.data is None:
         raise InvalidRequest("diffusers", [f"input {image.label} is a URL; the local pipeline needs the file"])
     with Image.open(io.BytesIO(image.data)) as opened:
-        return opened.convert(mode)
+        converted = opened.convert(mode)
+    if converted.size != size:
+        converted = converted.resize(size, Image.Resampling.NEAREST if mode == "L" else Image.Resampling.LANCZOS)
+    return converted
 
 
 def denoising_steps(request: GenerationRequest) -> int:
@@ -157,7 +164,8 @@ def vae_round_trip(pipe: Any, template: GenerationRequest, count: int) -> list[A
     import torch
 
     processor = pipe.image_processor
-    pixels = processor.preprocess(to_pil(template.init_image, "RGB"), height=template.height, width=template.width)
+    picture = to_pil(template.init_image, "RGB", (template.width, template.height))
+    pixels = processor.preprocess(picture, height=template.height, width=template.width)
     vae = pipe.vae
     with torch.no_grad():
         latents = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()

@@ -155,3 +155,14 @@ def test_controlnet_needs_weights_and_refuses_fal_only_settings(provider, cn_pro
     problems = "\n".join(cn_provider.validate(cn_req(control_end=0.8, preprocess="canny")))
     assert "start/end" in problems and "preprocess 'canny'" in problems
     assert cn_provider.validate(cn_req(control_scale=0.5)) == []
+
+
+async def test_inputs_of_another_size_are_resized_to_the_request(provider, cn_provider):
+    big = _png(_photo().resize((128, 96)))
+    big_mask = _png(Image.new("L", (128, 96), 255))
+    for request in (req(init_image=big, strength=0.6), req(init_image=big, mask_image=big_mask, strength=1.0),
+                    req(init_image=big, strength=0.0)):
+        image = (await provider.generate(request)).images[0]
+        assert (image.width, image.height) == (SIZE, SIZE)
+    image = (await cn_provider.generate(cn_req(control_image=big))).images[0]
+    assert (image.width, image.height) == (SIZE, SIZE)
