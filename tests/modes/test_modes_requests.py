@@ -81,3 +81,10 @@ def test_input_image_checks_its_hash_and_url() -> None:
     with pytest.raises(ValidationError, match="exactly one"):
         InputImage()
     assert _png(1).data_uri().startswith("data:image/png;base64,iVBOR")
+
+
+def test_data_uri_is_built_once_per_input_and_equality_ignores_it() -> None:
+    image = _png(4)
+    first = image.data_uri()
+    assert image.data_uri() is first  # every cell of a grid shares the encoding
+    assert image == InputImage(data=image.data, mime="image/png", width=32, height=32)
