@@ -21,8 +21,10 @@ rounds interleaved, so all of them see the same server and the same machine load
   aiohttp        aiohttp.ClientSession directly
   lorascope dry-run  the same command with --dry-run: start-up, suite, grid, validation,
                  fingerprints and estimates, no request (the fixed part of the cost)
-  lorascope run  the real CLI end to end (`lorascope run SUITE`, start-up, planning, the
-                 AI/ML API provider, write-ahead store, image checks and writes, parquet)
+  lorascope run  the real CLI end to end (`lorascope run SUITE`: start-up, planning, the
+                 AI/ML API provider, write-ahead store, image checks and writes, parquet);
+                 requests carried by aiohttp, answers read as httpx2 responses
+  lorascope run (httpx2)  the same, with httpx2 carrying the requests (for comparison)
 
 Per client: `process` = wall time of the whole process (interpreter start-up and imports
 included, the figure a user sees), `loop` = wall time of the requests alone (from the first
@@ -294,6 +296,22 @@ def suite_text(cells: int, conc: int) -> str:
             f"prompts:\n{prompts}\nseeds: {seeds}\nsize: {SIZE}x{SIZE}\nsteps: 8\n")
 
 
+#: `lorascope ...` with the hosted providers' requests carried by httpx2 instead of aiohttp
+#: (what `_http.ProviderHttp` does when it is handed a transport), for a same-run comparison
+HTTPX2_RUN = (
+    "import sys\n"
+    "import lorascope.harness.providers._hosted as hosted\n"
+    "class Httpx2Only(hosted.ProviderHttp):\n"
+    "    def __init__(self, *a, **k):\n"
+    "        super().__init__(*a, **k)\n"
+    "        self._use_aiohttp = False\n"
+    "hosted.ProviderHttp = Httpx2Only\n"
+    "from lorascope.cli import main\n"
+    "sys.argv = ['lorascope', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
 def lorascope_cmd(suite: Path, out: Path, conc: int) -> list[str]:
     lorascope = Path(sys.executable).with_name("lorascope")
     return [str(lorascope), "run", str(suite), "--out", str(out), "--no-progress", "--concurrency", str(conc)]
@@ -329,7 +347,8 @@ def machine_line() -> str:
 
 
 def compare(rounds: int, cells: int, conc: int, only: list[str] | None) -> None:
-    names = ["threaded", "httpx", "httpx-tuned", "httpx+sniffio", "httpx2", "httpx2+uvloop", "httpx+aiohttp", "aiohttp", "lorascope dry-run", "lorascope run"]
+    names = ["threaded", "httpx", "httpx-tuned", "httpx+sniffio", "httpx2", "httpx2+uvloop", "httpx+aiohttp", "aiohttp", "lorascope dry-run", "lorascope run",
+             "lorascope run (httpx2)"]
     if only:
         names = [n for n in names if n in only]
     needs = {"httpx+aiohttp": ("aiohttp", "httpx_aiohttp"), "aiohttp": ("aiohttp",), "httpx2+uvloop": ("uvloop",)}
@@ -352,12 +371,18 @@ def compare(rounds: int, cells: int, conc: int, only: list[str] | None) -> None:
             env = {**os.environ, "LORASCOPE_AIMLAPI_URL": url, "AIMLAPI_KEY": KEY, "PYTHONUNBUFFERED": "1"}
             for r in range(rounds):
                 for name in names:
-                    env["LORASCOPE_CACHE"] = str(tmp_path / f"cache-{r}-{len(results[name])}")
+                    # a fresh shared cache per run: a run must not be answered from another's
+                    env["LORASCOPE_CACHE"] = str(tmp_path / f"cache-{r}-{names.index(name)}")
                     if name == "lorascope run":
                         out = tmp_path / f"run-{r}"
                         wall, cpu, _ = run_child(lorascope_cmd(suite, out, conc), env)
                         loop = float("nan")
                         done = _succeeded(out)
+                    elif name == "lorascope run (httpx2)":  # the same run over the httpx2 client
+                        out = tmp_path / f"run-httpx2-{r}"
+                        cmd = [sys.executable, "-c", HTTPX2_RUN, *lorascope_cmd(suite, out, conc)[1:]]
+                        wall, cpu, _ = run_child(cmd, env)
+                        loop, done = float("nan"), _succeeded(out)
                     elif name == "lorascope dry-run":  # the fixed part: start-up, suite, plan, estimates
                         wall, cpu, _ = run_child(lorascope_cmd(suite, tmp_path / "dry", conc) + ["--dry-run"], env)
                         loop, done = float("nan"), cells

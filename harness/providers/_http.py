@@ -1,11 +1,15 @@
-"""Shared HTTP plumbing for the hosted providers: one pooled `httpx2.AsyncClient` per provider,
-explicit timeouts, bounded retries, and the mapping of HTTP answers onto `lorascope.harness.errors`.
+"""Shared HTTP plumbing for the hosted providers: one pooled client per provider, explicit
+timeouts, bounded retries, and the mapping of HTTP answers onto `lorascope.harness.errors`.
 
-Why httpx2 (the maintained fork of httpx, same API): httpx's pool (httpcore 1.x) re-checks every
-open connection on every request, and with anyio 4 it also retries a failed `import sniffio`
-per request; at concurrency 32 that made lorascope's client cost ~3-5 ms of CPU per cell and
-kept a grid ~1.5x off the network's floor. httpx2's pool does neither
-(`benchmarks/RESULTS-transports.md` has the side-by-side figures, aiohttp included).
+Which library carries the bytes, and why: requests go out over aiohttp (one `ClientSession`
+per provider) and every answer is handed on as an `httpx2.Response`, so the policy below and
+every provider module read httpx's API whatever carried the request. httpx's own pool
+(httpcore 1.x) re-checks every open connection on every request (and, with anyio 4, retries a
+failing `import sniffio` each time); at concurrency 32 that was 3-8 ms of CPU per cell, httpx2
+(the maintained fork) ~2.3 ms, aiohttp ~1 ms (`benchmarks/RESULTS-transports.md`). aiohttp's
+errors are sorted here into never sent / maybe sent / unreadable and named as httpx names
+them. A caller that hands in an httpx2 transport (a test double, a proxy transport) gets the
+httpx2 client instead, under the same policy.
 
 Why the retry rules look the way they do:
 - 429, 408 and 5xx answers and transport failures are transient: retry with exponential
@@ -21,8 +25,8 @@ Why the retry rules look the way they do:
   (the task was not accepted) or the connection never opened. A 502 or 504 is not such an
   answer: it comes from a gateway that lost the upstream's reply, and the upstream may have
   run (and billed) the request.
-- No `ProviderError` carries an httpx2 exception in its `__context__`: httpx exceptions hold
-  the `Request`, whose headers hold the key.
+- No `ProviderError` carries an httpx2 or aiohttp exception in its `__context__`: they hold
+  the request, whose headers hold the key.
 
 The key is added per request, never as a client default, so image downloads from a CDN
 never carry it. `sleep`, `clock` and `rng` are injectable so tests run retries instantly.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import random
 import time
 from collections import deque
@@ -40,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx2
 
 from lorascope.harness import secrets
@@ -228,12 +234,39 @@ class ProviderHttp:
         )
         #: the most recent calls (bounded: a long run polls thousands of times)
         self.calls: deque[CallLog] = deque(maxlen=64)
+        #: requests travel over aiohttp unless a test or a user hands in an httpx2 transport
+        self._use_aiohttp = transport is None
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # never show the auth header
         return f"ProviderHttp({self.provider!r})"
 
     async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         await self.client.aclose()
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the running loop (aiohttp sessions belong to one loop).
+        No default auth header (the key is added per request); answers are decoded by
+        httpx2 (`auto_decompress=False`), so a bad Content-Encoding is the same error either
+        way."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.timeout.pool, sock_connect=self.timeout.connect,
+                    sock_read=self.timeout.read,
+                ),
+                headers={"User-Agent": "lorascope/0.1 (+aiohttp)"},
+                auto_decompress=False,
+                # proxies from the environment, as httpx honours them; looked up per request by
+                # aiohttp (~0.25 ms of CPU each here), so only switched on when one is set
+                trust_env=_proxy_in_env(),
+            )
+        return self._session
 
     async def request(
         self,
@@ -300,6 +333,8 @@ class ProviderHttp:
     ) -> httpx2.Response | ProviderError:
         """One attempt: the response, or the retryable error a transport failure maps to.
         Errors are raised outside the `except` so they do not chain the httpx2 exception."""
+        if self._use_aiohttp:
+            return await self._send_aiohttp(method, url, json_body, params, headers, follow_redirects, idempotent)
         try:
             return await self.client.request(
                 method, url, json=json_body, params=params, headers=headers, follow_redirects=follow_redirects
@@ -314,6 +349,52 @@ class ProviderHttp:
             reason, outcome = _describe(exc), ("not sent" if isinstance(exc, _NOT_SENT) else "maybe sent")
         except httpx2.RequestError as exc:  # an answer came but cannot be read (decoding, redirects)
             reason, outcome = _describe(exc), "unreadable"
+        return self._failed(reason, outcome, method, url, idempotent)
+
+    async def _send_aiohttp(
+        self,
+        method: str,
+        url: str,
+        json_body: Any,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+        follow_redirects: bool,
+        idempotent: bool,
+    ) -> httpx2.Response | ProviderError:
+        """One attempt over aiohttp (a third of httpx2's CPU per request at concurrency 32:
+        benchmarks/RESULTS-transports.md), answered as an `httpx2.Response` so the policy
+        above and every provider read it as before. aiohttp's errors are sorted by what they
+        say about the request: never left (connect), maybe accepted (sent, then the connection
+        failed or timed out), or unreadable."""
+        refused = _header_problem(headers)
+        if refused:
+            return self._failed(refused, "unsendable", method, url, idempotent)
+        try:
+            async with self._aiohttp_session().request(
+                method, url, json=json_body, params=params, headers=headers, allow_redirects=follow_redirects,
+            ) as answer:
+                body = await answer.read()
+                status, answer_headers, final_url = answer.status, list(answer.headers.items()), str(answer.url)
+        except (aiohttp.RedirectClientError, aiohttp.TooManyRedirects) as exc:  # the first request went out
+            reason, outcome = _describe(exc), "unreadable"
+        except aiohttp.InvalidURL as exc:  # aiohttp checks the URL before it opens a connection
+            reason, outcome = _describe(exc), "unsendable"
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # no connection
+            reason, outcome = _aiohttp_reason(exc), "not sent"
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, UnicodeError) as exc:
+            # anything else may have happened after the request was written: a paid POST is
+            # then not resent (the safe side: never pay twice)
+            reason, outcome = _aiohttp_reason(exc), "maybe sent"
+        else:
+            try:  # httpx2 decodes the body (Content-Encoding) as it would have
+                return httpx2.Response(status, headers=answer_headers, content=body,
+                                       request=httpx2.Request(method, final_url))
+            except httpx2.DecodingError as exc:
+                reason, outcome = _describe(exc), "unreadable"
+        return self._failed(reason, outcome, method, url, idempotent)
+
+    def _failed(self, reason: str, outcome: str, method: str, url: str, idempotent: bool) -> ProviderError:
+        """Raise what cannot be retried; return the retryable error (never chained)."""
         where = f"{method} {_safe_url(url)}"
         if outcome == "unreadable":
             raise BadResponse(self.provider, f"{reason} ({where})")
@@ -348,8 +429,44 @@ class ProviderHttp:
         )
 
 
-def _describe(exc: httpx2.HTTPError) -> str:
+def _describe(exc: BaseException) -> str:
     return secrets.redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+#: aiohttp's failures named as httpx names them, so messages (and what users grep their logs
+#: for) do not depend on which library carried the request
+_AIOHTTP_NAMES: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "ConnectTimeout"),
+    (aiohttp.ClientConnectorError, "ConnectError"),
+    (aiohttp.SocketTimeoutError, "ReadTimeout"),
+    (asyncio.TimeoutError, "ReadTimeout"),
+    (aiohttp.ServerDisconnectedError, "RemoteProtocolError"),
+    (aiohttp.ClientPayloadError, "ReadError"),
+    (aiohttp.ClientOSError, "ReadError"),
+)
+
+
+def _aiohttp_reason(exc: BaseException) -> str:
+    name = next((label for cls, label in _AIOHTTP_NAMES if isinstance(exc, cls)), type(exc).__name__)
+    return secrets.redact_text(f"{name}: {exc}".rstrip(": "))
+
+
+def _proxy_in_env() -> bool:
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY",
+                                                 "https_proxy", "http_proxy", "all_proxy"))
+
+
+def _header_problem(headers: dict[str, str]) -> str | None:
+    """What h11 (under httpx2) refuses to write and aiohttp might send anyway: a name or value
+    that is not printable ASCII (a pasted key with a newline, a non-ASCII proxy token). The
+    value is never quoted: it may be the key."""
+    for name, value in headers.items():
+        for label, text in (("name", name), ("value", value)):
+            if not text.isascii():
+                return f"a header {label} is not ASCII"
+            if any(ord(ch) < 0x20 and ch != "\t" or ch == "\x7f" for ch in text):
+                return f"header {name if label == 'value' else '?'}: the {label} holds a line break or control character"
+    return None
 
 
 def _safe_url(url: str) -> str:

@@ -55,7 +55,7 @@ def test_a_run_writes_results_and_a_rerun_that_changes_nothing_imports_no_pandas
     assert again == {"exit": 0, "imported": []}
     frame = pd.read_parquet(out / "results.parquet")
     assert len(frame) == 6 and set(frame["status"]) == {"succeeded"}
-    # the hosted providers' one client (httpx2) says what it is, and carries the key only to the API
-    assert len(generated) == 6 and all(r.headers["user-agent"] == "lorascope/0.1 (+httpx2)" for r in generated)
+    # the hosted providers' one client says what it is, and carries the key only to the API
+    assert len(generated) == 6 and all(r.headers["user-agent"] == "lorascope/0.1 (+aiohttp)" for r in generated)
     assert all(r.headers["authorization"] == f"Bearer {TEST_KEY}" for r in generated)
     assert len(downloads) == 6 and all("authorization" not in r.headers for r in downloads)
