@@ -323,7 +323,7 @@ def recommend(
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     (run / "recommend.json").write_text(
         json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
-                    "objective": rule_text, "objective_expr": None if human else objective,
+                    "objective": rule_text, "objective_expr": objective,
                     "constraints": list(constraint or []),
                     "recommendations": [r.as_dict() for r in recs]}, indent=2),
         encoding="utf-8",

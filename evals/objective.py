@@ -240,10 +240,16 @@ def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: flo
             )
 
 
-def run_objective(run_dir, frame: pd.DataFrame) -> tuple[Objective | None, str]:
+#: `recommend --objective human`: the scale people preferred in `lorascope review` decides
+#: (evals.ratings), not an expression over the stored metrics.
+HUMAN = "human"
+
+
+def run_objective(run_dir, frame: pd.DataFrame) -> tuple[Objective | str | None, str]:
     """The objective the user last chose for this run (`recommend.json`, written by
-    `lorascope recommend --objective`), checked against the run's current columns; None with
-    a note when there is none or it no longer applies (then the default rule is used)."""
+    `lorascope recommend --objective`), checked against the run's current columns; `HUMAN`
+    when the votes chose; None with a note when there is none or it no longer applies (then
+    the default rule is used)."""
     import json
     from pathlib import Path
 
@@ -255,6 +261,8 @@ def run_objective(run_dir, frame: pd.DataFrame) -> tuple[Objective | None, str]:
     expr = saved.get("objective_expr") if isinstance(saved, dict) else None
     if not isinstance(expr, str) or not expr.strip():
         return None, ""
+    if expr.strip() == HUMAN:
+        return HUMAN, ""
     constraints = [c for c in saved.get("constraints") or [] if isinstance(c, str)]
     try:
         return parse_objective(expr, constraints, frame), ""

@@ -91,12 +91,19 @@ def provider_stats_from(frame: pd.DataFrame) -> list[ProviderStats]:
     return out
 
 
-def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None) -> list[Recommendation]:
+def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None,
+                         run_dir: Path | None = None) -> list[Recommendation]:
     """The evals stage's recommended scale per (lora, provider), by its documented rule, or
-    by the user's objective (evals.objective) when `recommend --objective` chose one."""
+    by the user's objective (evals.objective) when `recommend --objective` chose one, or by
+    the run's votes when that objective was `human`."""
+    from lorascope.evals.objective import HUMAN
     from lorascope.evals.recommend import recommend_scales
 
-    if objective is not None:
+    if objective == HUMAN:
+        from lorascope.evals.ratings import human_recommendations_for_run
+
+        chosen = human_recommendations_for_run(run_dir, loras)
+    elif objective is not None:
         from lorascope.evals.objective import recommend_by_objective
 
         chosen = recommend_by_objective(frame, loras, objective)
@@ -138,7 +145,7 @@ def load_run_data(run_dir: Path) -> RunData:
         scored=scored,
         score_model=score_model if scored else "",
         aggregates=aggregates_from(frame, tuple(s.name for s in scorers)) if scored else [],
-        recommendations=recommendations_from(frame, loras, objective) if scored else [],
+        recommendations=recommendations_from(frame, loras, objective, run_dir) if scored else [],
         recommended_by=recommended_by if scored else "",
         scorers=scorers,
         provider_stats=provider_stats_from(frame),
@@ -149,7 +156,7 @@ def _with_scorers(run_dir: Path, frame: pd.DataFrame):
     """The frame with every stored plugin scorer's columns, those scorers, and the objective
     that chooses the recommendations (the user's from `recommend --objective`, else the
     default rule), with its description."""
-    from lorascope.evals.objective import run_objective
+    from lorascope.evals.objective import HUMAN, run_objective
     from lorascope.evals.recommend import DEFAULT_CLIP_TOLERANCE, DEFAULT_TARGET_FRACTION, RULE
     from lorascope.evals.scorer_store import scorer_columns
 
@@ -157,7 +164,10 @@ def _with_scorers(run_dir: Path, frame: pd.DataFrame):
     scorers = [ScorerInfo(name=s.scorer, label=s.label, model_id=s.model_id, random_weights=s.random_weights)
                for s in stored]
     objective, note = run_objective(run_dir, frame)
-    if objective is not None:
+    if objective == HUMAN:
+        text = ("human votes: the scale with the highest Bradley-Terry strength from `lorascope review` "
+                "(from recommend.json)")
+    elif objective is not None:
         text = f"your objective: {objective.describe()} (from recommend.json)"
     else:
         text = "default rule: " + RULE.format(target=DEFAULT_TARGET_FRACTION, tol=DEFAULT_CLIP_TOLERANCE)

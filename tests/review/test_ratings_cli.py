@@ -116,6 +116,6 @@ def test_recommend_objective_human_uses_the_votes_and_writes_the_catalogue(revie
     saved = json.loads((review_run / "recommend.json").read_text())
     assert {rec["lora"]: rec["scale"] for rec in saved["recommendations"]} == {"paint": 1.0, "ink": 1.0}
     assert all(rec["basis"] == "human" for rec in saved["recommendations"])
-    assert saved["objective_expr"] is None and saved["objective"].startswith("objective: human")
+    assert saved["objective_expr"] == "human" and saved["objective"].startswith("objective: human")
     text = catalogue.read_text()
     assert "recommended: 1.0" in text and "human votes (lorascope review)" in text

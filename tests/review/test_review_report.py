@@ -48,3 +48,21 @@ def test_report_shows_strengths_and_agreement_when_the_run_has_votes(review_run)
     assert "human-preferred scale 1" in paint and "rater(s): ann" in paint
     assert 'aria-label="Human votes: strength vs scale' in paint  # drawn beside the automatic curves
     assert 'aria-label="style shift' in paint or "CLIPScore" in paint
+
+
+def test_report_recommends_by_the_votes_when_recommend_chose_human(review_run):
+    """`recommend --objective human` saved: the report's recommendations are the votes' scales
+    and its summary says the votes chose (it used to fall back to the default rule's label)."""
+    from typer.testing import CliRunner
+
+    from lorascope.cli import app
+
+    _score(review_run)
+    cast_votes(review_run, "ann", 24, prefer_high=True)
+    r = CliRunner().invoke(app, ["recommend", str(review_run), "--objective", "human"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    html = write_run_report(review_run).read_text()
+    assert "<dt>Recommended by</dt><dd>human votes: the scale with the highest Bradley-Terry strength" in html
+    paint = _section(html, "lora-paint")
+    reasons = re.findall(r'<td class="reason">([^<]*)</td>', paint)
+    assert reasons and all("Bradley-Terry strength" in reason for reason in reasons)
