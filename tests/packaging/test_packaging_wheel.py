@@ -33,6 +33,8 @@ STAGES = ("registry", "harness", "evals", "reports")
 DATA_FILES = (
     "lorascope/loras.yaml",
     "lorascope/suites/styles-smoke.yaml",
+    "lorascope/suites/img2img-smoke.yaml",
+    "lorascope/suites/inputs/lighthouse.jpg",
     "lorascope/evals/suites/tiny-styles.yaml",
     "lorascope/evals/suites/hosted-styles.yaml",
     "lorascope/evals/suites/tiny/loras.yaml",
