@@ -274,7 +274,7 @@ def test_budget_cap_counted_at_the_server(fakes, project, tmp_path):
     suite = suite_file(project, fake, seeds=(1,), concurrency=1)
     env = env_for(fake, tmp_path / "cache")
     dry = subprocess.run([sys.executable, "-c", (
-        "from harness.suite import load_suite; from harness.runner import run_suite;"
+        "from lorascope.harness.suite import load_suite; from lorascope.harness.runner import run_suite;"
         f"s = run_suite(load_suite({str(suite)!r}), {str(tmp_path / 'x')!r}, dry_run=True, progress=False);"
         "print(s.providers['fal'].estimated_cost / s.providers['fal'].to_send)")],
         env=env, cwd=project, capture_output=True, text=True)
