@@ -173,9 +173,15 @@ def add_entry(
 
     A LoRA judged incompatible with Z-Image Turbo is refused unless `force` is set."""
     repo, file = parse_target(target)
+    from lorascope.registry import safe_yaml
+
     y = _yaml()
-    text = catalogue_path.read_text(encoding="utf-8") if catalogue_path.exists() else ""
-    data = y.load(text) if text.strip() else None
+    try:  # within the same size/alias/depth limits as every catalogue load
+        text = safe_yaml.read_text(catalogue_path) if catalogue_path.exists() else ""
+        data = safe_yaml.load(text) if text.strip() else None
+    except safe_yaml.YamlLimitError as exc:
+        where = f"{catalogue_path}:{exc.line}" if exc.line else str(catalogue_path)
+        raise AddError(f"{where}: {exc.message}; nothing was added") from None
     if data is None:
         from ruamel.yaml.comments import CommentedMap, CommentedSeq
 

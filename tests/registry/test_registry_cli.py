@@ -291,3 +291,17 @@ def test_console_script_runs(small: Path) -> None:
         pytest.skip("console script not installed")
     done = subprocess.run([str(exe), "registry", "validate", str(small)], capture_output=True, text=True)
     assert done.returncode == 0 and "OK" in done.stdout
+
+
+def test_add_refuses_an_alias_bomb_catalogue_before_asking_the_hub(tmp_path: Path, fake_hub: FakeHub) -> None:
+    """`registry add` reads the catalogue within the same limits as every load: a 'billion
+    laughs' file is one pointed error, not gigabytes of memory; nothing is written."""
+    lines = ["version: 1", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "loras.yaml"
+    bomb.write_text("\n".join(lines + ["loras: []", ""]))
+    before = bomb.read_bytes()
+    result = run("add", "someone/Anything", "-c", str(bomb))
+    assert result.exit_code == 1
+    assert f"{bomb}:" in result.stderr and "billion laughs" in result.stderr and "nothing was added" in result.stderr
+    assert bomb.read_bytes() == before
