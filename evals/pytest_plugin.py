@@ -136,26 +136,28 @@ class LorascopeEvals:
         suite: str | Path,
         *,
         clip: str | None = None,
+        scorers: str | None = None,
         providers: list[str] | None = None,
         fresh: bool | None = None,
         name: str | None = None,
         **run_kwargs: Any,
     ) -> "ScoredRun":
         """Run the suite through the store (a re-run sends nothing) and score it. `clip`
-        is the test's choice; --lorascope-clip overrides it. `fresh` defaults to
-        --lorascope-fresh. Skips the test when every provider lacks its API key."""
+        is the test's choice; --lorascope-clip overrides it; `scorers` adds plugin scorers
+        (e.g. "aesthetic,hpsv2") as columns. `fresh` defaults to --lorascope-fresh. Skips the
+        test when every provider lacks its API key."""
         from lorascope.evals.session import MissingProviderKeys, run_and_score
 
         path = self.suite_path(suite)
         chosen_clip = self.clip or clip
         chosen_providers = self.providers or providers
         fresh = self.fresh if fresh is None else fresh
-        key = (str(path), chosen_clip, tuple(chosen_providers or ()), fresh, name)
+        key = (str(path), chosen_clip, scorers, tuple(chosen_providers or ()), fresh, name)
         if key in self._runs and not run_kwargs:
             return self._runs[key]
         try:
             scored = run_and_score(path, self.runs_root, providers=chosen_providers, clip=chosen_clip,
-                                   fresh=fresh, name=name, **run_kwargs)
+                                   scorers=scorers, fresh=fresh, name=name, **run_kwargs)
         except MissingProviderKeys as exc:
             pytest.skip(str(exc))
         if not run_kwargs:

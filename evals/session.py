@@ -114,14 +114,16 @@ def run_and_score(
     *,
     providers: list[str] | None = None,
     clip: str | None = None,
+    scorers: str | None = None,
     fresh: bool = False,
     name: str | None = None,
     skip_missing_keys: bool = True,
     **run_kwargs: Any,
 ) -> ScoredRun:
     """Run `suite_path` into `runs_root/<name or suite name>` (resuming what is stored),
-    score it with `clip`, and return the scored frame."""
-    from lorascope.evals.scoring import score_run
+    score it with `clip` (and the plugin scorers named in `scorers`, as `lorascope score
+    --scorer`: their `<name>` and `<name>_gain` columns join the frame), and return it."""
+    from lorascope.evals.scoring import score_run, score_run_with
     from lorascope.harness.runner import run_suite
     from lorascope.harness.store import RunStore
     from lorascope.harness.suite import load_suite
@@ -150,9 +152,12 @@ def run_and_score(
         score = score_run(run_dir, embedder=embedder, progress=False)
     finally:
         embedder.close()
+    scored_frame = score.frame
+    if scorers:
+        scored_frame = score_run_with(run_dir, scorers, clip=clip, progress=False).frame
     with RunStore.open(run_dir) as store:
         entries = store.lora_entries()
-    frame = score.frame[score.frame["provider"].isin(usable)].reset_index(drop=True)
+    frame = scored_frame[scored_frame["provider"].isin(usable)].reset_index(drop=True)
     return ScoredRun(suite.name, run_dir, frame, score.clip_model, entries, summary, score, skipped)
 
 

@@ -156,3 +156,17 @@ def test_the_committed_tiny_loras_fit_the_tiny_pipeline(tmp_path):
         stale = f"{TINY_DIR / name} is stale: run `python -m lorascope.evals.tiny_assets`"
         assert committed.keys() == expected.keys(), stale
         assert all(np.array_equal(committed[k], expected[k]) for k in expected), stale
+
+
+def test_plugin_scorers_join_the_scored_frame(lorascope):
+    """`lorascope.run(..., scorers=...)` scores as `lorascope score --scorer` does: each
+    scorer's value and its gain over the same-seed no-LoRA image are columns a test reads."""
+    import math
+
+    scored = lorascope.run(SUITE, clip=CLIP, scorers="hpsv2:tiny-random")
+    frame = scored.frame
+    assert {"hpsv2", "hpsv2_gain", "clip_score"} <= set(frame.columns)
+    images = frame[frame["status"] == "succeeded"]
+    assert len(images) and all(math.isfinite(v) for v in images["hpsv2"])
+    styled = images[images["lora"] != ""]
+    assert len(styled) and all(math.isfinite(v) for v in styled["hpsv2_gain"])
