@@ -4,6 +4,8 @@ Example: lorascope generate --provider fal --lora classic-painting:0.7 --seed 42
 
 --lora takes a catalogue id (ID or ID:SCALE; default: the entry's recommended scale) or a .safetensors path (PATH or PATH:SCALE; default 1.0), up to 3; catalogue LoRAs add their trigger words to the prompt.
 
+--image FILE (or an https URL) makes it image-to-image, --mask FILE inpainting (white repaints), --strength S (0..1) how far from the input it may go; they are checked (readable PNG/JPEG/WebP, mask size = image size, a mode the provider serves) before anything is sent.
+
 Keys and roots come from the provider's variables (FAL_KEY, LORASCOPE_FAL_URL, ...; see docs/providers.md). Exit codes: 0 ok, 1 invalid request or provider error, 2 usage.
 """
 
@@ -55,6 +57,9 @@ def generate(
     config: list[str] = typer.Option([], "--config", help="Provider setting key=value (e.g. deadline_s=120)."),
     model: Optional[str] = typer.Option(None, "--model", help="Provider setting `model` (diffusers: repo id, folder or tiny-random); same as --config model=..."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="loras.yaml (default: ./loras.yaml, then the project's)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Input picture (PNG/JPEG/WebP file or https URL): image-to-image."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Inpainting mask, same size as --image (white is repainted)."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="Denoising strength 0..1 with --image (0 keeps the input)."),
 ) -> None:
     import asyncio
 
@@ -107,14 +112,16 @@ def generate(
 
     from lorascope.harness.models import GenerationRequest
 
+    inputs, input_problems = input_images(image, mask, strength)
+    problems += input_problems
     instance = request = None
     try:
         instance = cls(settings or None)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, "--config ")
-    try:
+    try:  # with the inputs that are usable, so the provider still says what else it refuses
         request = GenerationRequest(prompt=prompt, width=width, height=height, seed=seed, steps=steps,
-                                    loras=tuple(specs), output_format=fmt, options=options)
+                                    loras=tuple(specs), output_format=fmt, options=options, **inputs)
     except ValidationError as exc:
         problems += _pydantic_problems(exc)
     if instance is not None and request is not None:
@@ -162,6 +169,47 @@ def generate(
     console.print(f"cost: {usd} ({result.cost.source}{': ' + result.cost.basis if result.cost.basis else ''})", markup=False)
     if image.nsfw:
         err.print("note: the provider flagged this image as NSFW")
+
+
+def input_images(image: str | None, mask: str | None, strength: float | None) -> tuple[dict[str, Any], list[str]]:
+    """The request's input fields from --image/--mask/--strength, and every problem with them
+    (unreadable or non-image files, a mask whose size differs, a mask or strength without an
+    image, a strength outside 0..1), so they are reported with the rest before anything is paid."""
+    from lorascope.harness.input_images import read_image_file
+    from lorascope.harness.models import InputImage
+
+    fields: dict[str, Any] = {}
+    problems: list[str] = []
+
+    def one(value: str, flag: str) -> InputImage | None:
+        if value.startswith("https://"):
+            return InputImage(url=value, source=value)
+        if "://" in value:
+            problems.append(f"{flag} {value}: not an https URL or a local file")
+            return None
+        try:
+            return read_image_file(Path(value), value)
+        except ValueError as exc:
+            problems.append(f"{flag}: {exc}")
+            return None
+
+    picture = one(image, "--image") if image is not None else None
+    cover = one(mask, "--mask") if mask is not None else None
+    if mask is not None and image is None:
+        problems.append("--mask: needs --image (inpainting repaints part of an input)")
+    if strength is not None and image is None:
+        problems.append("--strength: needs --image (it says how far from the input to go)")
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        problems.append(f"--strength: {strength} is not between 0 and 1")
+    if picture and cover and picture.width and cover.width and (picture.width, picture.height) != (cover.width, cover.height):
+        problems.append(f"--mask: {cover.width}x{cover.height} differs from --image's {picture.width}x{picture.height}")
+    if picture is not None:  # only the usable ones: a problem above is not reported twice
+        fields["init_image"] = picture
+        if cover is not None:
+            fields["mask_image"] = cover
+        if strength is not None and 0.0 <= strength <= 1.0:
+            fields["strength"] = strength
+    return fields, problems
 
 
 #: Free space `generate` wants beside the output before it pays (images are a few MB at most).
