@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lorascope.evals.fidelity import compute_fidelity, fidelity_columns, has_inputs, write_fidelity
 from lorascope.evals.metrics import agreement_matrix, finite, image_metrics, is_scorable, texts_needed
 from lorascope.evals.results import SCORE_VALUE_COLUMNS, write_scores
 from lorascope.evals.scorer import Embedder
@@ -122,6 +123,11 @@ def score_run(
             conn = store.connect()
         try:
             summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
+            # img2img/inpaint: fidelity to the input beside style shift (same embeddings, same cache)
+            fidelity, problems = compute_fidelity(run_dir, frame, embedder, computed.image_vectors)
+            summary.problems += problems
+            if fidelity or has_inputs(frame):
+                write_fidelity(conn, embedder.model_id, fidelity)
         finally:
             conn.close()
         # with every stored plugin scorer's columns too, so a CLIP-only re-score keeps them
@@ -247,7 +253,7 @@ def export_all_scores(run_dir: str | Path, clip: str | None = None) -> tuple[Pat
     from lorascope.evals.scorer_store import scorer_columns
     from lorascope.harness.results import write_results
 
-    frame, _ = scorer_columns(scored_frame(run_dir, clip), run_dir)
+    frame, _ = scorer_columns(fidelity_columns(scored_frame(run_dir, clip), run_dir), run_dir)
     return write_results(frame, run_dir), frame
 
 

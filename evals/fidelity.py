@@ -1,0 +1,162 @@
+"""Fidelity to the input: how much of an img2img/inpaint input picture each image kept.
+
+Why: in an image-conditioned grid the question is two-sided — take the LoRA's style *and*
+keep the picture — and style shift alone only measures the first. Two numbers per image with
+an input, side by side with style shift:
+
+- `input_cosine`: CLIP image-image cosine between the image and its input (what it shows);
+  the input's embedding goes through the same cache as every other image.
+- `input_ssim`: SSIM (evals.ssim) to the input at a common downscaled size (its structure).
+
+The inputs are read from the run's stored suite (files relative to it) and copied,
+content-addressed, into the run's `images/` folder, so the report can show them and a later
+re-score does not need the original files (`input_path` is that copy). URL inputs are not
+fetched here: their rows get no fidelity. Stored in run.db's `fidelity` table per CLIP model.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from lorascope.evals.scorer import Embedder
+
+FIDELITY_COLUMNS = ("input_cosine", "input_ssim")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fidelity (
+    cell_id       TEXT NOT NULL,
+    image_index   INTEGER NOT NULL,
+    clip_model    TEXT NOT NULL,
+    image_sha256  TEXT NOT NULL,
+    input_sha256  TEXT NOT NULL,
+    input_path    TEXT NOT NULL,
+    input_cosine  REAL,
+    input_ssim    REAL,
+    PRIMARY KEY (cell_id, image_index, clip_model)
+);
+CREATE TABLE IF NOT EXISTS run_inputs (
+    input_id     TEXT PRIMARY KEY,
+    input_sha256 TEXT NOT NULL,
+    input_path   TEXT NOT NULL
+);
+"""
+
+
+def has_inputs(frame: "pd.DataFrame") -> bool:
+    return "init_image" in frame.columns and bool(frame["init_image"].notna().any())
+
+
+def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """{image id: (sha256, path relative to the run)} for the suite's local init inputs, copied
+    into the run's images/ and recorded in run.db (so they outlive the original files), and why
+    any could not be. Inputs recorded before are used when the suite's files are gone."""
+    from lorascope.harness.input_images import load_inputs
+    from lorascope.harness.store import RunStore, image_problem, write_image
+
+    found: dict[str, tuple[str, str]] = {}
+    problems: list[str] = []
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            conn.executescript(SCHEMA)
+            recorded = {i: (s, p) for i, s, p in conn.execute("SELECT input_id, input_sha256, input_path FROM run_inputs")}
+            wanted: set[str] = set()
+            try:
+                suite = store.suite()
+                wanted = {spec.id for spec in suite.images}
+                inputs, load_problems = load_inputs(suite)
+            except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
+                inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
+            for item in inputs:
+                if item.init is None or item.init.data is None:
+                    continue
+                fmt = (item.init.mime or "image/png").split("/")[-1]
+                found[item.id] = write_image(Path(run_dir), item.init.data, fmt)
+            for input_id, (sha, rel) in recorded.items():
+                if input_id not in found and image_problem(Path(run_dir) / rel, sha) is None:
+                    found[input_id] = (sha, rel)
+            if load_problems and not wanted <= set(found):  # an input neither readable nor kept
+                problems += [f"{p} (no fidelity for its images)" for p in load_problems]
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO run_inputs VALUES (?, ?, ?)",
+                                 [(i, s, p) for i, (s, p) in found.items()])
+        finally:
+            conn.close()
+    return found, problems
+
+
+def compute_fidelity(
+    run_dir: Path, frame: "pd.DataFrame", embedder: "Embedder", image_vectors: dict[str, np.ndarray]
+) -> tuple[list[tuple], list[str]]:
+    """Rows (cell_id, image_index, image_sha256, input_sha256, input_path, cosine, ssim) for every
+    scored image with a local input, and the problems met. The input's embedding is cached."""
+    from lorascope.evals.ssim import ssim_files
+
+    if not has_inputs(frame):
+        return [], []
+    run_dir = Path(run_dir)
+    inputs, problems = collect_inputs(run_dir)
+    if not inputs:
+        return [], problems
+    input_vectors = embedder.images([(sha, run_dir / rel) for sha, rel in inputs.values()])
+    ssim_memo: dict[tuple[str, str], float] = {}
+    rows = []
+    wanted = frame[frame["init_image"].isin(inputs) & frame["image_sha256"].isin(image_vectors)]
+    for r in wanted[["cell_id", "image_index", "image_sha256", "image_path", "init_image"]].itertuples(index=False):
+        in_sha, in_rel = inputs[r.init_image]
+        cosine = float(np.dot(image_vectors[r.image_sha256], input_vectors[in_sha]))
+        key = (r.image_sha256, in_sha)
+        if key not in ssim_memo:
+            ssim_memo[key] = ssim_files(run_dir / r.image_path, run_dir / in_rel)
+        rows.append((r.cell_id, int(r.image_index), r.image_sha256, in_sha, in_rel, cosine, ssim_memo[key]))
+    return rows, problems
+
+
+def write_fidelity(conn: sqlite3.Connection, clip_model: str, rows: Iterable[tuple]) -> int:
+    """Replace this CLIP model's fidelity rows in one transaction."""
+    conn.executescript(SCHEMA)
+    rows = list(rows)
+    with conn:
+        conn.execute("DELETE FROM fidelity WHERE clip_model = ?", (clip_model,))
+        conn.executemany("INSERT INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(r[0], int(r[1]), clip_model, *r[2:]) for r in rows])
+    return len(rows)
+
+
+def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFrame":
+    """The frame with `input_path`, `input_cosine`, `input_ssim` joined (for the CLIP model in
+    its `clip_model` column) when the run has inputs; other runs' frames come back unchanged."""
+    import pandas as pd
+
+    from lorascope.harness.store import RunStore
+
+    if not has_inputs(frame):
+        return frame
+    model = str(frame["clip_model"].iloc[0]) if "clip_model" in frame.columns and len(frame) else ""
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            conn.executescript(SCHEMA)
+            stored = pd.read_sql_query(
+                "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim FROM fidelity "
+                "WHERE clip_model = ?", conn, params=(model,))
+            paths = dict(conn.execute("SELECT input_id, input_path FROM run_inputs").fetchall())
+        finally:
+            conn.close()
+    out = frame.drop(columns=[c for c in ("input_path", *FIDELITY_COLUMNS) if c in frame.columns])
+    stored["image_index"] = stored["image_index"].astype("int64")
+    out = out.assign(image_index=out["image_index"].astype("int64")).merge(
+        stored, on=["cell_id", "image_index", "image_sha256"], how="left")
+    # the input's picture is known even where the image is not scored (yet)
+    known = out["init_image"].map(paths)
+    out["input_path"] = out["input_path"].fillna(known).fillna("").astype(str)
+    for col in FIDELITY_COLUMNS:
+        out[col] = out[col].astype("float64")
+    return out

@@ -1,0 +1,135 @@
+"""Fidelity to the input (evals.fidelity): CLIP image-image cosine and SSIM of each image to
+its img2img input, stored per CLIP model and exported as `input_cosine`/`input_ssim` beside
+style shift, with the input copied into the run (`input_path`) for the report.
+
+The tiny diffusers run checks the real path (its random VAE does not reproduce the input, so
+its numbers say nothing about strength); a blend provider (the input mixed with seeded noise
+by `strength`, exactly what img2img's denoising strength means) checks what the numbers do:
+~1 at strength 0, lower as the strength grows."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lorascope.harness.models import Cost, Estimate, GenerationResult, Timings
+from lorascope.harness.providers.base import Provider
+from lorascope.harness.runner import run_suite_async
+from lorascope.harness.suite import load_suite
+from tests.fakes.images import make_image
+from tests.helpers.harness_fakes import CATALOGUE
+
+
+class BlendProvider(Provider):
+    """img2img as a straight mix: (1 - strength) * input + strength * noise(seed), plus a faint
+    LoRA-scale tint, so fidelity has a known ordering."""
+
+    name = "blend"
+    modes = frozenset({"img2img"})
+
+    def validate(self, request):
+        return []
+
+    def endpoint(self, request):
+        return f"blend/{request.mode}"
+
+    def estimate(self, request):
+        return Estimate(cost=Cost(usd=0.0, source="free"), seconds=0.0)
+
+    async def generate(self, request, on_submitted=None):
+        from lorascope.harness.providers._images import to_image
+
+        with Image.open(io.BytesIO(request.init_image.data)) as im:
+            source = np.asarray(im.convert("RGB").resize((request.width, request.height)), dtype=np.float64)
+        noise = np.random.default_rng(request.seed).uniform(0, 255, source.shape)
+        s = request.strength if request.strength is not None else 0.6
+        tint = sum(spec.scale for spec in request.loras) * 4.0 * s
+        out = np.clip((1 - s) * source + s * noise + tint, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(out).save(buffer, format="PNG")
+        return GenerationResult(provider="blend", images=[to_image("blend", buffer.getvalue())], seed=request.seed,
+                                timings=Timings(total_s=0.0), cost=Cost(usd=0.0, source="free"))
+
+
+def _photo() -> bytes:
+    """A picture with structure (gradients and blocks), so SSIM and CLIP have something to keep."""
+    y, x = np.mgrid[0:64, 0:64]
+    img = np.stack([x * 4, y * 4, ((x // 16 + y // 16) % 2) * 255], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, monkeypatch):
+    import lorascope.harness.providers as providers
+    from lorascope.evals.scoring import score_run
+
+    targets = {**providers._targets(), "blend": f"{__name__}:BlendProvider"}
+    monkeypatch.setattr(providers, "_targets", lambda: targets)
+    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
+    project = tmp_path / "proj"
+    (project / "in").mkdir(parents=True)
+    (project / "loras.yaml").write_text(CATALOGUE)
+    photo = _photo()
+    (project / "in" / "photo.png").write_bytes(photo)
+    (project / "suite.yaml").write_text(
+        "name: fid\nmode: img2img\nproviders: [blend]\nloras: [paint]\nscales: [1.0]\n"
+        "strengths: [0.0, 0.3, 0.7, 1.0]\nimages: [{id: photo, image: in/photo.png}]\nprompts: [a harbour]\n"
+        "seeds: [1]\nsize: 64x64\n")
+    summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
+                                    handle_sigint=False)
+    assert summary.exit_code == 0, summary
+    assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
+    first = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    (project / "in" / "photo.png").unlink()  # a re-score reads the copy the first one kept in the run
+    assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
+    frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert frame[["input_cosine", "input_ssim"]].equals(first[["input_cosine", "input_ssim"]])
+    assert {"input_cosine", "input_ssim", "input_path", "style_shift"} <= set(frame.columns)
+    base = frame[frame.lora == ""].set_index("strength").sort_index()
+    assert base.loc[0.0, "input_ssim"] == pytest.approx(1.0, abs=1e-9)
+    assert base.loc[0.0, "input_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert list(base["input_ssim"]) == sorted(base["input_ssim"], reverse=True)
+    assert base["input_ssim"].iloc[-1] < 0.2
+    assert base.loc[0.0, "input_cosine"] > base.loc[1.0, "input_cosine"]
+    # the input is kept in the run, content-addressed, for the report
+    (path,) = set(frame.input_path)
+    assert (tmp_path / "run" / path).read_bytes() == photo
+
+
+async def test_tiny_diffusers_img2img_run_gets_fidelity_columns_and_rescoring_is_cached(tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    from lorascope.evals.scoring import score_run
+    from lorascope.harness.lora_writer import write_lora
+    from lorascope.harness.providers.local import DiffusersProvider
+
+    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
+    project = tmp_path / "proj"
+    (project / "in").mkdir(parents=True)
+    transformer = DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
+    write_lora(project / "loras" / "style.safetensors", transformer, seed=3)
+    (project / "loras.yaml").write_text(
+        "version: 1\nloras:\n  - id: style\n    name: Style\n    source: {path: loras/style.safetensors}\n"
+        "    kind: style\n    triggers: [st7le]\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n")
+    (project / "in" / "a.png").write_bytes(make_image("png", 64, 64, seed=4))
+    (project / "suite.yaml").write_text(
+        "name: i2i\nmode: img2img\nproviders:\n  - diffusers: {model: tiny-random}\n"
+        "loras: [style]\nscales: [1.0]\nstrengths: [0.0, 0.8]\nimages: [{id: a, image: in/a.png}]\n"
+        "prompts: [a red cube]\nseeds: [1]\nsize: 64x64\nsteps: 2\n")
+    summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
+                                    handle_sigint=False)
+    assert summary.exit_code == 0, summary
+    first = score_run(tmp_path / "run", "tiny-random", progress=False)
+    frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert len(frame) == 4 and frame[["input_cosine", "input_ssim"]].notna().all().all()
+    assert frame[["input_cosine", "input_ssim"]].abs().le(1.0 + 1e-6).all().all()
+    zero = frame[frame.strength == 0.0]  # the same picture with and without the LoRA: the same fidelity
+    assert zero.input_ssim.nunique() == 1 and zero.input_cosine.round(6).nunique() == 1
+    again = score_run(tmp_path / "run", "tiny-random", progress=False)
+    assert first.embedded >= 1 and again.forward_passes == 0  # the input's embedding came from the cache too
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet")[["input_cosine", "input_ssim"]].equals(
+        frame[["input_cosine", "input_ssim"]])
