@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from lorascope.harness.models import Estimate
 from lorascope.harness.plan import Plan, Unit
+from lorascope.harness.ray_settings import ray_choice
 from lorascope.harness.secrets import describe_exception
 from lorascope.harness.store import IN_FLIGHT, INTERRUPTED, RunStore, SharedCache
 from lorascope.harness.summary import RunSummary
@@ -94,7 +95,10 @@ def estimate_unit(plan: Plan, unit: Unit, summary: RunSummary) -> Estimate | Non
     return unit.estimate
 
 
-def estimate(plan: Plan, summary: RunSummary) -> None:
+def estimate(plan: Plan, summary: RunSummary, ray: str | None = None) -> None:
+    """Cost and time of the units to send. Time is divided by the provider's concurrency, or
+    for a provider that runs on Ray (`ray`: `--ray` / `--ray-address`, or its own settings) by
+    its workers (one when `workers` is not set: the cluster is not asked in a dry run)."""
     seconds: dict[str, float] = defaultdict(float)
     for unit in plan.units:
         if unit.action != "send" or estimate_unit(plan, unit, summary) is None:
@@ -105,4 +109,12 @@ def estimate(plan: Plan, summary: RunSummary) -> None:
             ps.unpriced += 1
         seconds[unit.provider] += unit.estimate.seconds
     for name, total in seconds.items():
-        summary.providers[name].estimated_seconds = total / max(1, plan.concurrency.get(name, 1))
+        choice = ray_choice(plan.instances[name].config, ray) if name in plan.instances else None
+        if choice is None:
+            lanes = plan.concurrency.get(name, 1)
+        else:
+            lanes = choice.workers or 1
+            if not choice.workers and summary.dry_run:
+                summary.notes.append(f"{name}: Ray workers not set (one per GPU or CPU slot of the cluster): "
+                                     "the time estimate assumes one; set workers: N for a closer one")
+        summary.providers[name].estimated_seconds = total / max(1, lanes)

@@ -104,7 +104,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
         finally:
             if store:
                 store.close()
-        estimate(plan, summary)
+        estimate(plan, summary, ray)
         if max_cost is not None:
             total = sum(p.estimated_cost for p in summary.providers.values())
             if total > max_cost:
@@ -122,7 +122,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
         store.save_software(software_versions())
         epoch = store.begin_epoch(fresh)
         decide(plan, store, cache, fresh=fresh, epoch=epoch, summary=summary)
-        estimate(plan, summary)
+        estimate(plan, summary, ray)
         attempts = store.attempts()
         totals = {name: ps.total for name, ps in summary.providers.items()}
         with Progress(totals, progress) as bar:
