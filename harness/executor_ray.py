@@ -7,14 +7,18 @@ the intent is committed before a batch is handed to a worker, the result when it
 Placement (`ray_placement.py`) keeps LoRA sets warm. A worker that dies (a killed actor, a
 lost node, the process killed for memory) has its batch's intents closed as `worker_lost`
 and the batch re-queued for the others, so every cell is stored exactly once and the run
-finishes while one worker lives. Ctrl-C records what was in flight as interrupted (a
-resumable run, as in-process) and the workers are killed. Ray is imported here only, and
-only when a run asks for it.
+finishes while one worker lives. Out of GPU memory: the worker frees torch's cache, a batch
+is re-queued split into single cells, and a cell that runs out of memory alone is tried on
+each other live worker, then recorded failed (`out_of_memory`). A worker that fails to start
+is dropped (the run says so) and the others run the grid. Ctrl-C records what was in flight as
+interrupted (a resumable run, as in-process) and the workers are killed. Ray is imported here
+only, and only when a run asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from lorascope.harness.execute import Executor, batches
 from lorascope.harness.plan import Unit
 from lorascope.harness.providers.local_pipeline import one_line
 from lorascope.harness.ray_placement import Placement, lora_set
+from lorascope.harness.ray_worker import OUT_OF_MEMORY
 from lorascope.harness.ray_settings import RayChoice
 from lorascope.harness.secrets import redact
 from lorascope.harness.store import INTERRUPTED
@@ -36,10 +41,35 @@ from lorascope.harness.summary import WorkerSummary
 WORKER_LOST = "worker_lost"
 #: Seconds the workers may take to start (actor scheduled, provider built) before giving up.
 START_TIMEOUT_S = 300.0
+#: Test-only fault injection, read by the driver and handed to the workers (never set it in a
+#: real run): comma-separated `oom_above=N` (a pipeline call with more than N images raises
+#: torch's CUDA out-of-memory error) and `fail_start=I` (worker I fails to load its pipeline).
+TEST_HOOKS_ENV = "LORASCOPE_TEST_RAY_FAULTS"
+
+
+def _test_hooks() -> dict[str, int]:
+    raw = os.environ.get(TEST_HOOKS_ENV, "")
+    hooks: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = part.partition("=")
+        if key not in ("oom_above", "fail_start") or not value.strip().isdigit():
+            raise RayStartError(f"{TEST_HOOKS_ENV}: {part!r} is not oom_above=N or fail_start=I")
+        hooks[key] = int(value)
+    return hooks
 
 
 class RayStartError(Exception):
     """Ray is missing, the cluster cannot be reached, or it cannot hold the workers asked for."""
+
+
+class OutOfMemory(Exception):
+    """A batch ran out of GPU memory on a worker (which lives on); `ready` are its (unit,
+    intent id) pairs, still open: the caller splits, re-queues or fails them."""
+
+    def __init__(self, reason: str, ready: list[tuple[Unit, int]], started: float) -> None:
+        super().__init__(reason)
+        self.ready = ready
+        self.started = started
 
 
 class WorkerLost(Exception):
@@ -63,11 +93,13 @@ class _Worker:
 class RayPool:
     """The actors of one provider, started on (or joined to) a Ray cluster."""
 
-    def __init__(self, ray: Any, workers: list[_Worker], owns_ray: bool, batch_seeds: bool) -> None:
+    def __init__(self, ray: Any, workers: list[_Worker], owns_ray: bool, batch_seeds: bool,
+                 failed_start: list[str] | None = None) -> None:
         self.ray = ray
         self.workers = workers
         self.owns_ray = owns_ray
         self.batch_seeds = batch_seeds
+        self.failed_start = failed_start or []  # "wN: why" for each worker dropped at start
         self.started = time.monotonic()
 
     @classmethod
@@ -92,39 +124,40 @@ class RayPool:
                 raise RayStartError(f"cannot start or join {where}: {one_line(exc, 240)}") from None
             owns = True
         handles: list[Any] = []
+        failed: dict[int, str] = {}  # worker index -> why it did not start (dropped; the others run)
         try:
+            hooks = _test_hooks()
             n, gpus, cpus = _shape(choice, ray.cluster_resources())
             remote = ray.remote(PipelineWorker)
             tag = secrets.token_hex(3)
             config = inst.config.model_copy(update={"executor": "local", "ray_address": None}).model_dump()
             handles = [
                 remote.options(name=f"lorascope-{tag}-{provider}-w{i}", num_cpus=cpus, num_gpus=gpus,
-                               max_restarts=0).remote(type(inst), config, _threads(choice, gpus))
+                               max_restarts=0).remote(type(inst), config, _threads(choice, gpus),
+                                                      hooks.get("oom_above"), hooks.get("fail_start") == i)
                 for i in range(n)
             ]
-            try:
-                infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), START_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                raise RayStartError(f"{n} Ray worker(s) did not start within {START_TIMEOUT_S:g} s "
-                                    f"({cpus:g} CPU, {gpus:g} GPU each)") from None
-            except Exception as exc:
-                raise RayStartError(f"a Ray worker failed to start: {one_line(exc, 300)}") from None
+            infos = await _each([h.info.remote() for h in handles], START_TIMEOUT_S)
             expected = inst.model_version()
             for i, info in enumerate(infos):
-                if info["model_version"] != expected:
+                if isinstance(info, BaseException):
+                    failed[i] = f"did not start: {one_line(info, 300)}"
+                elif info["model_version"] != expected:  # a setting, not a fault: every worker would differ
                     raise RayStartError(
                         f"Ray worker {i} on {info['host']} would run {info['model_version']!r}, but the "
                         f"fingerprints name {expected!r} (resolved on this machine): set device and dtype "
                         "explicitly in the suite's provider settings so both sides agree"
                     )
             # pipelines load side by side before any batch (a real model takes minutes)
-            try:
-                warmed = await asyncio.gather(*(h.warm.remote() for h in handles))
-            except Exception as exc:
-                warmed = [{"error": one_line(exc, 300)}]
-            failed = next((w["error"] for w in warmed if w["error"]), None)
-            if failed:
-                raise RayStartError(f"a Ray worker could not load the pipeline: {failed}")
+            live = [i for i in range(n) if i not in failed]
+            warmed = await _each([handles[i].warm.remote() for i in live], None)
+            for i, w in zip(live, warmed):
+                error = one_line(w, 300) if isinstance(w, BaseException) else w["error"]
+                if error:
+                    failed[i] = f"could not load the pipeline: {error}"
+            if len(failed) == n:
+                why = "; ".join(f"w{i} {failed[i]}" for i in sorted(failed))
+                raise RayStartError(f"no Ray worker started ({why})")
         except BaseException:
             for h in handles:
                 try:
@@ -134,14 +167,23 @@ class RayPool:
             if owns:
                 ray.shutdown()
             raise
+        for i in failed:
+            try:
+                ray.kill(handles[i])  # it may hold a GPU the cluster can give to others
+            except Exception:
+                pass
         workers = []
         for i, (handle, info) in enumerate(zip(handles, infos)):
+            if i in failed:
+                continue
             where = (f"{info['host']} pid {info['pid']}" + (f" gpu {','.join(info['gpus'])}" if info["gpus"] else "")
                      + f" {info['torch_threads']} thread(s)")
             workers.append(_Worker(f"{provider}/w{i}", handle, WorkerSummary(provider=provider, where=where)))
+        first = infos[min(i for i in range(n) if i not in failed)]
         explicit = getattr(inst.config, "batch_seeds", None)
-        batch_seeds = explicit if explicit is not None else bool(infos[0]["batch_seeds"])
-        return cls(ray, workers, owns, batch_seeds)
+        batch_seeds = explicit if explicit is not None else bool(first["batch_seeds"])
+        return cls(ray, workers, owns, batch_seeds,
+                   [redact(f"{provider}/w{i}: {failed[i]}") for i in sorted(failed)])
 
     async def call(self, worker: _Worker, requests: list[Any]) -> dict[str, Any]:
         """One batch on one worker; a dead actor raises `WorkerLost`."""
@@ -163,6 +205,30 @@ class RayPool:
             worker.alive = False
         if self.owns_ray:
             self.ray.shutdown()
+
+
+async def _each(refs: list[Any], timeout: float | None) -> list[Any]:
+    """Await Ray calls side by side: each one's value, or its exception (a `RayStartError` for
+    one still running after `timeout` seconds), so one bad worker does not sink the others."""
+
+    async def one(ref: Any) -> Any:
+        return await ref
+
+    tasks = [asyncio.ensure_future(one(r)) for r in refs]
+    if not tasks:
+        return []
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    out: list[Any] = []
+    for task in tasks:
+        if task in pending:
+            out.append(RayStartError(f"no answer within {timeout:g} s"))
+        elif task.exception() is not None:
+            out.append(task.exception())
+        else:
+            out.append(task.result())
+    return out
 
 
 def _shape(choice: RayChoice, resources: dict[str, float]) -> tuple[int, float, float]:
@@ -217,6 +283,11 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
         ex.summary.fatal = ex.summary.fatal or f"{provider}: {exc}"
         ps.not_sent += len(units)
         return
+    if pool.failed_start:
+        ex.summary.notes.append(
+            f"{provider}: {len(pool.failed_start)} Ray worker(s) failed to start ({'; '.join(pool.failed_start)}); "
+            f"running on the other {len(pool.workers)}"
+        )
     started = time.monotonic()
     placement: Placement[list[Unit]] = Placement()
     for batch in batches(units, SimpleNamespace(generate_batch=True, batch_seeds=pool.batch_seeds)):
@@ -228,6 +299,65 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
     cond = asyncio.Condition()
     in_flight = 0
     requeued = 0
+    oom_failed = 0
+    split = 0  # generations re-queued as single cells after a batch ran out of GPU memory
+    oom_tried: dict[str, set[str]] = {}  # fingerprint -> workers it ran out of memory on, alone
+    retry: list[tuple[Unit, int, str]] = []  # (unit, its closed intent, why): for a worker not yet tried
+
+    def take_retry(worker: _Worker) -> list[Unit] | None:
+        for i, (unit, _, _) in enumerate(retry):
+            if worker.name not in oom_tried[unit.fingerprint]:
+                del retry[i]
+                return [unit]
+        return None
+
+    def fail_oom(unit: Unit, gid: int, why: str) -> None:
+        nonlocal oom_failed
+        oom_failed += 1
+        tried = ", ".join(sorted(oom_tried[unit.fingerprint]))
+        ex.store.record_failure(gid, OUT_OF_MEMORY, redact(
+            f"out of GPU memory even alone, on every Ray worker that tried it ({tried}): {why}; "
+            "lower the size, set cpu_offload, or use workers with more GPU memory"))
+        ps.failed += 1
+        ex._advance(unit, failed=True)
+
+    def after_oom(worker: _Worker, oom: OutOfMemory) -> None:
+        nonlocal split
+        units = [u for u, _ in oom.ready]
+        latency = time.monotonic() - oom.started
+        for unit, _ in oom.ready:
+            ex._settle(unit, 0.0, learn=False)
+        if len(units) > 1:  # a batch of seeds: each again on its own
+            for unit, gid in oom.ready:
+                ex.store.record_failure(gid, OUT_OF_MEMORY, redact(
+                    f"out of GPU memory on Ray worker {worker.name} in a batch of {len(units)} ({oom}); "
+                    "re-queued as single cells"), latency_s=latency)
+            for unit in reversed(units):
+                placement.put_back(_key([unit]), [unit])
+            split += len(units)
+            return
+        unit, gid = oom.ready[0]
+        oom_tried.setdefault(unit.fingerprint, set()).add(worker.name)
+        ex.store.record_failure(gid, OUT_OF_MEMORY, redact(
+            f"out of GPU memory on Ray worker {worker.name} even alone ({oom}); re-queued to another worker"),
+            latency_s=latency)
+        if ex.stop.is_set():
+            ps.not_sent += 1
+        elif any(w.alive and w.name not in oom_tried[unit.fingerprint] for w in pool.workers):
+            retry.append((unit, gid, str(oom)))
+        else:
+            fail_oom(unit, gid, str(oom))
+
+    def settle_retries() -> None:
+        """After a worker is lost: a cell every live worker has run out of memory on fails now."""
+        alive = {w.name for w in pool.workers if w.alive}
+        if not alive:
+            return  # left unsent: a resumed run tries it again
+        for entry in list(retry):
+            unit, gid, why = entry
+            if alive <= oom_tried[unit.fingerprint]:
+                retry.remove(entry)
+                fail_oom(unit, gid, why)
 
     async def wake_on_stop() -> None:
         await ex.stop.wait()
@@ -241,7 +371,7 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
                 while True:
                     if ex.stop.is_set():
                         return
-                    batch = placement.take(worker.name, worker.loaded)
+                    batch = take_retry(worker) or placement.take(worker.name, worker.loaded)
                     if batch is not None:
                         break
                     if in_flight == 0:
@@ -257,6 +387,10 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
                 if not ex.stop.is_set():
                     raise
                 return  # Ctrl-C: _dispatch recorded the batch as interrupted
+            except OutOfMemory as oom:
+                _show(ex, worker, "out of memory")
+                async with cond:
+                    after_oom(worker, oom)
             except WorkerLost as lost:
                 worker.alive = False
                 worker.summary.lost = str(lost)
@@ -271,6 +405,7 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
                     if back and not ex.stop.is_set():
                         placement.put_back(_key(batch), back)
                         requeued += len(back)
+                    settle_retries()
                 return
             finally:
                 async with cond:
@@ -283,13 +418,22 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
     finally:
         waker.cancel()
         pool.stop()
-    left = len([u for b in placement.remaining() for u in b])
+    left = len([u for b in placement.remaining() for u in b]) + len(retry)
     ps.not_sent += left
     lost = [w for w in pool.workers if w.summary.lost]
     if lost:
         ex.summary.notes.append(
             f"{provider}: {len(lost)} Ray worker(s) lost ({'; '.join(f'{w.name}: {w.summary.lost}' for w in lost)}); "
             f"{requeued} generation(s) they held were re-queued to the others"
+        )
+    if split:
+        ex.summary.notes.append(
+            f"{provider}: out of GPU memory in a batch on a Ray worker: {split} generation(s) re-queued as single cells"
+        )
+    if oom_tried:
+        ex.summary.notes.append(
+            f"{provider}: {len(oom_tried)} generation(s) ran out of GPU memory alone on a Ray worker and were tried "
+            f"on the others; {oom_failed} failed on every one"
         )
     if left and not ex.stop.is_set():
         ex.summary.fatal = ex.summary.fatal or (
@@ -348,6 +492,8 @@ async def _dispatch(ex: Executor, pool: RayPool, worker: _Worker, batch: list[Un
         worker.summary.file_loads = state["file_loads"]
         worker.summary.batches = state["batches"]
         worker.summary.busy_s = state["busy_s"]
+    if reply.get("oom"):  # the worker freed its cache and lives on; the caller decides what is sent again
+        raise OutOfMemory((reply.get("error") or ("", "out of GPU memory"))[1], ready, started)
     cells = sum(len(u.cells) for u, _ in ready)
     worker.summary.wall_s = time.monotonic() - pool.started
     worker.summary.generations += len(ready)

@@ -6,11 +6,16 @@ provider code as an in-process run (so the images are the same bytes), and retur
 results with what it has loaded, so the driver can place the next batch where its LoRAs
 are warm and count the loads. Provider errors come back as data (kind, message), never as a
 pickled exception, so the driver records them exactly like an in-process failure.
+
+Out of GPU memory is reported apart (`oom: True`, kind `out_of_memory`) after the worker frees
+torch's cached blocks, so the driver can split the batch into single cells and try them again
+(a batch of seeds needs several times the activations of one image).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import time
@@ -22,10 +27,15 @@ from lorascope.harness.models import GenerationRequest
 from lorascope.harness.secrets import describe_exception, redact
 
 
+#: Error kind of a generation that ran out of GPU memory on a Ray worker.
+OUT_OF_MEMORY = "out_of_memory"
+
+
 class PipelineWorker:
     """Holds one provider (its pipeline and adapters) for the lifetime of the actor."""
 
-    def __init__(self, provider_cls: type, config: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, provider_cls: type, config: dict[str, Any], threads: int | None = None,
+                 oom_above: int | None = None, fail_warm: bool = False) -> None:
         # Ray caps OMP_NUM_THREADS at the actor's CPUs; on CPU torch's thread count changes the
         # last bits of the pixels, so by default torch picks its own count, as in a plain process.
         if threads is None:
@@ -37,6 +47,10 @@ class PipelineWorker:
         self.file_loads: Counter[str] = Counter()  # LoRA file -> times its adapter was loaded here
         self.batches = 0
         self.busy_s = 0.0
+        # test hooks only (executor_ray.TEST_HOOKS_ENV); None / False in real runs
+        self.oom_above = oom_above
+        self.fail_warm = fail_warm
+        self.ooms = 0
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs and what it would put in a fingerprint (checked by the driver)."""
@@ -69,8 +83,12 @@ class PipelineWorker:
         started = time.perf_counter()
         load = getattr(self.provider, "load_pipeline", None)
         try:
+            if self.fail_warm:
+                raise RuntimeError("test hook: this worker fails to load its pipeline")
             if load is not None:
-                load()
+                pipe = load()
+                if self.oom_above is not None:
+                    _fake_oom_above(pipe, self.oom_above)
         except ProviderError as exc:
             return {"error": redact(exc.message), "load_s": time.perf_counter() - started}
         except Exception as exc:
@@ -84,18 +102,25 @@ class PipelineWorker:
         started = time.perf_counter()
         results: list[Any] = []
         error: tuple[str, str] | None = None
+        oom = False
         try:
             results = asyncio.run(self.provider.generate_batch(requests))
         except ProviderError as exc:
             error = (exc.kind, redact(exc.message))
+            oom = _is_oom(exc)
         except Exception as exc:  # mapped like the in-process executor does: one redacted line
             error = ("internal", redact(describe_exception(exc)))
+            oom = _is_oom(exc)
+        if oom:
+            self.ooms += 1
+            error = (OUT_OF_MEMORY, error[1] if error else "out of GPU memory")
+            _free_gpu_memory()
         self.busy_s += time.perf_counter() - started
         self.batches += 1
         loaded = self._loaded()
         for path in loaded - before:  # a file that appears went through the loader once
             self.file_loads[path] += 1
-        return {"results": results, "error": error, "state": self.state(loaded)}
+        return {"results": results, "error": error, "oom": oom, "state": self.state(loaded)}
 
     def state(self, loaded: set[str] | None = None) -> dict[str, Any]:
         """What the driver shows and places by: loaded files, load counts, busy time."""
@@ -105,7 +130,52 @@ class PipelineWorker:
             "file_loads": dict(self.file_loads),
             "batches": self.batches,
             "busy_s": self.busy_s,
+            "ooms": self.ooms,
         }
 
     def _loaded(self) -> set[str]:
         return set(getattr(self.provider, "loaded_adapters", {}).values())
+
+
+def _oom_types() -> tuple[type, ...]:
+    import torch
+
+    return tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """True when torch's out-of-memory error is `exc` or in its chain (the local provider
+    re-raises it as a ProviderError `from None`, which keeps it as `__context__`)."""
+    oom, seen = _oom_types(), 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 8:
+        if isinstance(cur, oom):
+            return True
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return False
+
+
+def _free_gpu_memory() -> None:
+    """Drop the failed call's tensors and hand torch's cached blocks back before the next batch."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _fake_oom_above(pipe: Any, limit: int) -> None:
+    """Test hook: the transformer raises torch's CUDA out-of-memory error when one call holds
+    more than `limit` images (it gets a list of latents, one per image), so the real path
+    (the provider's OOM translation, this worker, the driver's split) runs without a GPU."""
+    import torch
+
+    transformer = pipe.transformer
+    forward = transformer.forward
+
+    def guarded(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(x) > limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (test hook: {len(x)} images > {limit})")
+        return forward(x, *args, **kwargs)
+
+    transformer.forward = guarded

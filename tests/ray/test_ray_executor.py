@@ -162,3 +162,98 @@ async def test_ctrl_c_stops_workers_and_the_run_resumes_through_the_cli(ray_clus
     successes = _successes(out)
     assert len(successes) == CELLS and set(successes.values()) == {1}
     assert "Ray worker" in proc.stderr  # the summary names the workers
+
+
+def _errors(run: Path) -> list[tuple[str, str, str]]:
+    """(fingerprint, error kind, message) of every failed attempt, in order."""
+    db = sqlite3.connect(run / "run.db")
+    rows = db.execute("SELECT fingerprint, error_kind, error_message FROM generations WHERE status = 'failed' "
+                      "ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+async def test_out_of_memory_batches_split_into_single_cells_and_a_worker_that_fails_to_start_is_dropped(
+        ray_cluster, ray_project, reference, tmp_path, monkeypatch):
+    # seeds batched in pairs; the tiny transformer raises torch's CUDA OOM for more than one image
+    # per call (test hook); worker 1 fails to load its pipeline, so worker 0 runs the whole grid
+    suite = ray_project / "ray-batch.yaml"
+    suite.write_text((ray_project / "ray.yaml").read_text().replace("threads_per_worker: 1",
+                                                                    "threads_per_worker: 1, batch_seeds: true"))
+    monkeypatch.setenv("LORASCOPE_TEST_RAY_FAULTS", "oom_above=1,fail_start=1")
+    out = tmp_path / "run"
+    summary = await run_suite_async(load_suite(suite), out, progress=False, handle_sigint=False)
+
+    assert summary.exit_code == 0, summary
+    assert sorted(summary.workers) == ["diffusers/w0"]  # the worker that failed to start was dropped
+    assert any("1 Ray worker(s) failed to start" in n and "diffusers/w1" in n and "running on the other 1" in n
+               for n in summary.notes), summary.notes
+    successes = _successes(out)
+    assert len(successes) == CELLS and set(successes.values()) == {1}
+    # every pair ran out of memory once, then each seed alone made the single-process image
+    errors = _errors(out)
+    assert len(errors) == CELLS and {k for _, k, _ in errors} == {"out_of_memory"}
+    assert all("in a batch of 2" in m and "re-queued as single cells" in m and "CUDA out of memory" in m
+               for _, _, m in errors), errors[:2]
+    assert Counter(fp for fp, _, _ in errors) == Counter(successes)  # one failed attempt per cell, then success
+    assert _images(out) == _images(reference)
+    assert any(f"{CELLS} generation(s) re-queued as single cells" in n for n in summary.notes), summary.notes
+    assert _live_workers(ray_cluster) == []
+
+
+async def test_a_cell_out_of_memory_alone_is_tried_on_each_worker_then_failed(ray_cluster, ray_project, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("LORASCOPE_TEST_RAY_FAULTS", "oom_above=0")  # even one image is too many
+    out = tmp_path / "run"
+    summary = await run_suite_async(load_suite(ray_project / "ray.yaml"), out, progress=False, handle_sigint=False)
+
+    ps = summary.providers["diffusers"]
+    assert summary.exit_code == 1 and ps.failed == CELLS and ps.succeeded == 0 and ps.not_sent == 0, summary
+    errors = _errors(out)
+    attempts = Counter(fp for fp, _, _ in errors)
+    assert len(attempts) == CELLS and set(attempts.values()) == {2}  # once on each worker, never more
+    final = {}
+    for fp, kind, message in errors:
+        assert kind == "out_of_memory"
+        final[fp] = message
+    for message in final.values():  # the last attempt of each says it is over, and what to do
+        assert "even alone, on every Ray worker that tried it (diffusers/w0, diffusers/w1)" in message, message
+        assert "lower the size" in message
+    assert any(f"; {CELLS} failed on every one" in n for n in summary.notes), summary.notes
+
+
+async def test_every_worker_lost_leaves_the_rest_unsent_and_the_same_command_resumes(ray_cluster, ray_project,
+                                                                                      tmp_path):
+    out = tmp_path / "run"
+    suite = load_suite(ray_project / "ray.yaml")
+    run = asyncio.create_task(run_suite_async(suite, out, progress=False, handle_sigint=False))
+    killed: list[str] = []
+    deadline = time.monotonic() + 240
+    while not killed and time.monotonic() < deadline and not run.done():
+        await asyncio.sleep(0.05)
+        if (out / "run.db").exists() and sum(_successes(out).values()) >= 2:
+            killed = _live_workers(ray_cluster)
+            for name in killed:
+                ray_cluster.kill(ray_cluster.get_actor(name))
+    assert len(killed) == 2, "the run finished before its workers could be killed"
+    summary = await run
+
+    ps = summary.providers["diffusers"]
+    assert summary.exit_code == 1, summary
+    assert "every Ray worker was lost" in (summary.fatal or "") and "run the same command again" in summary.fatal
+    assert all(w.lost for w in summary.workers.values())
+    done_before = set(_successes(out))
+    assert 2 <= len(done_before) < CELLS
+    assert ps.not_sent == CELLS - len(done_before) - ps.failed
+    db = sqlite3.connect(out / "run.db")
+    last_id = db.execute("SELECT MAX(id) FROM generations").fetchone()[0]
+    db.close()
+
+    again = await run_suite_async(load_suite(ray_project / "ray.yaml"), out, progress=False, handle_sigint=False)
+    assert again.exit_code == 0, again
+    db = sqlite3.connect(out / "run.db")
+    sent_now = {fp for (fp,) in db.execute("SELECT fingerprint FROM generations WHERE id > ?", (last_id,))}
+    db.close()
+    assert sent_now and not (sent_now & done_before)  # nothing already done was sent again
+    successes = _successes(out)
+    assert len(successes) == CELLS and set(successes.values()) == {1}
