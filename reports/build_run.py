@@ -17,13 +17,15 @@ import pandas as pd
 
 from lorascope.registry.models import LoraEntry
 from lorascope.reports import fmt
-from lorascope.reports.figures import ThumbIndex, image_file, row_ok, row_nsfw, sha_of
+from lorascope.reports.figures import ThumbIndex, asset_url, image_file, row_ok, row_nsfw, sha_of
+from lorascope.reports.thumbs import ThumbFailure
 from lorascope.reports.grid import EXTRA_AXES, build_grid, extra_value
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
 from lorascope.reports.human import agreement_rows, human_plots, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
 from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
 from lorascope.reports.viewmodels import (
+    Figure,
     GridColumn,
     GridSection,
     KeyValue,
@@ -195,6 +197,7 @@ def _marks(columns: list[GridColumn]) -> dict[str, list[str]]:
 def _section(
     lora: str, df: pd.DataFrame, variants: list[str], data: RunData,
     recs: dict[tuple[str, str], float | None], columns: list[GridColumn], grid: GridSection,
+    inputs: dict[str, Figure] | None = None,
 ) -> LoraSection:
     entry = data.loras.get(lora)
     provider_of = dict(zip(df["variant"], df["provider"]))
@@ -232,7 +235,35 @@ def _section(
         plots=[*(_plots(lora, entry, providers, data, recs) if data.scored else []),
                *human_plots(data.human, lora, entry.scale.recommended if entry else None)],
         human=human_views(data.human, lora),
+        inputs=[inputs[key] for key in _ordered_unique(_input_ids(df[df["lora"] == lora])) if key in (inputs or {})],
     )
+
+
+def _input_ids(df: pd.DataFrame) -> list[str]:
+    if "init_image" not in df.columns:
+        return []
+    return [str(v) for v in df["init_image"] if isinstance(v, str) and v]
+
+
+def _input_files(df: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
+    """{input image id: its copy in the run} (evals.fidelity keeps one per input when it scores)."""
+    if "input_path" not in df.columns or "init_image" not in df.columns:
+        return {}
+    found: dict[str, Path] = {}
+    for key, rel in zip(df["init_image"], df["input_path"]):
+        if isinstance(key, str) and key and isinstance(rel, str) and rel and key not in found:
+            found[key] = run_dir / rel
+    return found
+
+
+def _input_figure(key: str, path: Path, thumbs: ThumbIndex) -> Figure:
+    label = f"input {key}"
+    thumb = thumbs.get(path)
+    if isinstance(thumb, ThumbFailure):
+        return Figure(provider="input", status="missing", reason=thumb.reason, alt=label, title=label)
+    return Figure(provider="input", status="ok", thumb=asset_url(thumb.path, thumbs.report_dir),
+                  full=asset_url(path, thumbs.report_dir), thumb_width=thumb.width, thumb_height=thumb.height,
+                  alt=label, title=f"{label}: the picture these images start from", caption=[f"image {key}"])
 
 
 def _seed_sort(seed: str) -> tuple[int, int | str]:
@@ -350,7 +381,11 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
     for row in records:
         if row_ok(row):
             thumbs.want(image_file(data.run_dir, row), sha_of(row))
+    input_files = _input_files(df, data.run_dir)
+    for path in input_files.values():
+        thumbs.want(path, None)
     thumbs.make()
+    inputs = {key: _input_figure(key, path, thumbs) for key, path in input_files.items()}
 
     variants = _ordered_unique(df["variant"])
     suite_prompts = [p.get("id") for p in data.suite.get("prompts", []) if isinstance(p, dict)]
@@ -366,7 +401,8 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
     grid, grids, run_grid = build_grid(
         list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
         recs=recs, sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()])
-    sections = [_section(lora, df, variants, data, recs, columns[lora], section) for lora, section in zip(loras, grids)]
+    sections = [_section(lora, df, variants, data, recs, columns[lora], section, inputs)
+                for lora, section in zip(loras, grids)]
     banners = [random_weight_banner(data)] if uses_random_weights(df) else []
     return RunReportView(
         title=f"lorascope report: {data.suite_name or data.run_dir.name}",

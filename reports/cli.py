@@ -52,6 +52,8 @@ def demo(
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
     typer.echo(f"demo finished in {result.seconds:.1f} s ({stages})")
     typer.echo(f"report: {result.report}")
+    if result.img2img_report is not None:
+        typer.echo(f"img2img report: {result.img2img_report}")
     typer.echo(f"pick by eye: lorascope review {result.run_dir}  (opens a local voting page; "
                f"then `lorascope ratings {result.run_dir}`)")
 

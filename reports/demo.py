@@ -6,7 +6,11 @@ What it does, with the real code path of every stage:
 2. writes a catalogue for them (DIR/loras.yaml) and a suite (DIR/suite.yaml) that runs them
    on the local diffusers provider with `model: tiny-random`;
 3. runs the suite into DIR/run (the harness: store, fingerprints, resume), scores it with
-   the tiny random CLIP, recommends a scale per LoRA, and writes DIR/run/report.html.
+   the tiny random CLIP, recommends a scale per LoRA, and writes DIR/run/report.html;
+4. an image-to-image sweep: writes a small input picture (DIR/inputs/demo-photo.png) and
+   DIR/suite-img2img.yaml (the same LoRAs and scales at two denoising strengths over it),
+   runs, scores (with fidelity to the input) and reports it into DIR/img2img/report.html,
+   which shows the input at the head of each LoRA's grid.
 
 Everything is kept so people can re-run pieces by hand (`lorascope run DIR/suite.yaml
 --out DIR/run`, `lorascope score DIR/run --clip tiny-random`, `lorascope report DIR/run`).
@@ -41,6 +45,11 @@ DEMO_LORAS = [
      "neon lights, glowing synthwave colours at night"),
 ]
 CLIP_MODEL = "tiny-random"
+#: The img2img sweep: one prompt, one seed, two strengths (2 steps x 0.5 = one denoising step).
+DEMO_STRENGTHS = [0.5, 1.0]
+DEMO_INPUT = "inputs/demo-photo.png"
+#: Smaller than the text-to-image grid: 26 more cells must cost the demo only seconds.
+DEMO_IMG2IMG_SIZE = "64x64"
 
 CATALOGUE_HEADER = """\
 # Demo catalogue written by `lorascope demo`: three LoRAs with RANDOM weights that fit the
@@ -64,6 +73,7 @@ class DemoResult:
     report: Path
     seconds: float
     timings: dict[str, float]
+    img2img_report: Path | None = None
 
 
 def tiny_linear_shapes() -> dict[str, tuple[int, int]]:
@@ -125,6 +135,49 @@ def suite_text(suite_path: Path, run_dir: Path) -> str:
         "steps": DEMO_STEPS,
     }
     return SUITE_HEADER.format(suite=suite_path, run=run_dir) + yaml.safe_dump(suite, sort_keys=False)
+
+
+def img2img_suite_text(suite_path: Path, run_dir: Path) -> str:
+    suite = {
+        "name": "demo-img2img-tiny-random",
+        "description": "lorascope demo: image-to-image over one input at two strengths, random-weight models",
+        "catalogue": "loras.yaml",
+        "mode": "img2img",
+        "providers": [{"diffusers": {"model": "tiny-random"}}],
+        "loras": [lora_id for lora_id, *_ in DEMO_LORAS],
+        "scales": DEMO_SCALES,
+        "strengths": DEMO_STRENGTHS,
+        "images": [{"id": "photo", "image": DEMO_INPUT}],
+        "prompts": DEMO_PROMPTS[1:],
+        "seeds": DEMO_SEEDS[:1],
+        "size": DEMO_IMG2IMG_SIZE,
+        "steps": DEMO_STEPS,
+    }
+    return SUITE_HEADER.format(suite=suite_path, run=run_dir) + yaml.safe_dump(suite, sort_keys=False)
+
+
+def demo_input_png() -> bytes:
+    """A small picture with structure to keep (sky gradient, sea, a lighthouse block), the same
+    bytes every time so a re-run finds its cells stored."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = int(DEMO_IMG2IMG_SIZE.split("x")[0])
+    y, x = np.mgrid[0:side, 0:side]
+    img = np.zeros((side, side, 3), dtype=np.uint8)
+    img[..., 0] = 90 + y * 100 // side
+    img[..., 1] = 120 + y * 60 // side
+    img[..., 2] = 230 - y * 40 // side
+    sea = y > side * 2 // 3
+    img[sea] = np.stack([20 + (x[sea] * 7 % 30), 60 + (x[sea] * 3 % 40), 140 + (y[sea] % 20)], axis=-1)
+    tower = (abs(x - side // 2) < side // 14) & (y > side // 4) & ~sea
+    img[tower] = (235, 235, 225)
+    img[tower & ((y // (side // 16)) % 2 == 0)] = (200, 40, 40)
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
 
 
 def _write(path: Path, text: str) -> None:
@@ -190,8 +243,45 @@ def run_demo(out_dir: Path, *, progress: bool = True, echo=print) -> DemoResult:
     t = time.perf_counter()
     report = write_run_data_report(data)
     timings["report"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    img2img_report = _img2img_sweep(out_dir, progress, echo)
+    timings["img2img"] = time.perf_counter() - t
     return DemoResult(out_dir=out_dir, run_dir=run_dir, report=report,
-                      seconds=time.perf_counter() - started, timings=timings)
+                      seconds=time.perf_counter() - started, timings=timings, img2img_report=img2img_report)
+
+
+def _run(suite_path: Path, run_dir: Path, out_dir: Path, progress: bool):
+    from lorascope.harness.runner import run_suite
+    from lorascope.harness.store import SharedCache, StoreError
+    from lorascope.harness.suite import SuiteError, load_suite
+
+    try:
+        summary = run_suite(load_suite(suite_path), run_dir, progress=progress, cache=SharedCache(out_dir / ".cache"))
+    except (SuiteError, StoreError) as exc:
+        raise ReportError(f"demo run failed: {exc}", exit_code=1) from None
+    if summary.interrupted or summary.fatal:
+        raise ReportError(f"demo run stopped: {summary.fatal or 'interrupted'}; re-run to resume", exit_code=1)
+    return summary
+
+
+def _img2img_sweep(out_dir: Path, progress: bool, echo) -> Path:
+    """The image-to-image part: input picture, suite, run, score (fidelity included), report."""
+    from lorascope.harness.store import atomic_write
+    from lorascope.reports.service import write_run_data_report
+    from lorascope.reports.sources import load_run_data
+
+    atomic_write(out_dir / DEMO_INPUT, demo_input_png())
+    suite_path = out_dir / "suite-img2img.yaml"
+    run_dir = out_dir / "img2img"
+    _write(suite_path, img2img_suite_text(suite_path, run_dir))
+    summary = _run(suite_path, run_dir, out_dir, progress)
+    counts = {k: sum(getattr(p, k) for p in summary.providers.values()) for k in ("total", "sent", "stored", "failed")}
+    echo(f"img2img run: {run_dir} ({counts['total']} cells at strengths "
+         f"{', '.join(f'{s:g}' for s in DEMO_STRENGTHS)} over {out_dir / DEMO_INPUT}: {counts['sent']} generated now, "
+         f"{counts['stored']} already stored, {counts['failed']} failed)")
+    _score(run_dir, progress)
+    return write_run_data_report(load_run_data(run_dir))
 
 
 #: The preference scorer the demo draws a curve for: HPSv2's architecture (open_clip, already

@@ -119,6 +119,7 @@ def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None,
 def load_run_data(run_dir: Path) -> RunData:
     """Everything a run report shows, from the run folder."""
     run_dir = Path(run_dir)
+    from lorascope.evals.fidelity import fidelity_columns
     from lorascope.evals.results import scored_frame
 
     with open_store(run_dir) as store:
@@ -130,7 +131,7 @@ def load_run_data(run_dir: Path) -> RunData:
             suite = {}
         labels = _score_labels(store)
     # the scores of the CLIP model that last scored the run (NaN where an image has none yet)
-    frame = scored_frame(run_dir)
+    frame = fidelity_columns(scored_frame(run_dir), run_dir)  # img2img: input_path, input_cosine, input_ssim
     model = str(frame["clip_model"].iloc[0]) if len(frame) else ""
     score_model = labels.get(model, model)
     scored = is_scored(frame)

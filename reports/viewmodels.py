@@ -189,6 +189,8 @@ class LoraSection(_View):
     recommendations: list[RecommendationView] = Field(default_factory=list)
     plots: list[PlotView] = Field(default_factory=list)
     human: list[HumanView] = Field(default_factory=list)
+    #: img2img/inpaint: the input pictures this LoRA's images start from (shown at its head)
+    inputs: list[Figure] = Field(default_factory=list)
 
 
 class KeyValue(_View):

@@ -13,7 +13,18 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from lorascope.cli import app
-from lorascope.reports.demo import DEMO_LORAS, DEMO_PROMPTS, DEMO_SCALES, DEMO_SEEDS, tiny_linear_shapes
+from lorascope.reports.demo import (
+    DEMO_INPUT,
+    DEMO_LORAS,
+    DEMO_PROMPTS,
+    DEMO_SCALES,
+    DEMO_SEEDS,
+    DEMO_STRENGTHS,
+    tiny_linear_shapes,
+)
+
+#: the img2img sweep: (baseline + LoRAs x scales) at each strength, one prompt, one seed, one input
+IMG2IMG_CELLS = len(DEMO_STRENGTHS) * (1 + len(DEMO_LORAS) * len(DEMO_SCALES))
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +37,7 @@ def demo_dir(tmp_path_factory):
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert f"report: {root / 'out' / 'run' / 'report.html'}" in result.output
         assert f"pick by eye: lorascope review {root / 'out' / 'run'}" in result.output
+        assert f"img2img report: {root / 'out' / 'img2img' / 'report.html'}" in result.output
         yield root / "out"
     finally:
         mp.undo()
@@ -67,6 +79,7 @@ def test_demo_runs_again_in_the_same_folder_generating_nothing(demo_dir):
 
     def digests() -> dict[str, str]:
         files = [*(demo_dir / "loras").glob("*.safetensors"), demo_dir / "loras.yaml", demo_dir / "suite.yaml",
+                 demo_dir / "suite-img2img.yaml", demo_dir / DEMO_INPUT,
                  *(demo_dir / "run" / "thumbs").glob("*.jpg")]
         return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
@@ -76,6 +89,8 @@ def test_demo_runs_again_in_the_same_folder_generating_nothing(demo_dir):
     result = CliRunner().invoke(app, ["demo", "--out", str(demo_dir)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"({total} cells: 0 generated now, {total} already stored, 0 failed)" in result.output
+    assert f"({IMG2IMG_CELLS} cells at strengths" in result.output
+    assert f"0 generated now, {IMG2IMG_CELLS} already stored, 0 failed)" in result.output.split("img2img run:", 1)[1]
     assert f"report: {demo_dir / 'run' / 'report.html'}" in result.output
     # the evals stage's recommendation per LoRA, beside the catalogue's
     for lora_id, *_, recommended, _style in DEMO_LORAS:
@@ -83,6 +98,36 @@ def test_demo_runs_again_in_the_same_folder_generating_nothing(demo_dir):
         assert f"(catalogue {recommended:g}): " in result.output.split(f"  {lora_id} on diffusers: scale ", 1)[1].splitlines()[0]
     assert digests() == before
     assert {p: p.stat().st_mtime_ns for p in (demo_dir / "run" / "thumbs").glob("*.jpg")} == thumbs_mtime
+
+
+def test_demo_img2img_sweep_is_run_scored_with_fidelity_and_reported(demo_dir):
+    from PIL import Image
+
+    run = demo_dir / "img2img"
+    results = pd.read_parquet(run / "results.parquet")
+    assert len(results) == IMG2IMG_CELLS and (results.status == "succeeded").all()
+    assert sorted(results.strength.unique()) == DEMO_STRENGTHS and set(results.init_image) == {"photo"}
+    assert results[["input_cosine", "input_ssim", "clip_score"]].notna().all().all()
+    assert results[results.lora != ""].style_shift.notna().all()
+    (kept,) = set(results.input_path)
+    assert (run / kept).read_bytes() == (demo_dir / DEMO_INPUT).read_bytes()
+    with Image.open(demo_dir / DEMO_INPUT) as im:
+        assert im.size == (int(results.width.iloc[0]), int(results.height.iloc[0]))
+
+
+def test_demo_img2img_report_shows_the_input_at_the_head_of_each_loras_grid(demo_dir, browser):
+    page, log = open_page(browser, (demo_dir / "img2img" / "report.html").as_uri())
+    images = load_all_images(page)
+    assert images and [i["src"] for i in images if i["w"] == 0] == []
+    for lora_id, *_ in DEMO_LORAS:
+        section = page.locator(f'section.lora[data-lora="{lora_id}"]')
+        figure = section.locator(".inputs figure.fig[data-provider=input]")
+        assert figure.count() == 1 and figure.is_visible()
+        assert "image photo" in figure.inner_text()
+        assert figure.locator("img").evaluate("i => i.naturalWidth") > 0
+        # the input comes before the grid in the section
+        assert section.locator("h3").first.inner_text().startswith("Input")
+    assert (log.console_errors, log.page_errors, log.failed_requests, log.external_requests) == ([], [], [], [])
 
 
 def test_demo_report_in_the_browser(demo_dir, browser):
