@@ -160,3 +160,24 @@ def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFram
     for col in FIDELITY_COLUMNS:
         out[col] = out[col].astype("float64")
     return out
+
+
+def fidelity_by_strength(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Mean style shift and fidelity per (lora, provider, strength, scale) over prompts, seeds and
+    inputs: the points of the report's fidelity-vs-style plot (one curve per strength, one point
+    per scale), and what a (scale, strength) choice trades. Empty when the run has no inputs."""
+    import pandas as pd
+
+    from lorascope.evals.metrics import is_scorable
+
+    columns = ["lora", "provider", "strength", "scale", "style_shift", "input_ssim", "input_cosine", "n"]
+    if not has_inputs(frame) or "input_ssim" not in frame.columns or "style_shift" not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    ok = frame[is_scorable(frame) & (frame["lora"] != "") & (frame["n_loras"] == 1)
+               & frame["strength"].notna() & frame["style_shift"].notna() & frame["input_ssim"].notna()]
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = ok.groupby(["lora", "provider", "strength", "scale"], sort=True)
+    out = grouped[["style_shift", "input_ssim", "input_cosine"]].mean()
+    out["n"] = grouped.size()
+    return out.reset_index()[columns]

@@ -150,12 +150,37 @@ def _plots(lora: str, entry: LoraEntry | None, providers: list[str], data: RunDa
                  catalogue_x=catalogue_x),
     ]
     for scorer in data.scorers:  # each plugin scorer's curve; the baseline level is its no-LoRA mean
-        warning = " — RANDOM WEIGHTS: numbers carry no meaning" if scorer.random_weights else ""
         specs.append(PlotSpec(
-            title=f"{scorer.label} vs scale (mean, 95% CI; dashed: no-LoRA){warning}", y_label=scorer.name,
+            title=f"{scorer.label} vs scale (mean, 95% CI)", y_label=scorer.name,
             curves=_curves(lora, scorer.name, providers, data.aggregates, recs, with_baseline=True),
-            catalogue_x=catalogue_x))
+            catalogue_x=catalogue_x,
+            note=f"{scorer.label}: RANDOM WEIGHTS, the numbers carry no meaning" if scorer.random_weights else ""))
+    specs += _fidelity_specs(lora, data)
     return [build_plot(spec) for spec in specs]
+
+
+def _fidelity_specs(lora: str, data: RunData) -> list[PlotSpec]:
+    """Image-to-image runs: fidelity to the input against style shift, one curve per strength
+    (per provider too when several), one point per scale, so the trade-off shows at a glance."""
+    from lorascope.evals.fidelity import fidelity_by_strength
+
+    table = fidelity_by_strength(data.results)
+    mine = table[table["lora"] == lora]
+    if mine.empty:
+        return []
+    many = mine["provider"].nunique() > 1
+    specs = []
+    for column, name in (("input_ssim", "SSIM to the input"), ("input_cosine", "CLIP cosine to the input")):
+        curves = []
+        for index, ((provider, strength), group) in enumerate(mine.groupby(["provider", "strength"], sort=True)):
+            label = f"{provider} · strength {strength:g}" if many else f"strength {strength:g}"
+            points = [CurvePoint(x=float(r.style_shift), mean=float(getattr(r, column)), n=int(r.n),
+                                 label=f"scale {r.scale:g} (style shift {r.style_shift:+.3f})")
+                      for r in group.itertuples(index=False)]
+            curves.append(Curve(label=label, color=color_for(index), points=points))
+        specs.append(PlotSpec(title=f"Fidelity vs style per strength: {name} (one point per scale)",
+                              y_label=column, x_label="style shift (mean)", curves=curves))
+    return specs
 
 
 def _columns(lora: str, df: pd.DataFrame, data: RunData, recs: dict[tuple[str, str], float | None]) -> list[GridColumn]:

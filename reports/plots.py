@@ -24,6 +24,7 @@ class CurvePoint:
     lo: float | None = None  # 95% CI bounds; None when there is one observation
     hi: float | None = None
     n: int = 0
+    label: str | None = None  # the point's name in its tooltip (default: "scale X")
 
 
 @dataclass
@@ -42,9 +43,11 @@ class PlotSpec:
     curves: list[Curve]
     catalogue_x: float | None = None
     value_format: str = "{:.3f}"
+    x_label: str = "LoRA scale"
     width: int = 440
     height: int = 260
     margins: tuple[int, int, int, int] = field(default=(22, 16, 40, 56))  # top right bottom left
+    note: str = ""  # a warning shown under the plot (the SVG title has room for a short title only)
 
 
 def color_for(index: int) -> str:
@@ -81,9 +84,9 @@ def build_plot(spec: PlotSpec) -> PlotView:
     x0, x1 = float(left), float(spec.width - right)
     y0, y1 = float(top), float(spec.height - bottom)  # y0 is the top edge in pixels
     empty = dict(
-        title=spec.title, y_label=spec.y_label, width=spec.width, height=spec.height,
+        title=spec.title, y_label=spec.y_label, x_label=spec.x_label, width=spec.width, height=spec.height,
         plot_left=x0, plot_top=y0, plot_right=x1, plot_bottom=y1,
-        x_ticks=[], y_ticks=[], series=[], markers=[],
+        x_ticks=[], y_ticks=[], series=[], markers=[], note=spec.note,
     )
     xs = [p.x for c in spec.curves for p in c.points if math.isfinite(p.mean)]
     if not xs:
@@ -136,7 +139,7 @@ def build_plot(spec: PlotSpec) -> PlotView:
                 ci = f" (95% CI {spec.value_format.format(p.lo)} to {spec.value_format.format(p.hi)})"
             points.append(PlotPoint(
                 x=px(p.x), y=py(p.mean),
-                title=f"{curve.label} scale {p.x:g}: {spec.value_format.format(p.mean)}{ci}, n={p.n}",
+                title=f"{curve.label} {p.label or f'scale {p.x:g}'}: {spec.value_format.format(p.mean)}{ci}, n={p.n}",
             ))
         series.append(PlotSeries(label=curve.label, color=curve.color, line=line, band=band, points=points))
         if curve.recommended_x is not None:

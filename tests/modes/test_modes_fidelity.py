@@ -100,6 +100,22 @@ async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, mon
     (path,) = set(frame.input_path)
     assert (tmp_path / "run" / path).read_bytes() == photo
 
+    # the report's fidelity-vs-style points: one per (strength, scale), fidelity falling with strength
+    from lorascope.evals.fidelity import fidelity_by_strength
+
+    table = fidelity_by_strength(frame)
+    assert list(table.strength) == [0.0, 0.3, 0.7, 1.0] and set(table.lora) == {"paint"} and (table.n == 1).all()
+    assert list(table.input_ssim) == sorted(table.input_ssim, reverse=True)
+
+    from lorascope.reports.service import write_run_report
+
+    html = write_run_report(tmp_path / "run").read_text()
+    assert "Fidelity vs style per strength: SSIM to the input" in html
+    assert "Fidelity vs style per strength: CLIP cosine to the input" in html
+    for strength in ("0", "0.3", "0.7", "1"):
+        assert f"strength {strength} scale 1 (style shift" in html
+    assert "style shift (mean)" in html and f'href="{path}"' in html  # the input shown, linked full size
+
 
 async def test_tiny_diffusers_img2img_run_gets_fidelity_columns_and_rescoring_is_cached(tmp_path, monkeypatch):
     pytest.importorskip("diffusers")

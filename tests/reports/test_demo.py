@@ -127,6 +127,11 @@ def test_demo_img2img_report_shows_the_input_at_the_head_of_each_loras_grid(demo
         assert figure.locator("img").evaluate("i => i.naturalWidth") > 0
         # the input comes before the grid in the section
         assert section.locator("h3").first.inner_text().startswith("Input")
+        # fidelity against style, one curve per strength
+        plot = section.locator(".plot", has_text="Fidelity vs style per strength: SSIM to the input")
+        assert plot.count() == 1 and plot.is_visible()
+        legend = plot.locator(".legend").inner_text()
+        assert all(f"strength {s:g}" in legend for s in DEMO_STRENGTHS)
     assert (log.console_errors, log.page_errors, log.failed_requests, log.external_requests) == ([], [], [], [])
 
 
