@@ -162,6 +162,7 @@ class PlotView(_View):
     series: list[PlotSeries]
     markers: list[PlotMarker]
     empty_reason: str | None = None
+    note: str = ""
 
 
 class RecommendationView(_View):

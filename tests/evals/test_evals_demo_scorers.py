@@ -18,7 +18,8 @@ def test_demo_report_has_a_labelled_preference_scorer_curve(tmp_path: Path):
     for lora_id, *_ in DEMO_LORAS:
         section = next(s for s in view.sections if s.id == lora_id)
         (plot,) = [p for p in section.plots if p.title.startswith("hpsv2:tiny-random vs scale")]
-        assert "RANDOM WEIGHTS" in plot.title and len(plot.series[0].points) == 4  # 4 demo scales
+        assert "RANDOM WEIGHTS" in plot.note and len(plot.series[0].points) == 4  # 4 demo scales
     html = result.report.read_text(encoding="utf-8")
-    assert "hpsv2:tiny-random vs scale (mean, 95% CI; dashed: no-LoRA) — RANDOM WEIGHTS" in html
+    assert "hpsv2:tiny-random vs scale (mean, 95% CI)" in html
+    assert '<p class="plot-note"><b>hpsv2:tiny-random: RANDOM WEIGHTS, the numbers carry no meaning</b></p>' in html
     assert "hpsv2:tiny-random-v1 (random weights)" in html  # the summary's Scorers line

@@ -25,8 +25,8 @@ def test_report_draws_scorer_curves_and_names_the_objective(tiny_run: Path):
     assert data.recommended_by.startswith("default rule: smallest scale whose mean style shift")
     view = build_run_view(data)
     section = next(s for s in view.sections if s.id == "tiny-ink")
-    titles = [p.title for p in section.plots]
-    assert any(t.startswith("pickscore:tiny-random vs scale") and "RANDOM WEIGHTS" in t for t in titles), titles
+    titles = [(p.title, p.note) for p in section.plots]
+    assert any(t.startswith("pickscore:tiny-random vs scale") and "RANDOM WEIGHTS" in n for t, n in titles), titles
     pick = next(p for p in section.plots if p.title.startswith("pickscore"))
     assert pick.series and len(pick.series[0].points) >= 2  # one point per scale
     assert any("no LoRA" in m.label for m in pick.markers)  # the baseline level
