@@ -198,6 +198,32 @@ def _print_scorers(console: "Console", run: Path, multi: Any) -> None:
     console.print(table)
 
 
+def _print_pairs(console: Any, run: Path, frame: Any, entries: dict, target: float, clip_tolerance: float) -> list:
+    """Image-to-image runs: the (scale, strength) pair per LoRA and provider (evals.recommend_pairs)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lorascope.evals.fidelity import fidelity_columns
+    from lorascope.evals.recommend_pairs import PAIR_RULE, recommend_pairs
+
+    pairs = recommend_pairs(fidelity_columns(frame, run), entries, target_fraction=target, clip_tolerance=clip_tolerance)
+    if not pairs:
+        return []
+    console.print(f"pair rule: {escape(PAIR_RULE.format(target=target))}")
+    table = Table(title=f"recommended (scale, strength) — {escape(str(run))}")
+    for col in ("LoRA", "provider", "scale", "strength", "per strength: scale / style / SSIM to input", "why"):
+        table.add_column(col)
+    for pair in pairs:
+        per = "\n".join(f"{c.strength:g}: {_fmt(c.scale, 'g')} / {_fmt(c.effect, '+.4f')} / {_fmt(c.input_ssim)}"
+                         for c in pair.choices)
+        table.add_row(escape(pair.lora), escape(pair.provider),
+                      "—" if pair.scale is None else f"[bold]{pair.scale:g}[/bold]",
+                      "—" if pair.strength is None else f"[bold]{pair.strength:g}[/bold]",
+                      escape(per), escape(pair.reason))
+    console.print(table)
+    return pairs
+
+
 def recommend(
     run: Path = typer.Argument(..., help="A scored run folder.", file_okay=False),
     write: bool = typer.Option(False, "--write", help="Write the recommendations into the catalogue (in place)."),
@@ -321,11 +347,13 @@ def recommend(
     for rec in recs:
         for warning in rec.warnings:
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    pairs = _print_pairs(console, run, frame, entries, target, clip_tolerance) if objective is None else []
     (run / "recommend.json").write_text(
         json.dumps({"run": str(run), "clip_model": model, "target": target, "clip_tolerance": clip_tolerance,
                     "objective": rule_text, "objective_expr": objective,
                     "constraints": list(constraint or []),
-                    "recommendations": [r.as_dict() for r in recs]}, indent=2),
+                    "recommendations": [r.as_dict() for r in recs],
+                    **({"pairs": [p.as_dict() for p in pairs]} if pairs else {})}, indent=2),
         encoding="utf-8",
     )
     if not write:

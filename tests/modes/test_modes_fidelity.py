@@ -64,9 +64,10 @@ def _photo() -> bytes:
     return buffer.getvalue()
 
 
-async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, monkeypatch):
+async def _blend_run(tmp_path, monkeypatch):
+    """An img2img run of one LoRA at scale 1 over one structured input at four strengths, on
+    the blend provider; returns the run folder."""
     import lorascope.harness.providers as providers
-    from lorascope.evals.scoring import score_run
 
     targets = {**providers._targets(), "blend": f"{__name__}:BlendProvider"}
     monkeypatch.setattr(providers, "_targets", lambda: targets)
@@ -83,6 +84,15 @@ async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, mon
     summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
                                     handle_sigint=False)
     assert summary.exit_code == 0, summary
+    return tmp_path / "run"
+
+
+async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, monkeypatch):
+    from lorascope.evals.scoring import score_run
+
+    await _blend_run(tmp_path, monkeypatch)
+    project = tmp_path / "proj"
+    photo = _photo()
     assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
     first = pd.read_parquet(tmp_path / "run" / "results.parquet")
     (project / "in" / "photo.png").unlink()  # a re-score reads the copy the first one kept in the run

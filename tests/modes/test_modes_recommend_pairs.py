@@ -1,0 +1,68 @@
+"""`recommend` on an image-to-image run names a (scale, strength) pair: per strength the scale
+rule against that strength's baseline, then the lowest strength reaching most of the style.
+The rule on a hand-made scored frame (known numbers), and the CLI on a scored blend-provider run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lorascope.evals.recommend_pairs import recommend_pairs
+
+
+def _frame(rows):
+    """rows: (strength, lora, scale, clip_score, style_shift, input_ssim)."""
+    records = []
+    for i, (strength, lora, scale, clip, style, ssim) in enumerate(rows):
+        records.append({"cell_id": f"c{i}", "provider": "p", "lora": lora, "scale": scale if lora else math.nan,
+                        "n_loras": 1 if lora else 0, "status": "succeeded", "image_sha256": f"{i:064x}",
+                        "image_path": f"images/{i}.png", "image_index": 0, "strength": strength, "init_image": "photo",
+                        "clip_score": clip, "style_shift": style, "lora_effect": style, "input_ssim": ssim,
+                        "input_cosine": ssim, "prompt_id": "p", "seed": 1})
+    return pd.DataFrame.from_records(records)
+
+
+def test_the_lowest_strength_reaching_most_of_the_style_wins():
+    frame = _frame([
+        (0.3, "", None, 0.50, None, 0.95),
+        (0.3, "ink", 0.5, 0.50, 0.010, 0.90), (0.3, "ink", 1.0, 0.50, 0.030, 0.85),
+        (0.6, "", None, 0.50, None, 0.70),
+        (0.6, "ink", 0.5, 0.50, 0.050, 0.65), (0.6, "ink", 1.0, 0.50, 0.060, 0.60),
+        (0.9, "", None, 0.50, None, 0.30),
+        (0.9, "ink", 0.5, 0.50, 0.062, 0.25), (0.9, "ink", 1.0, 0.40, 0.200, 0.20),  # 1.0 at 0.9 loses the prompt
+    ])
+    (pair,) = recommend_pairs(frame, {}, target_fraction=0.9)
+    # per strength: 0.3 -> scale 1.0 (0.030), 0.6 -> 1.0 (0.060), 0.9 -> 0.5 (0.062, 1.0 is not faithful)
+    assert [(c.strength, c.scale) for c in pair.choices] == [(0.3, 1.0), (0.6, 1.0), (0.9, 0.5)]
+    # best 0.062: 0.060 reaches 90% of it at the lower strength 0.6
+    assert (pair.scale, pair.strength) == (1.0, 0.6)
+    assert "keeps SSIM 0.600" in pair.reason
+    assert pair.as_dict()["per_strength"][1]["input_ssim"] == 0.60
+
+
+def test_no_pairs_for_a_text_to_image_run_and_none_when_no_strength_has_a_scale():
+    frame = _frame([(0.5, "", None, 0.5, None, 0.9), (0.5, "ink", 1.0, 0.1, 0.2, 0.8)])  # unfaithful everywhere
+    (pair,) = recommend_pairs(frame, {})
+    assert pair.scale is None and pair.strength is None and "no strength" in pair.reason
+    assert recommend_pairs(frame.assign(init_image=None, strength=None), {}) == []
+
+
+async def test_recommend_cli_prints_and_saves_the_pair(tmp_path, monkeypatch):
+    from tests.modes.test_modes_fidelity import _blend_run
+
+    from lorascope.cli import app
+    from lorascope.evals.scoring import score_run
+
+    run = await _blend_run(tmp_path, monkeypatch)
+    score_run(run, "tiny-random", progress=False)
+    result = CliRunner().invoke(app, ["recommend", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "recommended (scale, strength)" in result.output and "pair rule:" in result.output
+    saved = json.loads((run / "recommend.json").read_text())
+    (pair,) = saved["pairs"]
+    assert pair["lora"] == "paint" and [c["strength"] for c in pair["per_strength"]] == [0.0, 0.3, 0.7, 1.0]
+    assert all(c["input_ssim"] is not None for c in pair["per_strength"] if c["scale"] is not None)
