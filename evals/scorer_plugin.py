@@ -23,13 +23,13 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from lorascope.evals.embedding_cache import EmbeddingCache, text_key
+from lorascope.plugins import load_target, plugin_targets
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -107,10 +107,7 @@ class Scorer(ABC):
 
 @lru_cache(maxsize=1)
 def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets[ep.name] = ep.value
-    return targets
+    return plugin_targets(ENTRY_POINT_GROUP, BUILTIN)
 
 
 def available() -> list[str]:
@@ -121,8 +118,7 @@ def scorer_class(name: str) -> "type[Scorer]":
     target = _targets().get(name)
     if target is None:
         raise ValueError(f"--scorer {name!r}: unknown scorer; known: {', '.join(available())}")
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_target(target)
 
 
 def parse_scorers(text: str | Sequence[str] | None, ctx: ScorerContext) -> list[Scorer]:

@@ -5,10 +5,10 @@ entry-point group, one `Provider` subclass per name.
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
+
+from lorascope.plugins import load_target, plugin_targets
 
 if TYPE_CHECKING:
     from lorascope.harness.providers.base import Provider
@@ -28,10 +28,7 @@ BUILTIN: dict[str, str] = {
 
 @lru_cache(maxsize=1)
 def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets[ep.name] = ep.value
-    return targets
+    return plugin_targets(ENTRY_POINT_GROUP, BUILTIN)
 
 
 def available() -> list[str]:
@@ -42,5 +39,4 @@ def provider_class(name: str) -> "type[Provider]":
     target = _targets().get(name)
     if target is None:
         raise KeyError(f"unknown provider {name!r}; known: {', '.join(available())}")
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_target(target)
