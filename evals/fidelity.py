@@ -74,8 +74,13 @@ def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]
                 inputs, load_problems = load_inputs(suite)
             except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
                 inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
+            used = _shas_used(conn)
             for item in inputs:
                 if item.init is None or item.init.data is None:
+                    continue
+                if item.init.sha256 not in used.get(item.id, {item.init.sha256}):
+                    problems.append(f"{item.init.source}: changed since the run used it (image {item.id!r}); "
+                                    "no fidelity for its images until the run is repeated with it")
                     continue
                 fmt = (item.init.mime or "image/png").split("/")[-1]
                 found[item.id] = write_image(Path(run_dir), item.init.data, fmt)
@@ -90,6 +95,20 @@ def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]
         finally:
             conn.close()
     return found, problems
+
+
+def _shas_used(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    """{image id: the input sha256(s) the run's cells were generated from}, from the stored requests."""
+    import json
+
+    used: dict[str, set[str]] = {}
+    rows = conn.execute("SELECT axes_json, request_json FROM cells WHERE request_json LIKE ?", ('%"init_image":{%',))
+    for axes, request in rows:
+        image_id = json.loads(axes).get("image")
+        sha = (json.loads(request).get("init_image") or {}).get("sha256")
+        if image_id and sha:
+            used.setdefault(str(image_id), set()).add(sha)
+    return used
 
 
 def compute_fidelity(

@@ -127,6 +127,17 @@ async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, mon
     assert "style shift (mean)" in html and f'href="{path}"' in html  # the input shown, linked full size
 
 
+async def test_an_input_changed_since_the_run_gets_no_fidelity_and_says_so(tmp_path, monkeypatch):
+    from lorascope.evals.scoring import score_run
+
+    run = await _blend_run(tmp_path, monkeypatch)
+    (tmp_path / "proj" / "in" / "photo.png").write_bytes(make_image("png", 64, 64, seed=11))
+    summary = score_run(run, "tiny-random", progress=False)
+    assert any("in/photo.png: changed since the run used it (image 'photo')" in p for p in summary.problems)
+    frame = pd.read_parquet(run / "results.parquet")
+    assert frame[["input_cosine", "input_ssim"]].isna().all().all() and frame.clip_score.notna().all()
+
+
 async def test_tiny_diffusers_img2img_run_gets_fidelity_columns_and_rescoring_is_cached(tmp_path, monkeypatch):
     pytest.importorskip("diffusers")
     from lorascope.evals.scoring import score_run
