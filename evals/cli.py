@@ -110,6 +110,8 @@ def score(
             return
     for problem in summary.problems:
         console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    if summary.fidelity:
+        console.print(f"fidelity to the input (input_cosine, input_ssim): {summary.fidelity} image(s)")
     console.print(
         f"scored {summary.images} image(s) of {escape(str(run))} with {escape(summary.clip_label)} "
         f"({summary.embedded} newly embedded, {summary.forward_passes} forward pass(es)); "

@@ -31,6 +31,7 @@ class ScoreSummary:
     embedded: int = 0  # images that needed a forward pass (cache misses)
     forward_passes: int = 0
     unscored: int = 0  # rows without an image (failed / pending)
+    fidelity: int = 0  # images given input_cosine/input_ssim (image-to-image runs)
     problems: list[str] = field(default_factory=list)
     results_path: Path | None = None
     #: the run's results with the score columns, as written to results.parquet
@@ -127,7 +128,7 @@ def score_run(
             fidelity, problems = compute_fidelity(run_dir, frame, embedder, computed.image_vectors)
             summary.problems += problems
             if fidelity or has_inputs(frame):
-                write_fidelity(conn, embedder.model_id, fidelity)
+                summary.fidelity = write_fidelity(conn, embedder.model_id, fidelity)
         finally:
             conn.close()
         # with every stored plugin scorer's columns too, so a CLIP-only re-score keeps them

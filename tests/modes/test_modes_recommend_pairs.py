@@ -55,10 +55,10 @@ async def test_recommend_cli_prints_and_saves_the_pair(tmp_path, monkeypatch):
     from tests.modes.test_modes_fidelity import _blend_run
 
     from lorascope.cli import app
-    from lorascope.evals.scoring import score_run
-
     run = await _blend_run(tmp_path, monkeypatch)
-    score_run(run, "tiny-random", progress=False)
+    scored = CliRunner().invoke(app, ["score", str(run), "--clip", "tiny-random"], catch_exceptions=False)
+    assert scored.exit_code == 0, scored.output
+    assert "fidelity to the input (input_cosine, input_ssim): 8 image(s)" in scored.output
     result = CliRunner().invoke(app, ["recommend", str(run)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "recommended (scale, strength)" in result.output and "pair rule:" in result.output
