@@ -130,8 +130,21 @@ def recommend_scales(
                                clip.mean, clip.low, clip.high, faithful)
                 )
             _decide(rec, entry, target_fraction, clip_tolerance)
+            pooled = _pooled_strengths(rows)
+            if pooled:
+                rec.warnings.append(
+                    f"this run sweeps denoising strengths {pooled}: these per-scale figures pool them; "
+                    "the (scale, strength) pair that `lorascope recommend` prints decides per strength")
             out.append(rec)
     return out
+
+
+def _pooled_strengths(rows: pd.DataFrame) -> str:
+    """The strengths an image-mode LoRA's rows span, as text, when more than one (else "")."""
+    if "strength" not in rows:
+        return ""
+    values = sorted(set(pd.to_numeric(rows["strength"], errors="coerce").dropna()))
+    return ", ".join(f"{v:g}" for v in values) if len(values) > 1 else ""
 
 
 def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: float, clip_tolerance: float) -> None:

@@ -66,3 +66,18 @@ async def test_recommend_cli_prints_and_saves_the_pair(tmp_path, monkeypatch):
     (pair,) = saved["pairs"]
     assert pair["lora"] == "paint" and [c["strength"] for c in pair["per_strength"]] == [0.0, 0.3, 0.7, 1.0]
     assert all(c["input_ssim"] is not None for c in pair["per_strength"] if c["scale"] is not None)
+
+
+def test_the_per_scale_rule_says_when_it_pools_strengths():
+    """The default rule groups by scale only: on a run sweeping strengths it says that its
+    figures pool them and points at the pair; one strength (or none) gets no such warning."""
+    from lorascope.evals.recommend import recommend_scales
+
+    rows = [(0.3, "", None, 0.50, None, 0.95), (0.3, "ink", 1.0, 0.50, 0.030, 0.85),
+            (0.6, "", None, 0.50, None, 0.70), (0.6, "ink", 1.0, 0.50, 0.060, 0.60)]
+    (rec,) = recommend_scales(_frame(rows), {})
+    assert any("sweeps denoising strengths 0.3, 0.6" in w and "(scale, strength) pair" in w for w in rec.warnings)
+    (one,) = recommend_scales(_frame(rows[:2]), {})
+    assert not any("strengths" in w for w in one.warnings)
+    (t2i,) = recommend_scales(_frame(rows).assign(strength=None), {})
+    assert not any("strengths" in w for w in t2i.warnings)
