@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
-import httpx
+import httpx2
 
 from lorascope.harness import secrets
 from lorascope.harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
@@ -58,7 +58,7 @@ class HostedProvider(Provider):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] | None = None,
         rng: Callable[[], float] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(config)
         self._sleep = sleep or asyncio.sleep
@@ -215,7 +215,7 @@ class HostedProvider(Provider):
         """Best-effort cancel: never raises, bounded in time (used on deadline and Ctrl-C)."""
         try:
             await asyncio.wait_for(self.cancel(task_id), CANCEL_TIMEOUT_S)
-        except (ProviderError, asyncio.TimeoutError, httpx.HTTPError, NotImplementedError) as exc:
+        except (ProviderError, asyncio.TimeoutError, httpx2.HTTPError, NotImplementedError) as exc:
             log.warning("%s: cancel of %s failed: %s", self.name, task_id, secrets.redact_text(str(exc)))
 
     async def announce(self, task_id: str, on_submitted: Callable[[str], Awaitable[None]] | None) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
+import httpx2
 
 from lorascope.harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
 from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
@@ -150,7 +150,7 @@ class FalProvider(HostedProvider):
 
     def rebase(self, url: str) -> str:
         """The returned URL if it is on the configured root's origin, else its path on the root."""
-        target, root = httpx.URL(url), httpx.URL(self.root)
+        target, root = httpx2.URL(url), httpx2.URL(self.root)
         if (target.scheme, target.host, target.port) == (root.scheme, root.host, root.port):
             return url
         return self.root + target.raw_path.decode("ascii")

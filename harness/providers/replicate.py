@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-import httpx
+import httpx2
 from pydantic import Field
 
 from lorascope.harness import secrets
@@ -95,10 +95,10 @@ class ReplicateProvider(HostedProvider):
         """Planning is synchronous; this one GET carries the key only to the configured root."""
         key = self.require_key()
         try:
-            timeout = httpx.Timeout(self.config.read_timeout_s, connect=self.config.connect_timeout_s)
-            with httpx.Client(timeout=timeout) as client:
+            timeout = httpx2.Timeout(self.config.read_timeout_s, connect=self.config.connect_timeout_s)
+            with httpx2.Client(timeout=timeout) as client:
                 response = client.get(self.model_url, headers={"Authorization": f"{self.auth_scheme} {key}"})
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             reason = secrets.redact_text(f"{type(exc).__name__}: {exc}")
             raise ProviderUnavailable(self.name, f"cannot ask for {MODEL}'s latest version ({reason}); "
                                       "pin one with the suite's providers.replicate.version") from None
@@ -114,7 +114,7 @@ class ReplicateProvider(HostedProvider):
             self._latest = self._version_from(response)
         return self._latest
 
-    def _version_from(self, response: httpx.Response) -> str:
+    def _version_from(self, response: httpx2.Response) -> str:
         try:
             data = response.json()
         except ValueError:

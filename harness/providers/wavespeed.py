@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
+import httpx2
 
 from lorascope.harness.errors import BadResponse, ContentFiltered, TaskFailed
 from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
@@ -111,7 +111,7 @@ class WavespeedProvider(HostedProvider):
         """WaveSpeedAI documents no cancel call for predictions: nothing to send."""
         return None
 
-    def _data(self, answer: Any, response: httpx.Response, what: str) -> dict[str, Any]:
+    def _data(self, answer: Any, response: httpx2.Response, what: str) -> dict[str, Any]:
         """`data` of the `{code, message, data}` envelope; an envelope whose `code` is an
         error is mapped like the HTTP status it names."""
         if not isinstance(answer, dict):
@@ -121,7 +121,7 @@ class WavespeedProvider(HostedProvider):
             # only the headers the mapping reads: the original's encoding headers describe another body
             kept = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "x-request-id")}
             raise error_for(self.name, self.env_key_var,
-                            httpx.Response(code, json=answer, headers=kept, request=response.request))
+                            httpx2.Response(code, json=answer, headers=kept, request=response.request))
         data = answer.get("data")
         if not isinstance(data, dict):
             raise BadResponse(self.name, f"{what} answer has no data object: {slim(redact(answer))!r}")
