@@ -30,6 +30,7 @@ from lorascope.reports.viewmodels import (
     GridSection,
     KeyValue,
     LoraSection,
+    PairView,
     PlotView,
     ProblemRow,
     ProviderStatsRow,
@@ -241,6 +242,9 @@ def _section(
             agrees=rec is not None and catalogue_scale is not None and math.isclose(rec, catalogue_scale),
             reason=reason,
         ))
+    pairs = [PairView(provider=p.provider, scale=fmt.scale(p.scale) if p.scale is not None else "none",
+                      strength=f"{p.strength:g}" if p.strength is not None else "none", reason=p.reason)
+             for p in data.pairs if p.lora == lora and p.provider in providers]
     return LoraSection(
         id=lora,
         anchor=grid.anchor,
@@ -257,6 +261,7 @@ def _section(
         columns=columns,
         grid=grid,
         recommendations=recommendations,
+        pairs=pairs,
         plots=[*(_plots(lora, entry, providers, data, recs) if data.scored else []),
                *human_plots(data.human, lora, entry.scale.recommended if entry else None)],
         human=human_views(data.human, lora),

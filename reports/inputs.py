@@ -49,6 +49,19 @@ class Recommendation(BaseModel):
     reason: str = ""
 
 
+class PairChoice(BaseModel):
+    """An image-to-image run's (scale, strength) pair for one LoRA and provider
+    (evals.recommend_pairs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lora: str
+    provider: str
+    scale: float | None  # None: no strength had a faithful scale
+    strength: float | None
+    reason: str = ""
+
+
 class ScorerInfo(BaseModel):
     """A plugin scorer whose numbers the run holds (columns `<name>`, `<name>_gain`)."""
 
@@ -93,6 +106,7 @@ class RunData(BaseModel):
     score_model: str = ""
     aggregates: list[ScaleAggregate] = Field(default_factory=list)
     recommendations: list[Recommendation] = Field(default_factory=list)
+    pairs: list[PairChoice] = Field(default_factory=list)  # image-to-image runs with a strengths axis
     #: which rule chose the recommendations (the default rule or the user's --objective)
     recommended_by: str = ""
     #: plugin scorers stored for this run (evals.scorer_store), each drawn as a curve

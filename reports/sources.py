@@ -15,7 +15,7 @@ import pandas as pd
 from lorascope.reports import fmt
 from lorascope.reports.human import human_inputs
 from lorascope.reports.errors import ReportError
-from lorascope.reports.inputs import ProviderStats, Recommendation, RunData, ScaleAggregate, ScorerInfo
+from lorascope.reports.inputs import PairChoice, ProviderStats, Recommendation, RunData, ScaleAggregate, ScorerInfo
 
 AGGREGATE_METRICS = ("clip_score", "style_shift", "lora_effect", "agreement")
 
@@ -116,6 +116,15 @@ def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None,
     return out
 
 
+def pairs_from(frame: pd.DataFrame, loras: dict) -> list[PairChoice]:
+    """The (scale, strength) pair per (lora, provider) of an image-to-image run (the rule
+    `lorascope recommend` prints second); empty for a run without a strengths axis."""
+    from lorascope.evals.recommend_pairs import recommend_pairs
+
+    return [PairChoice(lora=p.lora, provider=p.provider, scale=p.scale, strength=p.strength, reason=p.reason)
+            for p in recommend_pairs(frame, loras)]
+
+
 def load_run_data(run_dir: Path) -> RunData:
     """Everything a run report shows, from the run folder."""
     run_dir = Path(run_dir)
@@ -147,6 +156,7 @@ def load_run_data(run_dir: Path) -> RunData:
         score_model=score_model if scored else "",
         aggregates=aggregates_from(frame, tuple(s.name for s in scorers)) if scored else [],
         recommendations=recommendations_from(frame, loras, objective, run_dir) if scored else [],
+        pairs=pairs_from(frame, loras) if scored else [],
         recommended_by=recommended_by if scored else "",
         scorers=scorers,
         provider_stats=provider_stats_from(frame),

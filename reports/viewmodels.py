@@ -173,6 +173,15 @@ class RecommendationView(_View):
     reason: str
 
 
+class PairView(_View):
+    """A (scale, strength) pair for an image-to-image run (evals.recommend_pairs)."""
+
+    provider: str
+    scale: str
+    strength: str
+    reason: str
+
+
 class LoraSection(_View):
     id: str
     anchor: str
@@ -188,6 +197,7 @@ class LoraSection(_View):
     columns: list[GridColumn]
     grid: GridSection
     recommendations: list[RecommendationView] = Field(default_factory=list)
+    pairs: list[PairView] = Field(default_factory=list)
     plots: list[PlotView] = Field(default_factory=list)
     human: list[HumanView] = Field(default_factory=list)
     #: img2img/inpaint: the input pictures this LoRA's images start from (shown at its head)

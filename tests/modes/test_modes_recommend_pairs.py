@@ -81,3 +81,29 @@ def test_the_per_scale_rule_says_when_it_pools_strengths():
     assert not any("strengths" in w for w in one.warnings)
     (t2i,) = recommend_scales(_frame(rows).assign(strength=None), {})
     assert not any("strengths" in w for w in t2i.warnings)
+
+
+async def test_the_report_shows_the_pair_beside_the_scale(tmp_path, monkeypatch):
+    """The (scale, strength) pair `recommend` prints is in the LoRA's section of report.html,
+    with the same numbers as the evals rule computes."""
+    import re
+
+    from tests.modes.test_modes_fidelity import _blend_run
+
+    from lorascope.cli import app
+    from lorascope.evals.results import scored_frame
+    from lorascope.harness.store import RunStore
+    from lorascope.reports.service import write_run_report
+
+    run = await _blend_run(tmp_path, monkeypatch)
+    assert CliRunner().invoke(app, ["score", str(run), "--clip", "tiny-random"]).exit_code == 0
+    with RunStore.open(run) as store:
+        entries = store.lora_entries()
+    (expected,) = recommend_pairs(scored_frame(run), entries)
+    html = write_run_report(run).read_text()
+    section = re.search(r'<section class="lora" id="lora-paint".*?</section>', html, re.S).group(0)
+    table = re.search(r'<table class="data recs pairs">.*?</table>', section, re.S).group(0)
+    (row,) = re.findall(r'<tr><td>([^<]+)</td><td class="num">([^<]+)</td><td class="num">([^<]+)</td>', table)
+    assert row[0] == expected.provider
+    assert row[1] == (f"{expected.scale:g}" if expected.scale is not None else "none")
+    assert row[2] == (f"{expected.strength:g}" if expected.strength is not None else "none")
