@@ -160,9 +160,11 @@ def build_grid(
 
 def default_view(axes: list[GridAxis], locked: tuple[str, ...] = (), run_wide: bool = False) -> GridViewState:
     """The common question first: columns = scale (baseline first); rows = prompt x seed
-    (the run-wide grid: one row per LoRA, first prompt and seed); one provider at a time;
-    option sweeps side by side; any other axis at its first value."""
-    rows = ["lora"] if run_wide else ["prompt", "seed"]
+    (the run-wide grid: one row per LoRA, first prompt and seed), or, in an image-to-image
+    run sweeping strengths, rows = strength (scale x strength is the question there); one
+    provider at a time; option sweeps side by side; any other axis at its first value."""
+    sweeps_strength = any(a.id == "strength" and len(a.values) > 1 for a in axes)
+    rows = ["lora"] if run_wide else (["strength"] if sweeps_strength else ["prompt", "seed"])
     cols = ["scale"]
     fixed = {}
     for axis in axes:

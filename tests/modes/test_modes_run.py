@@ -74,6 +74,10 @@ async def test_img2img_run_stores_strength_and_image_and_reruns_for_free(tmp_pat
     data = json.loads(re.search(r'<script[^>]*id="grid-data"[^>]*>(.*?)</script>', html, re.S).group(1))
     axes = {a["id"]: [v["key"] for v in a["values"]] for a in data["axes"]}
     assert sorted(axes["strength"]) == ["0", "0.5"] and sorted(axes["init_image"]) == ["a", "b"]
+    # a LoRA's grid opens as strength x scale, at the first input, prompt and seed
+    (style,) = [s for s in data["sections"] if s["anchor"] == "lora-style"]
+    assert (style["default"]["rows"], style["default"]["cols"]) == (["strength"], ["scale"])
+    assert style["default"]["fixed"]["init_image"] in ("a", "b") and "prompt" in style["default"]["fixed"]
 
 
 async def test_fal_img2img_suite_runs_against_the_fake_and_is_never_paid_twice(tmp_path, monkeypatch):

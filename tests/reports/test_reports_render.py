@@ -386,7 +386,12 @@ def test_strength_and_input_image_columns_become_axes_when_a_run_has_them(scored
     assert next(a.label for a in view.grid.axes if a.id == "init_image") == "image"
     (img,) = grid_images(view, lora="ink-wash", scale="0.5", provider="fal", prompt="trex", seed="42", strength="0.7")
     assert img.sha.endswith("-0.7")
-    assert view.sections[0].grid.default.fixed["strength"] == "0.3"  # one strength at a time
+    # a strength sweep opens as strength x scale (issue 14), at the first prompt, seed and image
+    default = view.sections[0].grid.default
+    assert (default.rows, default.cols) == (["strength"], ["scale"])
+    assert default.fixed == {"provider": "fal", "prompt": "trex", "seed": "42", "init_image": "cat.png"}
+    one = build_run_view(scored_run.model_copy(update={"results": halves[0]})).sections[0].grid.default
+    assert (one.rows, one.fixed["strength"]) == (["prompt", "seed"], "0.3")  # a single strength stays fixed
 
 
 def test_every_grid_has_its_own_anchor_even_when_a_stack_and_a_lora_slug_alike(scored_run):
