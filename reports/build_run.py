@@ -179,8 +179,9 @@ def _fidelity_specs(lora: str, data: RunData) -> list[PlotSpec]:
                                  label=f"scale {r.scale:g} (style shift {r.style_shift:+.3f})")
                       for r in group.itertuples(index=False)]
             curves.append(Curve(label=label, color=color_for(index), points=points))
-        specs.append(PlotSpec(title=f"Fidelity vs style per strength: {name} (one point per scale)",
-                              y_label=column, x_label="style shift (mean)", curves=curves))
+        specs.append(PlotSpec(title=f"Fidelity vs style per strength: {name}",
+                              y_label=column, x_label="style shift (mean)", curves=curves,
+                              legend="one curve per strength, one point per scale (hover a point for its scale)"))
     return specs
 
 

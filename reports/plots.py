@@ -48,6 +48,7 @@ class PlotSpec:
     height: int = 260
     margins: tuple[int, int, int, int] = field(default=(22, 16, 40, 56))  # top right bottom left
     note: str = ""  # a warning shown under the plot (the SVG title has room for a short title only)
+    legend: str = "shaded: 95% CI; dashed: recommended scale; dotted grey: catalogue's"  # how to read it
 
 
 def color_for(index: int) -> str:
@@ -86,7 +87,7 @@ def build_plot(spec: PlotSpec) -> PlotView:
     empty = dict(
         title=spec.title, y_label=spec.y_label, x_label=spec.x_label, width=spec.width, height=spec.height,
         plot_left=x0, plot_top=y0, plot_right=x1, plot_bottom=y1,
-        x_ticks=[], y_ticks=[], series=[], markers=[], note=spec.note,
+        x_ticks=[], y_ticks=[], series=[], markers=[], note=spec.note, legend=spec.legend,
     )
     xs = [p.x for c in spec.curves for p in c.points if math.isfinite(p.mean)]
     if not xs:

@@ -163,6 +163,7 @@ class PlotView(_View):
     markers: list[PlotMarker]
     empty_reason: str | None = None
     note: str = ""
+    legend: str = ""
 
 
 class RecommendationView(_View):

@@ -121,6 +121,7 @@ async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, mon
 
     html = write_run_report(tmp_path / "run").read_text()
     assert "Fidelity vs style per strength: SSIM to the input" in html
+    assert '<span class="muted">one curve per strength, one point per scale' in html  # not the scale plots' legend
     assert "Fidelity vs style per strength: CLIP cosine to the input" in html
     for strength in ("0", "0.3", "0.7", "1"):
         assert f"strength {strength} scale 1 (style shift" in html
