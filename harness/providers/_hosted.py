@@ -16,7 +16,7 @@ import httpx2
 from lorascope.harness import secrets
 from lorascope.harness.errors import AuthError, BadResponse, InvalidRequest, ProviderError, ProviderTimeout
 from lorascope.harness.modes import TEXT_ONLY, mode_problems
-from lorascope.harness.models import GeneratedImage, GenerationRequest, LoraSpec
+from lorascope.harness.models import GeneratedImage, GenerationRequest, GenerationResult, LoraSpec
 from lorascope.harness.providers._http import ProviderHttp, RetryPolicy, _safe_url
 from lorascope.harness.providers._images import decode_base64_image, to_image
 from lorascope.harness.providers.base import HostedConfig, Provider, env_or
@@ -259,6 +259,27 @@ class HostedProvider(Provider):
         if not data:
             raise BadResponse(self.name, f"empty image from {_safe_url(url)}")
         return to_image(self.name, data, content_type, nsfw), self._clock() - started
+
+
+class TaskProvider(HostedProvider):
+    """A host that accepts a task and answers with an id to poll (fal's queue, Novita and
+    HighwayAPI, Replicate, WaveSpeedAI): the id is recorded before the first poll, a resumed
+    run polls the same id, and a stopped run asks the host to cancel. A subclass submits,
+    then calls `follow`, and implements `_finish` (poll the id to its result)."""
+
+    async def _finish(self, task_id: str, request: GenerationRequest, started: float) -> GenerationResult:
+        raise NotImplementedError
+
+    async def follow(self, task_id: str, request: GenerationRequest, started: float,
+                     on_submitted: Callable[[str], Awaitable[None]] | None) -> GenerationResult:
+        """An accepted task: its id to the write-ahead callback, then polled to the result."""
+        await self.announce(task_id, on_submitted)
+        return await self.guard_cancel(task_id, self._finish(task_id, request, started))
+
+    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
+        """Poll a task an earlier run recorded, by its id: never a second submission."""
+        self.require_key()
+        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
 
 
 class PollSchedule:

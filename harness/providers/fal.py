@@ -33,7 +33,7 @@ from lorascope.harness.errors import BadResponse, ContentFiltered, ProviderUnava
 from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, LoraSpec, Timings
 from lorascope.harness.providers._http import looks_like_content_policy
 from lorascope.harness.providers._hosted import (
-    HostedProvider,
+    TaskProvider,
     as_float,
     as_int,
     check_bool_options,
@@ -70,7 +70,7 @@ MODE_PRICES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-class FalProvider(HostedProvider):
+class FalProvider(TaskProvider):
     name = "fal"
     asynchronous = True
     env_key_var = "FAL_KEY"
@@ -178,14 +178,10 @@ class FalProvider(HostedProvider):
                 urls[key] = self.rebase(submitted[key])
         self._urls[request_id] = urls
         try:
-            await self.announce(request_id, on_submitted)
-            return await self.guard_cancel(request_id, self._finish(request_id, request, started))
+            return await self.follow(request_id, request, started, on_submitted)
         finally:  # done, failed or cancelled: the URLs are not needed again (resume rebuilds them)
             self._urls.pop(request_id, None)
 
-    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
-        self.require_key()
-        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
 
     async def cancel(self, task_id: str) -> None:
         try:

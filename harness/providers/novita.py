@@ -25,7 +25,7 @@ from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationR
 from lorascope.harness.providers._http import looks_like_content_policy
 from lorascope.harness.providers._hosted import (
     ExpiredImage,
-    HostedProvider,
+    TaskProvider,
     as_float,
     as_int,
     check_bool_options,
@@ -44,7 +44,7 @@ QUEUED, PROCESSING, SUCCEED, FAILED = (
 _EPOCH_MS = 10**11  # anything larger is a timestamp in ms, not a duration
 
 
-class NovitaProvider(HostedProvider):
+class NovitaProvider(TaskProvider):
     name = "novita"
     asynchronous = True
     env_key_var = "NOVITA_API_KEY"
@@ -129,12 +129,8 @@ class NovitaProvider(HostedProvider):
         task_id = submitted.get("task_id") if isinstance(submitted, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise BadResponse(self.name, f"submit answered without a task_id: {slim(redact(submitted))!r}")
-        await self.announce(task_id, on_submitted)
-        return await self.guard_cancel(task_id, self._finish(task_id, request, started))
+        return await self.follow(task_id, request, started, on_submitted)
 
-    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
-        self.require_key()
-        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
 
     async def cancel(self, task_id: str) -> None:
         """Novita documents no cancel endpoint for async tasks: nothing to send."""

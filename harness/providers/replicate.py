@@ -31,7 +31,7 @@ from lorascope.harness import secrets
 from lorascope.harness.errors import BadResponse, ContentFiltered, ProviderUnavailable, RejectedRequest, TaskFailed
 from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
 from lorascope.harness.providers._http import error_for, looks_like_content_policy
-from lorascope.harness.providers._hosted import ExpiredImage, HostedProvider, as_float, check_range
+from lorascope.harness.providers._hosted import ExpiredImage, TaskProvider, as_float, check_range
 from lorascope.harness.providers._images import slim
 from lorascope.harness.providers.base import HostedConfig, OnSubmitted
 from lorascope.harness.secrets import redact
@@ -52,7 +52,7 @@ class ReplicateConfig(HostedConfig):
     version: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
-class ReplicateProvider(HostedProvider):
+class ReplicateProvider(TaskProvider):
     name = "replicate"
     asynchronous = True
     config_model = ReplicateConfig
@@ -181,12 +181,8 @@ class ReplicateProvider(HostedProvider):
         prediction_id = created.get("id") if isinstance(created, dict) else None
         if not isinstance(prediction_id, str) or not prediction_id:
             raise BadResponse(self.name, f"create answered without a prediction id: {slim(redact(created))!r}")
-        await self.announce(prediction_id, on_submitted)
-        return await self.guard_cancel(prediction_id, self._finish(prediction_id, request, started))
+        return await self.follow(prediction_id, request, started, on_submitted)
 
-    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
-        self.require_key()
-        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
 
     async def cancel(self, task_id: str) -> None:
         try:

@@ -22,7 +22,7 @@ import httpx2
 from lorascope.harness.errors import BadResponse, ContentFiltered, TaskFailed
 from lorascope.harness.models import Cost, Estimate, GeneratedImage, GenerationRequest, GenerationResult, Timings
 from lorascope.harness.providers._http import error_for, looks_like_content_policy
-from lorascope.harness.providers._hosted import HostedProvider, as_float, check_range
+from lorascope.harness.providers._hosted import TaskProvider, as_float, check_range
 from lorascope.harness.providers._images import slim
 from lorascope.harness.providers.base import OnSubmitted
 from lorascope.harness.secrets import redact
@@ -32,7 +32,7 @@ MODEL_PAGE = "https://wavespeed.ai/models/wavespeed-ai/z-image/turbo-lora"
 RUNNING = ("created", "processing")
 
 
-class WavespeedProvider(HostedProvider):
+class WavespeedProvider(TaskProvider):
     name = "wavespeed"
     asynchronous = True
     env_key_var = "WAVESPEED_API_KEY"
@@ -100,12 +100,8 @@ class WavespeedProvider(HostedProvider):
         prediction_id = data.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
             raise BadResponse(self.name, f"submit answered without data.id: {slim(redact(answer))!r}")
-        await self.announce(prediction_id, on_submitted)
-        return await self.guard_cancel(prediction_id, self._finish(prediction_id, request, started))
+        return await self.follow(prediction_id, request, started, on_submitted)
 
-    async def resume(self, task_id: str, request: GenerationRequest) -> GenerationResult:
-        self.require_key()
-        return await self.guard_cancel(task_id, self._finish(task_id, request, self._clock()))
 
     async def cancel(self, task_id: str) -> None:
         """WaveSpeedAI documents no cancel call for predictions: nothing to send."""
