@@ -21,9 +21,14 @@ from tests.fakes import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 LORASCOPE = Path(sys.executable).parent / "lorascope"
-ENV_KEY = {"novita": "NOVITA_API_KEY", "aimlapi": "AIMLAPI_KEY", "fal": "FAL_KEY", "highway": "HIGHWAY_API_KEY"}
+ENV_KEY = {"novita": "NOVITA_API_KEY", "aimlapi": "AIMLAPI_KEY", "fal": "FAL_KEY", "highway": "HIGHWAY_API_KEY",
+           "replicate": "REPLICATE_API_TOKEN", "wavespeed": "WAVESPEED_API_KEY"}
 FAST_POLL = "poll_interval_s: 0.05, poll_max_interval_s: 0.1"
-SUBMIT_ROUTE = {"novita": "submit", "highway": "submit", "fal": "submit", "aimlapi": "generate"}
+SUBMIT_ROUTE = {"novita": "submit", "highway": "submit", "fal": "submit", "aimlapi": "generate",
+                "replicate": "submit", "wavespeed": "submit"}
+#: where the fakes of the prediction APIs are polled, and the prediction id in that path
+POLLED_ID = {"replicate": ("get", lambda path: path.rsplit("/", 1)[-1]),
+             "wavespeed": ("result", lambda path: path.split("/")[4])}
 
 
 class Fake:
@@ -87,7 +92,7 @@ def suite_file(project: Path, fake: Fake, *, seeds=(1, 2, 3), concurrency=4, nam
 
 
 def env_for(fake: Fake, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "FAL_", "NOVITA_", "HIGHWAY_", "AIMLAPI_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "FAL_", "NOVITA_", "HIGHWAY_", "AIMLAPI_", "REPLICATE_", "WAVESPEED_"))}
     env.update({
         ENV_KEY[fake.protocol]: TEST_KEY,
         f"LORASCOPE_{fake.protocol.upper()}_URL": fake.url,
@@ -140,7 +145,7 @@ def count_status(run: Path, status: str) -> int:
 N_CELLS = (1 + 2) * 2 * 3  # (baseline + paint x 2 scales) x 2 prompts x 3 seeds
 
 
-@pytest.mark.parametrize("protocol", ["novita", "fal"])
+@pytest.mark.parametrize("protocol", ["novita", "fal", "replicate", "wavespeed"])
 def test_sigkill_mid_run_async_provider_never_submits_an_accepted_task_twice(fakes, project, tmp_path, protocol):
     fake = fakes(protocol, latency=0.6)
     suite = suite_file(project, fake)
@@ -153,8 +158,10 @@ def test_sigkill_mid_run_async_provider_never_submits_an_accepted_task_twice(fak
     proc.wait(10)
     assert integrity_ok(run / "run.db")
     accepted = {r[0] for r in db_rows(run, "SELECT task_id FROM generations WHERE task_id IS NOT NULL")}
-    in_flight_with_id = db_rows(run, "SELECT COUNT(*) FROM generations WHERE status = 'submitted'")[0][0]
+    in_flight = db_rows(run, "SELECT task_id FROM generations WHERE status = 'submitted'")
+    in_flight_with_id = len(in_flight)
     assert accepted and in_flight_with_id >= 1  # the kill landed while accepted tasks were running
+    assert all(task_id for (task_id,) in in_flight)
 
     second = lorascope([str(suite), "--out", str(run)], env, project)
     assert second.returncode == 0, second.stderr + second.stdout
@@ -169,9 +176,18 @@ def test_sigkill_mid_run_async_provider_never_submits_an_accepted_task_twice(fak
         assert "task id never came back" in second.stdout
     resumed = db_rows(run, "SELECT COUNT(*) FROM generations WHERE origin = 'resumed' AND status = 'succeeded'")[0][0]
     assert resumed == in_flight_with_id  # every accepted task collected by its id
+    if protocol in POLLED_ID:  # and polled by that id at the provider
+        route, id_of = POLLED_ID[protocol]
+        polled = {id_of(r["path"]) for r in fake.requests() if r["route"] == route}
+        assert {task_id for (task_id,) in in_flight} <= polled
     frame = pd.read_parquet(run / "results.parquet")
     assert len(frame) == N_CELLS and set(frame.status) == {"succeeded"}
     assert all((run / p).is_file() for p in frame.image_path)
+    if protocol == "replicate":  # the version every prediction ran, in the results and on the wire
+        from tests.fakes.replicate import VERSION
+
+        assert set(frame.model_version) == {VERSION}
+        assert {r["json"]["version"] for r in fake.submits()} == {VERSION}
 
 
 def test_sigkill_mid_run_sync_provider_resends_only_in_flight_and_says_how_many(fakes, project, tmp_path):

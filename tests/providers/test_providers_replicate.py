@@ -1,15 +1,14 @@
 """Replicate's predictions API against its loopback fake: wire format, the model version in
-the fingerprint, failures, deadlines and cancel, resume by prediction id, and a SIGKILLed
-`lorascope run` resumed without a second prediction (counted at the fake, in its own process)."""
+the fingerprint, failures, deadlines and cancel, resume by prediction id. A SIGKILLed `lorascope run`
+resumed without a second prediction is tested with the other task-based hosts in
+tests/harness/test_harness_reliability.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -19,13 +18,10 @@ import pytest
 from lorascope.harness.errors import AuthError, BadResponse, ContentFiltered, InvalidRequest, ProviderTimeout, RejectedRequest, TaskFailed
 from lorascope.harness.fingerprint import fingerprint
 from lorascope.harness.models import GenerationRequest, LoraSpec
-from lorascope.harness.store import integrity_ok
 from tests.fakes import TEST_KEY as KEY, Reply
 from tests.fakes.images import make_image
 from tests.fakes.replicate import VERSION
-from tests.harness.test_harness_reliability import (
-    FAST_POLL, N_CELLS, Fake, body_key, count_status, db_rows, lorascope, start_run, wait_for,
-)
+from tests.harness.test_harness_reliability import FAST_POLL, lorascope
 from tests.helpers.harness_fakes import CATALOGUE
 
 LORA = LoraSpec(id="coloring-book", scale=0.7, url="https://example.org/weights/coloring.safetensors")
@@ -272,57 +268,6 @@ async def test_invalid_request_lists_every_problem_and_sends_nothing(fake_factor
                    "bogus", "output_quality 101"):
         assert needle in joined, needle
     assert fake.requests == []
-
-
-# -- a real `lorascope run`, SIGKILLed and resumed ---------------------------------------------
-
-
-class ReplicateProcess(Fake):
-    def submits(self) -> list[dict]:
-        return [r for r in self.requests() if r["route"] == "submit" and r["json"] is not None]
-
-
-def test_sigkilled_run_resumes_by_prediction_id_without_a_second_prediction(tmp_path):
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "loras.yaml").write_text(CATALOGUE)
-    fake = ReplicateProcess("replicate", tmp_path, latency=0.6)
-    try:
-        suite = project / "rel.yaml"
-        suite.write_text(
-            f"name: rel\nproviders:\n  - replicate: {{concurrency: 4, {FAST_POLL}}}\n"
-            "loras: [paint]\nscales: [0.5, 1.0]\n"
-            "prompts:\n  - {id: cat, text: a cat on a mat}\n  - {id: dog, text: a dog in fog}\n"
-            "seeds: [1, 2, 3]\nsize: 512x512\nsteps: 8\n"
-        )
-        run = tmp_path / "run"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORASCOPE_", "REPLICATE_"))}
-        env.update(REPLICATE_API_TOKEN=KEY, LORASCOPE_REPLICATE_URL=fake.url, LORASCOPE_CACHE=str(tmp_path / "cache"),
-                   PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        proc = start_run([str(suite), "--out", str(run)], env, project)
-        wait_for(lambda: len(fake.submits()) >= 6 and count_status(run, "submitted") >= 2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert integrity_ok(run / "run.db")
-        in_flight = db_rows(run, "SELECT task_id FROM generations WHERE status = 'submitted'")
-        assert in_flight and all(task_id for (task_id,) in in_flight)
-
-        second = lorascope([str(suite), "--out", str(run)], env, project)
-        assert second.returncode == 0, second.stderr + second.stdout
-        submits = Counter(body_key(r) for r in fake.submits())
-        assert len(submits) == N_CELLS, "\n".join(submits)
-        unconfirmed = db_rows(run, "SELECT COUNT(*) FROM generations WHERE error_kind = 'interrupted' AND task_id IS NULL")[0][0]
-        assert sum(n - 1 for n in submits.values()) <= unconfirmed
-        polled = {r["path"].rsplit("/", 1)[-1] for r in fake.requests() if r["route"] == "get"}
-        assert {task_id for (task_id,) in in_flight} <= polled  # each accepted prediction collected by its id
-        resumed = db_rows(run, "SELECT COUNT(*) FROM generations WHERE origin = 'resumed' AND status = 'succeeded'")[0][0]
-        assert resumed == len(in_flight)
-        frame = pd.read_parquet(run / "results.parquet")
-        assert len(frame) == N_CELLS and set(frame.status) == {"succeeded"}
-        assert set(frame.model_version) == {VERSION}  # the version every prediction ran, in the results
-        assert {r["json"]["version"] for r in fake.submits()} == {VERSION}
-    finally:
-        fake.stop()
 
 
 def test_a_new_model_version_is_generated_anew_and_compare_catches_it(tmp_path):
