@@ -103,12 +103,11 @@ def head_from_state_dict(state: dict, where: str) -> Any:
 
 class AestheticScorer(Scorer):
     name = "aesthetic"
+    variants = (None, TINY)
     needs_text = False
     weights_help = f"{HEAD_FILE} via {HEAD_ENV}, on the --clip image embedding (ViT-L-14:openai)"
 
     def __init__(self, variant: str | None, ctx: ScorerContext) -> None:
-        if variant not in (None, TINY):
-            raise ValueError(f"--scorer aesthetic:{variant}: unknown variant; use aesthetic or aesthetic:{TINY}")
         super().__init__(variant, ctx)
         self.embedder = shared_embedder(ctx, TINY if variant == TINY else ctx.clip)
         self.head: Any = None

@@ -101,12 +101,11 @@ def hps_scores(model: Any, pixels: Any, tokens: Any) -> Any:
 
 class HpsV2Scorer(Scorer):
     name = "hpsv2"
+    variants = (None, TINY)
     needs_text = True
     weights_help = f"{CHECKPOINT_FILE} (hf xswu/HPSv2) via {CHECKPOINT_ENV}"
 
     def __init__(self, variant: str | None, ctx: ScorerContext) -> None:
-        if variant not in (None, TINY):
-            raise ValueError(f"--scorer hpsv2:{variant}: unknown variant; use hpsv2 or hpsv2:{TINY}")
         super().__init__(variant, ctx)
         self._id: str | None = None
         self.model: Any = None

@@ -94,12 +94,11 @@ def pick_scores(model: Any, pixel_values: Any, input_ids: Any, attention_mask: A
 
 class PickScoreScorer(Scorer):
     name = "pickscore"
+    variants = (None, TINY)
     needs_text = True
     weights_help = f"{MODEL_REPO} (safetensors) via {MODEL_ENV} or the Hugging Face cache"
 
     def __init__(self, variant: str | None, ctx: ScorerContext) -> None:
-        if variant not in (None, TINY):
-            raise ValueError(f"--scorer pickscore:{variant}: unknown variant; use pickscore or pickscore:{TINY}")
         super().__init__(variant, ctx)
         self._id: str | None = None
         self.model: Any = None

@@ -19,7 +19,6 @@ Nothing here imports torch: a scorer imports it in `load()`.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,8 +65,13 @@ class Scorer(ABC):
     weights_help: ClassVar[str] = ""
     #: higher is better for every built-in; a plugin may say otherwise
     higher_is_better: ClassVar[bool] = True
+    #: the `NAME:VARIANT` spellings it takes (None: plain `NAME`); empty: any variant
+    variants: ClassVar[tuple[str | None, ...]] = ()
 
     def __init__(self, variant: str | None, ctx: ScorerContext) -> None:
+        if self.variants and variant not in self.variants:
+            known = " or ".join(self.name if v is None else f"{self.name}:{v}" for v in self.variants)
+            raise ValueError(f"--scorer {self.name}:{variant}: unknown variant; use {known}")
         self.variant = variant
         self.ctx = ctx
         self.forward_passes = 0
