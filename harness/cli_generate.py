@@ -6,6 +6,8 @@ Example: lorascope generate --provider fal --lora classic-painting:0.7 --seed 42
 
 --image FILE (or an https URL) makes it image-to-image, --mask FILE inpainting (white repaints), --strength S (0..1) how far from the input it may go; they are checked (readable PNG/JPEG/WebP, mask size = image size, a mode the provider serves) before anything is sent.
 
+--control FILE (or an https URL) makes it ControlNet: the picture's edges/depth/pose shape the image; --control-scale (0..2), --control-start/--control-end (0..1) and --preprocess (none, canny, depth, pose) are a suite's `controlnet:` settings, each sent only when given (fal takes all four; diffusers takes the scale and needs its `controlnet` setting, e.g. --config controlnet=FILE.safetensors).
+
 Keys and roots come from the provider's variables (FAL_KEY, LORASCOPE_FAL_URL, ...; see docs/providers.md). Exit codes: 0 ok, 1 invalid request or provider error, 2 usage.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import typer
 
@@ -60,6 +62,11 @@ def generate(
     image: Optional[str] = typer.Option(None, "--image", help="Input picture (PNG/JPEG/WebP file or https URL): image-to-image."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Inpainting mask, same size as --image (white is repainted)."),
     strength: Optional[float] = typer.Option(None, "--strength", help="Denoising strength 0..1 with --image (0 keeps the input)."),
+    control: Optional[str] = typer.Option(None, "--control", help="ControlNet control picture (PNG/JPEG/WebP file or https URL)."),
+    control_scale: Optional[float] = typer.Option(None, "--control-scale", help="How strongly --control shapes the image, 0..2 (fal and diffusers default 0.75)."),
+    control_start: Optional[float] = typer.Option(None, "--control-start", help="Fraction of the steps where control starts, 0..1 (fal)."),
+    control_end: Optional[float] = typer.Option(None, "--control-end", help="Fraction of the steps where control ends, 0..1 (fal)."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="none, canny, depth or pose: how fal turns --control into a map."),
 ) -> None:
     import asyncio
 
@@ -113,6 +120,11 @@ def generate(
     from lorascope.harness.models import GenerationRequest
 
     inputs, input_problems = input_images(image, mask, strength)
+    controls, control_problems = control_inputs(
+        control, ControlSettings(scale=control_scale, start=control_start, end=control_end, preprocess=preprocess),
+        image_given=image is not None)
+    inputs |= controls
+    input_problems += control_problems
     problems += input_problems
     instance = request = None
     try:
@@ -175,23 +187,13 @@ def input_images(image: str | None, mask: str | None, strength: float | None) ->
     """The request's input fields from --image/--mask/--strength, and every problem with them
     (unreadable or non-image files, a mask whose size differs, a mask or strength without an
     image, a strength outside 0..1), so they are reported with the rest before anything is paid."""
-    from lorascope.harness.input_images import read_image_file
-    from lorascope.harness.models import InputImage
-
     fields: dict[str, Any] = {}
     problems: list[str] = []
 
-    def one(value: str, flag: str) -> InputImage | None:
-        if value.startswith("https://"):
-            return InputImage(url=value, source=value)
-        if "://" in value:
-            problems.append(f"{flag} {value}: not an https URL or a local file")
-            return None
-        try:
-            return read_image_file(Path(value), value)
-        except ValueError as exc:
-            problems.append(f"{flag}: {exc}")
-            return None
+    def one(value: str, flag: str) -> Any:
+        picture, found = _input_image(value, flag)
+        problems.extend(found)
+        return picture
 
     picture = one(image, "--image") if image is not None else None
     cover = one(mask, "--mask") if mask is not None else None
@@ -210,6 +212,80 @@ def input_images(image: str | None, mask: str | None, strength: float | None) ->
         if strength is not None and 0.0 <= strength <= 1.0:
             fields["strength"] = strength
     return fields, problems
+
+
+class ControlSettings(NamedTuple):
+    """The ControlNet flags, named as a suite's `controlnet:` block (harness/suite.py ControlSpec)."""
+
+    scale: float | None = None
+    start: float | None = None
+    end: float | None = None
+    preprocess: str | None = None
+
+
+#: The request field each ControlNet flag fills, its flag, and its range.
+_CONTROL_FIELDS = (("scale", "control_scale", "--control-scale", 0.0, 2.0),
+                   ("start", "control_start", "--control-start", 0.0, 1.0),
+                   ("end", "control_end", "--control-end", 0.0, 1.0))
+
+
+def control_inputs(control: str | None, settings: ControlSettings,
+                   image_given: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The request's ControlNet fields from --control and its settings, and every problem with
+    them (an unreadable picture, a setting without --control or out of range, start after
+    end, an unknown preprocessor, --control beside --image), found before anything is sent.
+    A provider that does not serve ControlNet says so in its own validation."""
+    from typing import get_args
+
+    from lorascope.harness.models import Preprocess
+
+    fields: dict[str, Any] = {}
+    problems: list[str] = []
+    given = [flag for key, _, flag, *_ in _CONTROL_FIELDS if getattr(settings, key) is not None]
+    if settings.preprocess is not None:
+        given.append("--preprocess")
+    if control is None:
+        problems += [f"{flag}: needs --control (it is a ControlNet setting)" for flag in given]
+        return fields, problems
+    if image_given:
+        problems.append("--control: not with --image (ControlNet on an input picture, ControlNet inpaint, is not supported)")
+    picture, picture_problems = _input_image(control, "--control")
+    problems += picture_problems
+    for key, field, flag, low, high in _CONTROL_FIELDS:
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        if low <= value <= high:
+            fields[field] = value
+        else:
+            problems.append(f"{flag}: {value} is not between {low:g} and {high:g}")
+    if "control_start" in fields and "control_end" in fields and fields["control_start"] > fields["control_end"]:
+        problems.append(f"--control-start: {settings.start} is after --control-end {settings.end}")
+        del fields["control_start"], fields["control_end"]
+    if settings.preprocess is not None:
+        choices = get_args(Preprocess)
+        if settings.preprocess in choices:
+            fields["preprocess"] = settings.preprocess
+        else:
+            problems.append(f"--preprocess: {settings.preprocess!r} is not one of {', '.join(choices)}")
+    if picture is None or image_given:  # settings alone make no request; their problems are listed
+        return {}, problems
+    return {"control_image": picture, **fields}, problems
+
+
+def _input_image(value: str, flag: str) -> tuple[Any, list[str]]:
+    """One input picture: an https URL as is, a local file read and checked."""
+    from lorascope.harness.input_images import read_image_file
+    from lorascope.harness.models import InputImage
+
+    if value.startswith("https://"):
+        return InputImage(url=value, source=value), []
+    if "://" in value:
+        return None, [f"{flag} {value}: not an https URL or a local file"]
+    try:
+        return read_image_file(Path(value), value), []
+    except ValueError as exc:
+        return None, [f"{flag}: {exc}"]
 
 
 #: Free space `generate` wants beside the output before it pays (images are a few MB at most).
