@@ -122,13 +122,17 @@ def score(
     frame = summary.frame
     agg = aggregate(frame)
     if not agg.empty:
-        table = Table(title="per (LoRA, scale, provider): mean ± 95% CI half-width over prompts x seeds")
-        for col in ("LoRA", "scale", "provider", "n", "CLIPScore", "style shift", "LoRA effect", "agreement"):
+        swept = _sweeps_strength(agg)
+        table = Table(title=f"per (LoRA, scale, {'strength, ' if swept else ''}provider): mean ± 95% CI half-width "
+                            "over prompts x seeds")
+        for col in ("LoRA", "scale", *(("strength",) if swept else ()), "provider", "n", "CLIPScore", "style shift",
+                    "LoRA effect", "agreement"):
             table.add_column(col, justify="right" if col not in ("LoRA", "provider") else "left")
         for _, row in agg.iterrows():
             table.add_row(
                 escape(row["lora"] or "(baseline)"),
                 escape(row["scale_key"] or "—"),
+                *((f"{row['strength']:g}",) if swept else ()),
                 escape(row["provider"]),
                 str(row["images"]),
                 _ci(row, "clip_score"),
@@ -166,6 +170,11 @@ def score(
         console.print(table)
 
 
+def _sweeps_strength(agg: Any) -> bool:
+    """Whether aggregate() kept denoising strengths apart (an image-to-image strength sweep)."""
+    return "strength" in agg.columns and agg["strength"].nunique(dropna=True) > 1
+
+
 def _print_scorers(console: "Console", run: Path, multi: Any) -> None:
     """Per plugin scorer: its weights, what was computed, and per (LoRA, scale, provider) the
     mean score and its gain over the same-seed no-LoRA image, each ± 95% CI half-width."""
@@ -190,12 +199,16 @@ def _print_scorers(console: "Console", run: Path, multi: Any) -> None:
     agg = aggregate(multi.frame, metrics=metrics) if plugins else None
     if agg is None or agg.empty:
         return
-    table = Table(title="scorers per (LoRA, scale, provider): mean ± 95% CI half-width; gain = vs same-seed no-LoRA image")
-    for col in ("LoRA", "scale", "provider", "n", *[h for s in plugins for h in (s.name, f"{s.name} gain")]):
+    swept = _sweeps_strength(agg)
+    table = Table(title=f"scorers per (LoRA, scale, {'strength, ' if swept else ''}provider): mean ± 95% CI "
+                        "half-width; gain = vs same-seed no-LoRA image")
+    for col in ("LoRA", "scale", *(("strength",) if swept else ()), "provider", "n",
+                *[h for s in plugins for h in (s.name, f"{s.name} gain")]):
         table.add_column(col, justify="right" if col not in ("LoRA", "provider") else "left")
     for _, row in agg.iterrows():
         cells = [_ci(row, m, "+.4f" if m.endswith("_gain") else ".4f") for m in metrics]
-        table.add_row(escape(row["lora"] or "(baseline)"), escape(row["scale_key"] or "—"), escape(row["provider"]),
+        table.add_row(escape(row["lora"] or "(baseline)"), escape(row["scale_key"] or "—"),
+                      *((f"{row['strength']:g}",) if swept else ()), escape(row["provider"]),
                       str(row["images"]), *cells)
     console.print(table)
 
@@ -205,10 +218,9 @@ def _print_pairs(console: Any, run: Path, frame: Any, entries: dict, target: flo
     from rich.markup import escape
     from rich.table import Table
 
-    from lorascope.evals.fidelity import fidelity_columns
     from lorascope.evals.recommend_pairs import PAIR_RULE, recommend_pairs
 
-    pairs = recommend_pairs(fidelity_columns(frame, run), entries, target_fraction=target, clip_tolerance=clip_tolerance)
+    pairs = recommend_pairs(frame, entries, target_fraction=target, clip_tolerance=clip_tolerance)
     if not pairs:
         return []
     console.print(f"pair rule: {escape(PAIR_RULE.format(target=target))}")
@@ -292,7 +304,10 @@ def recommend(
     if model is None and not human:
         what = f"with {clip} " if clip else ""
         _fail(f"{run} has not been scored {what}yet; run `lorascope score {run}` first")
-    frame = scored_frame(run, model)
+    from lorascope.evals.fidelity import fidelity_columns
+
+    # image-to-image runs: input_ssim / input_cosine too, so a constraint may name them
+    frame = fidelity_columns(scored_frame(run, model), run)
     if objective is None and constraint:
         _fail("--constraint needs --objective (the default rule has its own CLIPScore tolerance)")
     if human:
@@ -335,6 +350,8 @@ def recommend(
             for p in rec.points
         )
         measured = "—" if rec.scale is None else f"[bold]{rec.scale:g}[/bold]"
+        if rec.strength is not None:  # a strength sweep: decided at this strength (never pooled)
+            measured += f"\nat strength {rec.strength:g}"
         table.add_row(
             escape(rec.lora),
             escape(rec.provider),
@@ -360,6 +377,13 @@ def recommend(
     )
     if not write:
         return
+    from lorascope.evals.fidelity import has_inputs
+
+    if has_inputs(frame):  # the catalogue's scale.recommended is a text-to-image fact
+        _fail(f"--write: {run} is image-conditioned (its scales were measured from input pictures"
+              f"{' at a denoising strength' if any(r.strength is not None for r in recs) else ''}); "
+              "the catalogue's recommended scale is for text-to-image, so nothing was written. "
+              "The pair is in recommend.json", code=1)
     chosen = [r for r in recs if r.scale is not None and (provider is None or r.provider == provider)]
     by_lora: dict[str, list] = {}
     for rec in chosen:

@@ -303,15 +303,20 @@ def aggregate(
     metrics: Sequence[str] = AGGREGATE_METRICS,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
-    """Mean and t-interval (see evals.stats) of each metric per (lora, scale, provider),
-    over the prompts and seeds of that group. Columns `<metric>_mean/_low/_high/_n`."""
+    """Mean and t-interval (see evals.stats) of each metric per (lora, scale, provider) — and
+    per denoising strength in a run sweeping them, never pooled across strengths — over the
+    prompts and seeds of that group. Columns `<metric>_mean/_low/_high/_n`, and `strength`
+    (NaN for text-to-image rows)."""
     ok = scored[is_scorable(scored)].copy()
     if ok.empty:
         return pd.DataFrame()
     ok["scale_key"] = [scale_key(r) for r in ok.to_dict("records")]
+    ok["strength"] = pd.to_numeric(ok["strength"], errors="coerce") if "strength" in ok.columns else math.nan
     records = []
-    for (lora, skey, provider), group in ok.groupby(["lora", "scale_key", "provider"], sort=True):
-        rec: dict[str, Any] = {"lora": lora, "scale_key": skey, "provider": provider, "images": len(group)}
+    keys = ["lora", "scale_key", "provider", "strength"]
+    for (lora, skey, provider, strength), group in ok.groupby(keys, sort=True, dropna=False):
+        rec: dict[str, Any] = {"lora": lora, "scale_key": skey, "provider": provider, "images": len(group),
+                               "strength": float(strength)}
         rec["scale"] = float(skey) if skey and "+" not in skey else math.nan
         for m in metrics:
             if m not in group:

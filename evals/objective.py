@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from lorascope.evals.metrics import is_scorable, iter_loras
-from lorascope.evals.recommend import Recommendation, ScalePoint
+from lorascope.evals.recommend import Recommendation, ScalePoint, strengths_of
 from lorascope.evals.stats import mean_ci
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +45,7 @@ _CMP: dict[type, Callable[[float, float], bool]] = {
 }
 _FUNCS: dict[str, Callable[..., float]] = {"abs": abs, "min": min, "max": max}
 #: per-image columns that are identifiers or settings, not measurements
-_NOT_METRICS = {"scale", "image_index", "seed", "width", "height", "n_loras", "steps", "guidance_scale"}
+_NOT_METRICS = {"scale", "strength", "image_index", "seed", "width", "height", "n_loras", "steps", "guidance_scale"}
 
 
 class ObjectiveError(ValueError):
@@ -159,6 +159,8 @@ def parse_objective(objective: str, constraints: Sequence[str], frame: pd.DataFr
     cons = [parse(c, boolean=True, where="--constraint", problems=problems) for c in constraints]
     known = set(metric_columns(frame))
     allowed = known | {f"base_{m}" for m in known} | {"scale"}
+    if len(strengths_of(frame)) > 1:  # a strength sweep: cells are (scale, strength)
+        allowed |= {"strength"}
     for expr, where in [(obj, "--objective"), *((c, "--constraint") for c in cons)]:
         if expr is None:
             continue
@@ -178,56 +180,94 @@ def recommend_by_objective(
     *,
     target_fraction: float = 0.9,
 ) -> list[Recommendation]:
-    """The objective rule (module docstring) per LoRA and provider; `basis` names the objective."""
+    """The objective rule (module docstring) per LoRA and provider; `basis` names the objective.
+    A run sweeping denoising strengths is decided over (scale, strength) cells, each against its
+    own strength's no-LoRA baseline, never pooled: the lowest strength, then smallest scale,
+    reaching `target` x best."""
     ok = scored[is_scorable(scored)]
     metrics = metric_columns(scored)
+    strengths = strengths_of(scored)
+    levels: list[tuple[float | None, pd.DataFrame]] = (
+        [(value, ok[pd.to_numeric(ok["strength"], errors="coerce") == value]) for value in strengths]
+        if len(strengths) > 1 else [(None, ok)])
     out: list[Recommendation] = []
     for provider in sorted(ok["provider"].unique()):
-        prov = ok[ok["provider"] == provider]
-        baseline = prov[prov["lora"] == ""]
-        base = {f"base_{m}": mean_ci(pd.to_numeric(baseline[m], errors="coerce")).mean for m in metrics}
-        for lora in iter_loras(prov):
+        for lora in iter_loras(ok[ok["provider"] == provider]):
             entry = entries.get(lora)
-            rec = Recommendation(
-                lora=lora, provider=provider, basis=objective.describe(), scale=None,
-                catalogue_scale=entry.scale.recommended if entry else None,
-                catalogue_range=tuple(entry.scale.range) if entry else None,  # type: ignore[arg-type]
-                baseline_clip_score=base.get("base_clip_score", math.nan),
-            )
-            single = objective.objective.text if objective.objective.text in metrics else None
-            for scale, group in sorted(prov[prov["lora"] == lora].groupby("scale"), key=lambda kv: kv[0]):
-                env = {m: mean_ci(pd.to_numeric(group[m], errors="coerce")).mean for m in metrics}
-                env.update(base)
-                env["scale"] = float(scale)
-                value = float(evaluate(objective.objective.tree, env))
-                meets = all(bool(evaluate(c.tree, env)) for c in objective.constraints)
-                ci = mean_ci(pd.to_numeric(group[single], errors="coerce")) if single else None
-                clip = mean_ci(pd.to_numeric(group["clip_score"], errors="coerce")) if "clip_score" in group else None
-                rec.points.append(ScalePoint(
-                    float(scale), len(group), value,
-                    ci.low if ci else math.nan, ci.high if ci else math.nan,
-                    clip.mean if clip else math.nan, clip.low if clip else math.nan, clip.high if clip else math.nan,
-                    meets,
-                ))
-            _decide(rec, entry, target_fraction)
-            out.append(rec)
+            decided = []
+            for strength, rows in levels:
+                prov = rows[rows["provider"] == provider]
+                baseline = prov[prov["lora"] == ""]
+                base = {f"base_{m}": mean_ci(pd.to_numeric(baseline[m], errors="coerce")).mean for m in metrics}
+                rec = Recommendation(
+                    lora=lora, provider=provider, basis=objective.describe(), scale=None,
+                    catalogue_scale=entry.scale.recommended if entry else None,
+                    catalogue_range=tuple(entry.scale.range) if entry else None,  # type: ignore[arg-type]
+                    baseline_clip_score=base.get("base_clip_score", math.nan), strength=strength,
+                )
+                rec.points = _points(prov[prov["lora"] == lora], base, metrics, objective, strength)
+                decided.append(rec)
+            out.append(_decide_over(decided, entry, target_fraction))
     return out
 
 
-def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: float) -> None:
+def _points(rows: pd.DataFrame, base: dict[str, float], metrics: list[str], objective: Objective,
+            strength: float | None) -> list[ScalePoint]:
+    """One point per scale: the objective's value and whether the constraints hold there."""
+    single = objective.objective.text if objective.objective.text in metrics else None
+    points = []
+    for scale, group in sorted(rows.groupby("scale"), key=lambda kv: kv[0]):
+        env = {m: mean_ci(pd.to_numeric(group[m], errors="coerce")).mean for m in metrics}
+        env.update(base)
+        env["scale"] = float(scale)
+        if strength is not None:
+            env["strength"] = strength
+        value = float(evaluate(objective.objective.tree, env))
+        meets = all(bool(evaluate(c.tree, env)) for c in objective.constraints)
+        ci = mean_ci(pd.to_numeric(group[single], errors="coerce")) if single else None
+        clip = mean_ci(pd.to_numeric(group["clip_score"], errors="coerce")) if "clip_score" in group else None
+        points.append(ScalePoint(
+            float(scale), len(group), value,
+            ci.low if ci else math.nan, ci.high if ci else math.nan,
+            clip.mean if clip else math.nan, clip.low if clip else math.nan, clip.high if clip else math.nan,
+            meets,
+        ))
+    return points
+
+
+def _decide_over(decided: list[Recommendation], entry: "LoraEntry | None", target_fraction: float) -> Recommendation:
+    """One strength: the scale rule. Several: the rule over every (strength, scale) point, and
+    the recommendation carries the chosen strength's points (the lowest strength's if none)."""
+    if len(decided) == 1:
+        _decide(decided[0], entry, target_fraction)
+        return decided[0]
+    pooled = Recommendation(**{**vars(decided[0]), "points": [p for r in decided for p in r.points], "warnings": []})
+    owner = {id(p): r for r in decided for p in r.points}
+    chosen = _decide(pooled, entry, target_fraction, order=lambda p: (owner[id(p)].strength, p.scale))
+    rec = owner[id(chosen)] if chosen is not None else decided[0]
+    rec.scale, rec.measured_scale, rec.warnings = pooled.scale, pooled.measured_scale, pooled.warnings
+    rec.reason = (f"at strength {rec.strength:g}: {pooled.reason}" if chosen is not None
+                  else f"{pooled.reason} at any strength; the figures are strength {rec.strength:g}'s")
+    return rec
+
+
+def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: float,
+            order: Callable[[ScalePoint], Any] = lambda p: p.scale) -> ScalePoint | None:
+    """Smallest point (by `order`: scale, or strength then scale) reaching target x best; the
+    point chosen, or None (the reason says why)."""
     candidates = [p for p in rec.points if p.scale > 0 and not math.isnan(p.strength)]
     if not candidates:
         rec.reason = "no scale > 0 where the objective could be computed"
-        return
+        return None
     meeting = [p for p in candidates if p.faithful]
     if not meeting:
         rec.reason = "no scale > 0 meets the constraints"
-        return
+        return None
     best = max(p.strength for p in meeting)
     if best <= 0:
         rec.reason = f"no scale meeting the constraints improves the objective (best {best:+.4g})"
-        return
-    chosen = min((p for p in meeting if p.strength >= target_fraction * best), key=lambda p: p.scale)
+        return None
+    chosen = min((p for p in meeting if p.strength >= target_fraction * best), key=order)
     rec.measured_scale = rec.scale = chosen.scale
     rec.reason = f"objective {chosen.strength:+.4g} >= {target_fraction:.0%} of best {best:+.4g}"
     if entry is not None:
@@ -238,6 +278,7 @@ def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: flo
                 f"{rec.lora}: measured scale {chosen.scale:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
                 f"clamped to {rec.scale:g}"
             )
+    return chosen
 
 
 #: `recommend --objective human`: the scale people preferred in `lorascope review` decides

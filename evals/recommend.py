@@ -69,6 +69,9 @@ class Recommendation:
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
     measured_scale: float | None = None  # before clamping
+    #: image-to-image runs sweeping denoising strengths: the strength these points and this
+    #: scale were decided at (the pair rule's, evals.recommend_pairs); None elsewhere
+    strength: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,7 @@ class Recommendation:
             "provider": self.provider,
             "basis": self.basis,
             "scale": self.scale,
+            "strength": self.strength,
             "measured_scale": self.measured_scale,
             "catalogue_scale": self.catalogue_scale,
             "catalogue_range": list(self.catalogue_range) if self.catalogue_range else None,
@@ -97,7 +101,11 @@ def recommend_scales(
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     clip_tolerance: float = DEFAULT_CLIP_TOLERANCE,
 ) -> list[Recommendation]:
-    """Apply the rule to a scored results frame (evals.results.scored_frame)."""
+    """Apply the rule to a scored results frame (evals.results.scored_frame). A run sweeping
+    denoising strengths is never pooled across them: each LoRA is decided at the strength the
+    pair rule (evals.recommend_pairs) picks, against that strength's no-LoRA baseline."""
+    if len(strengths_of(scored)) > 1:
+        return _at_chosen_strengths(scored, entries, target_fraction=target_fraction, clip_tolerance=clip_tolerance)
     ok = scored[is_scorable(scored)]
     out: list[Recommendation] = []
     for provider in sorted(ok["provider"].unique()):
@@ -130,21 +138,49 @@ def recommend_scales(
                                clip.mean, clip.low, clip.high, faithful)
                 )
             _decide(rec, entry, target_fraction, clip_tolerance)
-            pooled = _pooled_strengths(rows)
-            if pooled:
-                rec.warnings.append(
-                    f"this run sweeps denoising strengths {pooled}: these per-scale figures pool them; "
-                    "the (scale, strength) pair that `lorascope recommend` prints decides per strength")
             out.append(rec)
     return out
 
 
-def _pooled_strengths(rows: pd.DataFrame) -> str:
-    """The strengths an image-mode LoRA's rows span, as text, when more than one (else "")."""
-    if "strength" not in rows:
-        return ""
-    values = sorted(set(pd.to_numeric(rows["strength"], errors="coerce").dropna()))
-    return ", ".join(f"{v:g}" for v in values) if len(values) > 1 else ""
+def strengths_of(frame: pd.DataFrame) -> list[float]:
+    """The denoising strengths a frame's rows were generated at, sorted (empty: text-to-image)."""
+    if "strength" not in frame.columns:
+        return []
+    return sorted(set(pd.to_numeric(frame["strength"], errors="coerce").dropna()))
+
+
+def _at_chosen_strengths(
+    scored: pd.DataFrame, entries: dict[str, "LoraEntry"], *, target_fraction: float, clip_tolerance: float,
+) -> list[Recommendation]:
+    """Each (LoRA, provider) decided at its pair's strength; where no strength gave a scale,
+    the lowest strength's figures with the pair rule's reason."""
+    from lorascope.evals.recommend_pairs import recommend_pairs
+
+    strength_col = pd.to_numeric(scored["strength"], errors="coerce")
+    per_strength = {
+        value: {(r.lora, r.provider): r for r in recommend_scales(
+            scored[strength_col == value], entries, target_fraction=target_fraction, clip_tolerance=clip_tolerance)}
+        for value in strengths_of(scored)
+    }
+    lowest = min(per_strength)
+    pairs = {(p.lora, p.provider): p for p in recommend_pairs(
+        scored, entries, target_fraction=target_fraction, clip_tolerance=clip_tolerance, rows_by_strength=per_strength)}
+    keys = sorted({key for recs in per_strength.values() for key in recs}, key=lambda k: (k[1], k[0]))
+    out = []
+    for key in keys:
+        pair = pairs.get(key)
+        if pair is not None and pair.strength is not None and key in per_strength[pair.strength]:
+            rec = per_strength[pair.strength][key]
+            rec.strength = pair.strength
+            rec.reason = f"at strength {pair.strength:g} (the pair rule: {pair.reason}): {rec.reason}"
+        else:
+            at = next((value for value in sorted(per_strength) if key in per_strength[value]), lowest)
+            rec = per_strength[at][key]
+            rec.strength, rec.scale, rec.measured_scale = at, None, None
+            rec.reason = (f"no (scale, strength) pair ({pair.reason if pair else 'no strength was scored'}); "
+                          f"the figures are strength {at:g}'s")
+        out.append(rec)
+    return out
 
 
 def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: float, clip_tolerance: float) -> None:

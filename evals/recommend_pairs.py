@@ -15,10 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lorascope.evals.fidelity import fidelity_by_strength, has_inputs
-from lorascope.evals.recommend import DEFAULT_CLIP_TOLERANCE, DEFAULT_TARGET_FRACTION, recommend_scales
+import pandas as pd
+
+from lorascope.evals.recommend import (
+    DEFAULT_CLIP_TOLERANCE,
+    DEFAULT_TARGET_FRACTION,
+    Recommendation,
+    recommend_scales,
+    strengths_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
     from lorascope.registry.models import LoraEntry
 
@@ -62,16 +69,22 @@ def recommend_pairs(
     *,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     clip_tolerance: float = DEFAULT_CLIP_TOLERANCE,
+    rows_by_strength: "dict[float, dict[tuple[str, str], Recommendation]] | None" = None,
 ) -> list[PairRecommendation]:
     """Apply the pair rule to a scored frame with the fidelity columns (evals.fidelity); empty
-    for a run without a strength axis."""
+    for a run without a strength axis. `rows_by_strength`: the scale rule's decisions per
+    strength when the caller already has them (evals.recommend does)."""
     if not has_inputs(scored) or "strength" not in scored.columns or scored["strength"].isna().all():
         return []
     points = fidelity_by_strength(scored).set_index(["lora", "provider", "strength", "scale"])
     found: dict[tuple[str, str], PairRecommendation] = {}
-    for strength in sorted(scored["strength"].dropna().unique()):
-        at = scored[scored["strength"] == strength]
-        for rec in recommend_scales(at, entries, target_fraction=target_fraction, clip_tolerance=clip_tolerance):
+    for strength in strengths_of(scored):
+        if rows_by_strength is not None:
+            decided = list(rows_by_strength[strength].values())
+        else:
+            at = scored[pd.to_numeric(scored["strength"], errors="coerce") == strength]
+            decided = recommend_scales(at, entries, target_fraction=target_fraction, clip_tolerance=clip_tolerance)
+        for rec in decided:
             pair = found.setdefault((rec.lora, rec.provider), PairRecommendation(rec.lora, rec.provider, None, None, ""))
             point = next((p for p in rec.points if rec.measured_scale is not None and p.scale == rec.measured_scale), None)
             ssim = cosine = math.nan

@@ -218,3 +218,18 @@ def test_an_unseeded_image_has_no_same_seed_baseline_nor_cross_provider_cell():
         assert math.isnan(out.at[idx, "lora_effect"]) and math.isnan(out.at[idx, "style_shift"])
         assert math.isnan(out.at[idx, "agreement"])
     assert agreement_matrix(frame, images).isna().all().all()
+
+
+def test_aggregate_keeps_denoising_strengths_apart():
+    """An img2img run sweeping strengths: one group per (lora, scale, provider, strength), each
+    mean over its own strength's images only; text-to-image rows get strength NaN."""
+    rows = []
+    for strength, shifts in ((0.3, [0.01, 0.03]), (0.7, [0.10, 0.20])):
+        for i, shift in enumerate(shifts):
+            rows.append(row(lora="ink", scale=0.8, seed=i, sha=f"{strength}-{i}", clip_score=0.8, style_shift=shift,
+                            clip_cosine=0.32, lora_effect=0.1, agreement=float("nan")) | {"strength": strength})
+    agg = aggregate(pd.DataFrame(rows)).set_index("strength")
+    assert list(agg.index) == [0.3, 0.7] and list(agg["images"]) == [2, 2]
+    assert agg.loc[0.3, "style_shift_mean"] == pytest.approx(0.02) and agg.loc[0.7, "style_shift_mean"] == pytest.approx(0.15)
+    plain = aggregate(pd.DataFrame([r | {"strength": None} for r in rows]))
+    assert len(plain) == 1 and plain["images"].iloc[0] == 4 and math.isnan(plain["strength"].iloc[0])

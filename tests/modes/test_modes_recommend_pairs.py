@@ -66,21 +66,50 @@ async def test_recommend_cli_prints_and_saves_the_pair(tmp_path, monkeypatch):
     (pair,) = saved["pairs"]
     assert pair["lora"] == "paint" and [c["strength"] for c in pair["per_strength"]] == [0.0, 0.3, 0.7, 1.0]
     assert all(c["input_ssim"] is not None for c in pair["per_strength"] if c["scale"] is not None)
+    (rec,) = saved["recommendations"]  # the scale rule decided at the pair's strength, not pooled
+    # (no pair: no scale, and the figures shown are the lowest strength's)
+    assert rec["scale"] == pair["scale"]
+    assert rec["strength"] == (pair["strength"] if pair["strength"] is not None else 0.0)
+    assert [p["images"] for p in rec["points"]] == [1]  # 1 prompt x 1 seed at one strength, not 4 pooled
+    # an objective may constrain fidelity: the CLI joins the fidelity columns
+    kept = CliRunner().invoke(app, ["recommend", str(run), "--objective", "style_shift",
+                                    "--constraint", "input_ssim >= 0"], catch_exceptions=False)
+    assert kept.exit_code == 0, kept.output
+    (by_objective,) = json.loads((run / "recommend.json").read_text())["recommendations"]
+    assert by_objective["strength"] in (0.0, 0.3, 0.7, 1.0) and by_objective["basis"].endswith("input_ssim >= 0")
+    # the catalogue's scale is a text-to-image fact: an image-conditioned run does not write it
+    catalogue = tmp_path / "loras.yaml"
+    catalogue.write_text("version: 1\nloras: []\n")
+    refused = CliRunner().invoke(app, ["recommend", str(run), "--write", "--force", "--catalogue", str(catalogue)])
+    assert refused.exit_code == 1 and "image-conditioned" in refused.output
+    assert catalogue.read_text() == "version: 1\nloras: []\n"
 
 
-def test_the_per_scale_rule_says_when_it_pools_strengths():
-    """The default rule groups by scale only: on a run sweeping strengths it says that its
-    figures pool them and points at the pair; one strength (or none) gets no such warning."""
+def test_the_scale_rule_never_pools_strengths():
+    """On a run sweeping strengths the scale rule decides each LoRA at the pair's strength,
+    against that strength's baseline, with that strength's figures only; one strength (or none)
+    is decided as before."""
     from lorascope.evals.recommend import recommend_scales
 
     rows = [(0.3, "", None, 0.50, None, 0.95), (0.3, "ink", 1.0, 0.50, 0.030, 0.85),
-            (0.6, "", None, 0.50, None, 0.70), (0.6, "ink", 1.0, 0.50, 0.060, 0.60)]
+            (0.6, "", None, 0.60, None, 0.70), (0.6, "ink", 1.0, 0.58, 0.060, 0.60)]
     (rec,) = recommend_scales(_frame(rows), {})
-    assert any("sweeps denoising strengths 0.3, 0.6" in w and "(scale, strength) pair" in w for w in rec.warnings)
+    (pair,) = recommend_pairs(_frame(rows), {})
+    assert (rec.scale, rec.strength) == (pair.scale, pair.strength) == (1.0, 0.6)
+    # that strength's point and baseline alone: 1 image, not the 2 a pooled scale 1.0 holds
+    assert [(p.scale, p.images, round(p.strength, 3)) for p in rec.points] == [(1.0, 1, 0.060)]
+    assert rec.baseline_clip_score == pytest.approx(0.60)
+    assert rec.reason.startswith("at strength 0.6 (the pair rule: lowest strength")
+    assert rec.as_dict()["strength"] == 0.6
+    # a LoRA no strength recommends: no scale, the lowest strength's figures, the pair's reason
+    lost = [(0.3, "", None, 0.50, None, 0.9), (0.3, "ink", 1.0, 0.30, 0.05, 0.8),
+            (0.6, "", None, 0.50, None, 0.7), (0.6, "ink", 1.0, 0.30, 0.08, 0.6)]
+    (none,) = recommend_scales(_frame(lost), {})
+    assert none.scale is None and none.strength == 0.3 and "no (scale, strength) pair" in none.reason
     (one,) = recommend_scales(_frame(rows[:2]), {})
-    assert not any("strengths" in w for w in one.warnings)
+    assert one.strength is None and one.scale == 1.0 and not one.reason.startswith("at strength")
     (t2i,) = recommend_scales(_frame(rows).assign(strength=None), {})
-    assert not any("strengths" in w for w in t2i.warnings)
+    assert t2i.strength is None and [p.images for p in t2i.points] == [2]
 
 
 async def test_the_report_shows_the_pair_beside_the_scale(tmp_path, monkeypatch):
@@ -107,3 +136,28 @@ async def test_the_report_shows_the_pair_beside_the_scale(tmp_path, monkeypatch)
     assert row[0] == expected.provider
     assert row[1] == (f"{expected.scale:g}" if expected.scale is not None else "none")
     assert row[2] == (f"{expected.strength:g}" if expected.strength is not None else "none")
+
+
+def test_an_objective_decides_over_scale_and_strength_cells():
+    """`recommend --objective` on a strength sweep: each (scale, strength) cell against its own
+    strength's baseline, constraints may name fidelity (input_ssim) and `strength`; the lowest
+    strength, then smallest scale, reaching the target wins; never a pooled mean."""
+    from lorascope.evals.objective import ObjectiveError, parse_objective, recommend_by_objective
+
+    rows = [(0.3, "", None, 0.50, None, 0.95), (0.3, "ink", 0.5, 0.50, 0.020, 0.90), (0.3, "ink", 1.0, 0.50, 0.030, 0.85),
+            (0.6, "", None, 0.50, None, 0.70), (0.6, "ink", 0.5, 0.50, 0.050, 0.65), (0.6, "ink", 1.0, 0.50, 0.060, 0.60)]
+    frame = _frame(rows)
+    free = parse_objective("style_shift", [], frame)
+    (rec,) = recommend_by_objective(frame, {}, free, target_fraction=0.8)
+    # best 0.060 at (1.0, 0.6); 80% of it = 0.048: (0.5, 0.6) is the lowest strength then scale reaching it
+    assert (rec.scale, rec.strength) == (0.5, 0.6)
+    assert [(p.scale, round(p.strength, 3)) for p in rec.points] == [(0.5, 0.05), (1.0, 0.06)]
+    assert rec.reason.startswith("at strength 0.6: objective")
+    kept = parse_objective("style_shift", ["input_ssim >= 0.8", "strength < 0.5"], frame)
+    (faithful,) = recommend_by_objective(frame, {}, kept, target_fraction=0.8)
+    assert (faithful.scale, faithful.strength) == (1.0, 0.3)  # 0.020 < 80% of 0.030
+    impossible = parse_objective("style_shift", ["input_ssim > 0.99"], frame)
+    (none,) = recommend_by_objective(frame, {}, impossible)
+    assert none.scale is None and none.strength == 0.3 and "at any strength" in none.reason
+    with pytest.raises(ObjectiveError, match="unknown name.*strength"):
+        parse_objective("style_shift", ["strength < 0.5"], frame.assign(strength=None))
