@@ -543,6 +543,10 @@ def _print_verdict_first(console: "Console", report: Any, colour: dict[str, str]
     if report.cache_only:
         label = "[yellow]note:[/yellow]" if report.allow_cached else "[red]error:[/red]"
         console.print(f"{label} {escape(report.notes[0])}", highlight=False)
+    from lorascope.evals.compare import version_notes
+
+    for note in version_notes(report.providers):  # the likeliest cause, in words, before the cells
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
 
 
 def _write_ci_outputs(report: Any, junit: Optional[Path], markdown: Optional[Path], step_summary: bool) -> None:

@@ -363,8 +363,37 @@ def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[st
             entry[f"{name}_cost_per_image_usd"] = finite(stats.at[provider, "cost_per_image"]) if known else None
         b, r = entry["baseline_latency_median_s"], entry["run_latency_median_s"]
         entry["latency_ratio"] = (r / b) if b and r is not None else None
+        for column in ("model_version", "endpoint"):  # what the provider said it ran, per side
+            entry[f"baseline_{column}s"] = _distinct(base, provider, column)
+            entry[f"run_{column}s"] = _distinct(run, provider, column)
         out[provider] = entry
     return out
+
+
+def _distinct(frame: pd.DataFrame, provider: str, column: str) -> list[str]:
+    """The non-empty values of `column` among a provider's rows, sorted."""
+    if column not in frame.columns:
+        return []
+    values = frame.loc[frame["provider"] == provider, column].dropna().astype(str)
+    return sorted({v for v in values if v})
+
+
+def version_notes(providers: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence per provider whose model version or endpoint differs between the runs: the
+    most likely cause of whatever else changed (a Replicate model's new version, a local
+    pipeline's new weights, a host's renamed endpoint), said in words before the cells."""
+    notes = []
+    for provider, info in providers.items():
+        for column, what in (("model_version", "model version"), ("endpoint", "endpoint")):
+            before, after = info.get(f"baseline_{column}s") or [], info.get(f"run_{column}s") or []
+            if before and after and before != after:
+                notes.append(f"{provider}: the {what} changed ({_short(before)} → {_short(after)}); "
+                             "the run's images come from the new one")
+    return notes
+
+
+def _short(values: list[str]) -> str:
+    return ", ".join(v if len(v) <= 24 else f"{v[:12]}…{v[-6:]}" for v in values)
 
 
 def compare_runs(
@@ -410,7 +439,7 @@ def compare_runs(
         providers=provider_changes(base.frame, run.frame),
         allow_cached=allow_cached,
     )
-    report.notes += base.summary.problems + run.summary.problems
+    report.notes += version_notes(report.providers) + base.summary.problems + run.summary.problems
     report.run_images, report.cached_images = cache_provenance(run.frame, base.frame)
     if report.cache_only:
         report.notes.insert(0, cache_only_message(report))

@@ -6,6 +6,7 @@ tests/harness/test_harness_reliability.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -304,3 +305,10 @@ def test_a_new_model_version_is_generated_anew_and_compare_catches_it(tmp_path):
                                  env=env, cwd=project, capture_output=True, text=True, timeout=300)
     assert compare.returncode == 1, compare.stdout + compare.stderr
     assert "regressed" in compare.stdout and "SSIM" in compare.stdout  # the pictures changed
+    # and it says why in words, before the cells, and in compare.json's notes
+    said = " ".join(compare.stdout.split())
+    assert f"replicate: the model version changed ({VERSION[:12]}…{VERSION[-6:]} → {NEWER[:12]}…{NEWER[-6:]})" in said
+    assert said.index("model version changed") < said.index("SSIM")
+    saved = json.loads((today / "compare.json").read_text())
+    assert any("model version changed" in note for note in saved["notes"])
+    assert saved["providers"]["replicate"]["run_model_versions"] == [NEWER]
