@@ -351,6 +351,13 @@ def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[st
     """Per provider: images, median latency and mean cost per image (evals.metrics'
     provider_stats of each run), before and after; None where a run has no such number."""
     sides = {"baseline": provider_stats(base), "run": provider_stats(run)}
+    # versions and endpoints over the cells both runs hold: a run of fewer cells (no LoRA
+    # cells, say) uses fewer endpoints without anything having changed
+    base_keys = [cell_key(r) for r in base.to_dict("records")]
+    run_keys = [cell_key(r) for r in run.to_dict("records")]
+    common = set(base_keys) & set(run_keys)
+    base_common = base[[k in common for k in base_keys]]
+    run_common = run[[k in common for k in run_keys]]
     out: dict[str, dict[str, Any]] = {}
     for provider in sorted(set(base["provider"]) | set(run["provider"])):
         entry: dict[str, Any] = {}
@@ -364,8 +371,8 @@ def provider_changes(base: pd.DataFrame, run: pd.DataFrame) -> dict[str, dict[st
         b, r = entry["baseline_latency_median_s"], entry["run_latency_median_s"]
         entry["latency_ratio"] = (r / b) if b and r is not None else None
         for column in ("model_version", "endpoint"):  # what the provider said it ran, per side
-            entry[f"baseline_{column}s"] = _distinct(base, provider, column)
-            entry[f"run_{column}s"] = _distinct(run, provider, column)
+            entry[f"baseline_{column}s"] = _distinct(base_common, provider, column)
+            entry[f"run_{column}s"] = _distinct(run_common, provider, column)
         out[provider] = entry
     return out
 
