@@ -10,19 +10,29 @@ an input, side by side with style shift:
 
 The inputs are read from the run's stored suite (files relative to it) and copied,
 content-addressed, into the run's `images/` folder, so the report can show them and a later
-re-score does not need the original files (`input_path` is that copy). URL inputs are not
-fetched here: their rows get no fidelity. Stored in run.db's `fidelity` table per CLIP model.
+re-score does not need the original files (`input_path` is that copy; run.db's `run_inputs`
+says which). An https input is fetched once, at the first score (evals.input_fetch: https
+only, verified, bounded like a local file), and kept the same way with its URL and the time
+we fetched it: the provider fetched it earlier, when it generated, so if the run's requests
+recorded another sha256, or a later fetch (`refetch`) gets other bytes, its rows get no
+fidelity and `score` says why, rather than a number against the wrong picture. A failed
+fetch is one problem line (the suite's file:line, the URL without its query string); the
+rest is scored. Stored in run.db's `fidelity` table per CLIP model.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
     import pandas as pd
 
     from lorascope.evals.scorer import Embedder
@@ -44,7 +54,10 @@ CREATE TABLE IF NOT EXISTS fidelity (
 CREATE TABLE IF NOT EXISTS run_inputs (
     input_id     TEXT PRIMARY KEY,
     input_sha256 TEXT NOT NULL,
-    input_path   TEXT NOT NULL
+    input_path   TEXT NOT NULL,
+    url          TEXT,  -- the https URL it was fetched from (NULL: a local file)
+    fetched_at   TEXT,  -- when we fetched it (UTC, ISO 8601): later than the provider did
+    conflict     TEXT   -- why it is not used: a later fetch or the run's requests disagree
 );
 """
 
@@ -53,10 +66,35 @@ def has_inputs(frame: "pd.DataFrame") -> bool:
     return "init_image" in frame.columns and bool(frame["init_image"].notna().any())
 
 
-def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
-    """{image id: (sha256, path relative to the run)} for the suite's local init inputs, copied
-    into the run's images/ and recorded in run.db (so they outlive the original files), and why
-    any could not be. Inputs recorded before are used when the suite's files are gone."""
+@dataclass(frozen=True)
+class _Kept:
+    """A `run_inputs` row: the input's copy in the run, and for a URL input where and when it
+    was fetched, and why it is not used (a later fetch disagreed), if so."""
+
+    sha256: str
+    path: str
+    url: str | None = None
+    fetched_at: str | None = None
+    conflict: str | None = None
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables; a run scored before URL inputs were fetched gains their columns."""
+    conn.executescript(SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(run_inputs)")}
+    with conn:
+        for column in ("url", "fetched_at", "conflict"):
+            if column not in have:
+                conn.execute(f"ALTER TABLE run_inputs ADD COLUMN {column} TEXT")
+
+
+def collect_inputs(
+    run_dir: Path, *, refetch: bool = False, verify: "ssl.SSLContext | bool" = True
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """{image id: (sha256, path relative to the run)} for the suite's init inputs, copied into
+    the run's images/ and recorded in run.db (so they outlive the original files and URLs), and
+    why any could not be. Inputs recorded before are used when the suite's files are gone; an
+    https input is fetched only when none is recorded (or `refetch`), see `_url_input`."""
     from lorascope.harness.input_images import load_inputs
     from lorascope.harness.store import RunStore, image_problem, write_image
 
@@ -65,9 +103,13 @@ def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]
     with RunStore.open(run_dir) as store:
         conn = store.connect()
         try:
-            conn.executescript(SCHEMA)
-            recorded = {i: (s, p) for i, s, p in conn.execute("SELECT input_id, input_sha256, input_path FROM run_inputs")}
+            _ensure_schema(conn)
+            recorded = {r[0]: _Kept(*r[1:]) for r in conn.execute(
+                "SELECT input_id, input_sha256, input_path, url, fetched_at, conflict FROM run_inputs")}
+            rows: dict[str, _Kept] = {}
+            refused: set[str] = set()
             wanted: set[str] = set()
+            suite = None
             try:
                 suite = store.suite()
                 wanted = {spec.id for spec in suite.images}
@@ -75,8 +117,21 @@ def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]
             except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
                 inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
             used = _shas_used(conn)
-            for item in inputs:
-                if item.init is None or item.init.data is None:
+            for index, item in enumerate(inputs):
+                if item.init is None:
+                    continue
+                if item.init.url is not None:
+                    where = f"{suite.where('images', index, 'image')}: images[{index}].image"
+                    kept, problem = _url_input(Path(run_dir), item.id, item.init.url, where, recorded.get(item.id),
+                                               used.get(item.id), refetch=refetch, verify=verify)
+                    if problem:
+                        problems.append(problem)
+                    if kept is None or kept.conflict:
+                        refused.add(item.id)
+                    if kept is not None:
+                        rows[item.id] = kept
+                        if not kept.conflict:
+                            found[item.id] = (kept.sha256, kept.path)
                     continue
                 if item.init.sha256 not in used.get(item.id, {item.init.sha256}):
                     problems.append(f"{item.init.source}: changed since the run used it (image {item.id!r}); "
@@ -84,17 +139,64 @@ def collect_inputs(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]
                     continue
                 fmt = (item.init.mime or "image/png").split("/")[-1]
                 found[item.id] = write_image(Path(run_dir), item.init.data, fmt)
-            for input_id, (sha, rel) in recorded.items():
-                if input_id not in found and image_problem(Path(run_dir) / rel, sha) is None:
-                    found[input_id] = (sha, rel)
+                rows[item.id] = _Kept(*found[item.id])
+            for input_id, kept in recorded.items():
+                if (input_id not in found and input_id not in refused and not kept.conflict
+                        and image_problem(Path(run_dir) / kept.path, kept.sha256) is None):
+                    found[input_id] = (kept.sha256, kept.path)
             if load_problems and not wanted <= set(found):  # an input neither readable nor kept
                 problems += [f"{p} (no fidelity for its images)" for p in load_problems]
             with conn:
-                conn.executemany("INSERT OR REPLACE INTO run_inputs VALUES (?, ?, ?)",
-                                 [(i, s, p) for i, (s, p) in found.items()])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO run_inputs (input_id, input_sha256, input_path, url, fetched_at, conflict) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(i, k.sha256, k.path, k.url, k.fetched_at, k.conflict) for i, k in rows.items()])
         finally:
             conn.close()
     return found, problems
+
+
+def _url_input(
+    run_dir: Path, input_id: str, url: str, where: str, kept: _Kept | None, used: set[str] | None,
+    *, refetch: bool, verify: "ssl.SSLContext | bool",
+) -> tuple[_Kept | None, str | None]:
+    """The run's copy of an https input (fetched now if none is kept, or `refetch`), and the
+    problem to report. The provider fetched the URL when it generated and we fetch it later,
+    so nothing proves both saw the same bytes; what can be checked is: a sha256 the run's
+    requests recorded, and our own earlier fetch. When either disagrees with what the URL
+    serves, the input gets no fidelity (a wrong number is worse than none), and the
+    disagreement is kept in run_inputs.conflict so later scores say so too."""
+    from lorascope.evals.input_fetch import FetchError, fetch_input
+    from lorascope.harness.store import image_problem, image_relpath, write_image
+    from lorascope.registry.resolve import shown_url
+
+    shown = shown_url(url)
+    mine = kept if kept is not None and kept.url == url else None
+    if mine is not None and mine.conflict:
+        return mine, mine.conflict
+    intact = mine is not None and image_problem(run_dir / mine.path, mine.sha256) is None
+    if intact and not refetch:
+        return mine, None
+    try:
+        image = fetch_input(url, verify=verify)
+    except FetchError as exc:
+        if intact:  # a refetch that failed: the copy kept at the first fetch still stands
+            return mine, f"{where}: {exc}; kept the copy fetched at {mine.fetched_at}"
+        return None, f"{where}: {exc} (no fidelity for its images)"
+    sha = str(image.sha256)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if mine is not None and mine.sha256 != sha:
+        conflict = (f"{where}: {shown} served different bytes at {now} (sha256 {sha[:12]}...) than when it was "
+                    f"fetched at {mine.fetched_at} ({mine.sha256[:12]}...); the provider may have used either, "
+                    "so its images get no fidelity")
+        return _Kept(mine.sha256, mine.path, url, mine.fetched_at, conflict), conflict
+    if used and sha not in used:
+        conflict = (f"{where}: {shown} now serves bytes (sha256 {sha[:12]}...) other than the run's requests "
+                    f"recorded ({', '.join(sorted(s[:12] + '...' for s in used))}); its images get no fidelity")
+        rel = image_relpath(sha, (image.mime or "image/png").split("/")[-1])  # not written: never used
+        return _Kept(sha, rel, url, now, conflict), conflict
+    _, rel = write_image(run_dir, image.data, (image.mime or "image/png").split("/")[-1])
+    return _Kept(sha, rel, url, mine.fetched_at if mine is not None else now), None
 
 
 def _shas_used(conn: sqlite3.Connection) -> dict[str, set[str]]:
@@ -112,16 +214,17 @@ def _shas_used(conn: sqlite3.Connection) -> dict[str, set[str]]:
 
 
 def compute_fidelity(
-    run_dir: Path, frame: "pd.DataFrame", embedder: "Embedder", image_vectors: dict[str, np.ndarray]
+    run_dir: Path, frame: "pd.DataFrame", embedder: "Embedder", image_vectors: dict[str, np.ndarray],
+    *, refetch: bool = False, verify: "ssl.SSLContext | bool" = True,
 ) -> tuple[list[tuple], list[str]]:
     """Rows (cell_id, image_index, image_sha256, input_sha256, input_path, cosine, ssim) for every
-    scored image with a local input, and the problems met. The input's embedding is cached."""
+    scored image whose input is kept, and the problems met. The input's embedding is cached."""
     from lorascope.evals.ssim import ssim_files
 
     if not has_inputs(frame):
         return [], []
     run_dir = Path(run_dir)
-    inputs, problems = collect_inputs(run_dir)
+    inputs, problems = collect_inputs(run_dir, refetch=refetch, verify=verify)
     if not inputs:
         return [], problems
     input_vectors = embedder.images([(sha, run_dir / rel) for sha, rel in inputs.values()])
@@ -140,7 +243,7 @@ def compute_fidelity(
 
 def write_fidelity(conn: sqlite3.Connection, clip_model: str, rows: Iterable[tuple]) -> int:
     """Replace this CLIP model's fidelity rows in one transaction."""
-    conn.executescript(SCHEMA)
+    _ensure_schema(conn)
     rows = list(rows)
     with conn:
         conn.execute("DELETE FROM fidelity WHERE clip_model = ?", (clip_model,))

@@ -3,7 +3,9 @@
 Why its own module: every problem (a missing or unreadable file, a file that is not a PNG/
 JPEG/WebP picture, a mask whose size differs from its image, an http URL) must be found in
 one pass and named with the suite's file:line, and each file is read once however many cells
-use it. URLs are not fetched: their size is the provider's to check.
+use it. URLs are not fetched here: the provider fetches them when it generates (their size is
+its to check); `lorascope score` fetches them once for fidelity (evals.input_fetch), through
+the same byte checks (`image_from_bytes`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ class ImageInputs:
 
 def read_image_file(path: Path, source: str) -> InputImage:
     """Bytes, format and size of a local picture; ValueError says why it cannot be used."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -57,16 +57,28 @@ def read_image_file(path: Path, source: str) -> InputImage:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return image_from_bytes(data, str(path), source)
+
+
+def image_from_bytes(data: bytes, label: str, source: str) -> InputImage:
+    """The checks every input picture gets, wherever its bytes came from (a local file here,
+    an https URL fetched for fidelity in evals.input_fetch): at most MAX_INPUT_BYTES, at most
+    MAX_INPUT_PIXELS (from the header, before decoding), a readable PNG/JPEG/WebP. `label`
+    names it in the ValueError."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_INPUT_BYTES:
+        raise ValueError(f"{label} is {len(data):,} bytes; the limit is {MAX_INPUT_BYTES:,}")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format, img.size
             if width * height > MAX_INPUT_PIXELS:
-                raise ValueError(f"{path} is {width}x{height}; the limit is {MAX_INPUT_PIXELS:,} pixels")
+                raise ValueError(f"{label} is {width}x{height}; the limit is {MAX_INPUT_PIXELS:,} pixels")
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path} is not a readable image ({type(exc).__name__})") from None
+        raise ValueError(f"{label} is not a readable image ({type(exc).__name__})") from None
     if fmt not in MIME:
-        raise ValueError(f"{path} is a {fmt} image; use PNG, JPEG or WebP")
+        raise ValueError(f"{label} is a {fmt} image; use PNG, JPEG or WebP")
     return InputImage(data=data, mime=MIME[fmt], width=width, height=height, source=source)
 
 
