@@ -149,9 +149,30 @@ def test_provider_changes_median_latency_mean_known_cost_and_a_provider_gone(tmp
         # no queue/inference figures in these frames: the provider reported none
         "baseline_queue_median_s": None, "baseline_inference_median_s": None,
         "run_queue_median_s": None, "run_inference_median_s": None,
+        # no model_version / endpoint columns in these frames
+        "baseline_model_versions": [], "run_model_versions": [], "baseline_endpoints": [], "run_endpoints": [],
     }
     assert changes["novita"]["run_images"] == 0 and changes["novita"]["run_latency_median_s"] is None
     assert changes["novita"]["run_cost_per_image_usd"] is None and changes["novita"]["latency_ratio"] is None
+
+
+def test_a_changed_model_version_is_said_over_common_cells_only(tmp_path, pictures):
+    """The version a provider ran is compared over the cells both runs hold: a changed version
+    is a note in words; an endpoint only the baseline's extra cells used is not a change."""
+    from lorascope.evals.compare import provider_changes, version_notes
+
+    img, _, _ = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    base = pd.DataFrame([
+        row(B, "a", img, seed=1, model_version="v1", endpoint="fal-ai/z-image/turbo/lora"),
+        row(B, "b", img, lora="", seed=1, model_version="v1", endpoint="fal-ai/z-image/turbo"),
+    ])
+    same = pd.DataFrame([row(R, "a", img, seed=1, model_version="v1", endpoint="fal-ai/z-image/turbo/lora")])
+    assert version_notes(provider_changes(base, same)) == []
+    newer = same.assign(model_version="v2")
+    changes = provider_changes(base, newer)
+    assert changes["fal"]["baseline_model_versions"] == ["v1"] and changes["fal"]["run_model_versions"] == ["v2"]
+    assert version_notes(changes) == ["fal: the model version changed (v1 → v2); the run's images come from the new one"]
 
 
 def test_unseeded_cells_are_not_compared_picture_to_picture(tmp_path, pictures):
