@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lorascope.harness.errors import InvalidRequest, ProviderError
 from lorascope.harness.models import Estimate, GenerationRequest, GenerationResult, LoraSpec
@@ -88,6 +88,21 @@ class DiffusersConfig(ExecutorSettings):
         default=None, description="ControlNet for mode controlnet: a .safetensors file, a diffusers folder, a hub "
         "repo id (e.g. alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union), or tiny-random")
     controlnet_revision: str | None = Field(default=None, description="hub revision of the ControlNet repo")
+    controlnet_config: str | None = Field(
+        default=None, description="config of a single-file ControlNet: a folder holding its config.json, or a hub "
+        "repo id; None = the repo diffusers infers from the file's keys (hub or local hub cache; docs/local.md)")
+
+    @field_validator("controlnet")
+    @classmethod
+    def _controlnet_file(cls, value: str | None) -> str | None:
+        """Refused with the settings, before any pipeline loads: pickle runs code on load, and
+        a missing file is better named now than after the pipeline loaded."""
+        from lorascope.harness.providers.controlnet_weights import weights_problem
+
+        problem = weights_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @property
     def hotswap_mode(self) -> bool:

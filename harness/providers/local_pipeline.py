@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorascope.harness.errors import ProviderError
-from lorascope.registry.models import PICKLE_SUFFIXES, REPO_ID
+from lorascope.registry.models import REPO_ID
 
 if TYPE_CHECKING:
     from lorascope.harness.providers.local import DiffusersConfig
@@ -168,8 +168,11 @@ class PipelineCache:
         return self._mode_pipes[mode]
 
     def controlnet_identity(self) -> str | None:
-        """What the `controlnet` setting will load (part of ControlNet requests' endpoint):
-        the tiny model's version, a local file's or folder's identity, or `repo@revision`."""
+        """What the `controlnet` setting will load (part of ControlNet requests' endpoint, so of
+        their fingerprint): the tiny model's version, a file's content hash, a folder's
+        identity, or `repo@revision`; with `;config=...` when `controlnet_config` is set."""
+        from lorascope.harness.providers.controlnet_weights import file_identity
+
         name = self.config.controlnet
         if not name:
             return None
@@ -179,17 +182,25 @@ class PipelineCache:
             return TINY_CONTROLNET_REVISION
         path = Path(name).expanduser()
         if path.is_dir():
-            return folder_identity(path)
-        if path.is_file():
-            stat = path.stat()
-            return f"file-{path.name}-{stat.st_size}-{stat.st_mtime_ns}"
-        return f"{name}@{self.config.controlnet_revision or 'main'}"
+            identity = folder_identity(path)
+        elif path.is_file():
+            identity = f"file-{path.name}-{file_identity(path)}"
+        else:
+            identity = f"{name}@{self.config.controlnet_revision or 'main'}"
+        source = self.config.controlnet_config
+        if source:
+            folder = Path(source).expanduser()
+            identity += f";config={folder_identity(folder) if folder.is_dir() else source}"
+        return identity
 
     def _load_controlnet(self, pipe: Any) -> Any:
         """The ControlNet the settings name, on the pipeline's device and dtype: the tiny
-        random one, a single `.safetensors` file (alibaba-pai's release format, through
-        `from_single_file`), or a diffusers folder / hub repo (`from_pretrained`)."""
+        random one, a single `.safetensors` file (alibaba-pai's release format: checked and
+        loaded with its config by `controlnet_weights`), or a diffusers folder / hub repo
+        (`from_pretrained`, safetensors only). Every failure is one line saying what to do."""
         import torch
+
+        from lorascope.harness.providers import controlnet_weights
 
         name = self.config.controlnet
         if not name:
@@ -199,22 +210,24 @@ class PipelineCache:
         if name == "tiny-random":
             from lorascope.harness.providers.tiny_controlnet import build_tiny_controlnet
 
-            model = build_tiny_controlnet(dtype)
-        else:
-            from diffusers import ZImageControlNetModel
-
-            path = Path(name).expanduser()
-            try:
-                if path.suffix.lower() in PICKLE_SUFFIXES:
-                    raise ValueError("pickle weight files execute code when loaded; only .safetensors is accepted")
-                if path.is_file():
-                    model = ZImageControlNetModel.from_single_file(str(path), **_dtype_kwarg(dtype))
-                else:
-                    model = ZImageControlNetModel.from_pretrained(
-                        str(path) if path.is_dir() else name, revision=self.config.controlnet_revision,
-                        local_files_only=self.config.local_files_only, **_dtype_kwarg(dtype))
-            except Exception as exc:  # diffusers raises OSError/ValueError/KeyError here
-                raise ProviderError(self.provider_name, f"cannot load ControlNet {name}: {one_line(exc, 200)}") from None
+            return build_tiny_controlnet(dtype).to(pipe.device)
+        path = Path(name).expanduser()
+        refused = controlnet_weights.weights_problem(name)
+        try:
+            if refused:
+                raise controlnet_weights.ControlNetWeightsError(refused)
+            if path.is_file():
+                model = controlnet_weights.load_single_file(path, self.config.controlnet_config,
+                                                            self.config.local_files_only, _dtype_kwarg(dtype))
+            else:
+                model = controlnet_weights.load_pretrained(name, self.config.controlnet_revision,
+                                                           self.config.local_files_only, _dtype_kwarg(dtype))
+        except controlnet_weights.ControlNetWeightsError as exc:
+            raise ProviderError(self.provider_name, f"cannot load ControlNet: {one_line(exc, 600)}") from None
+        except Exception as exc:  # diffusers/hub raise OSError/ValueError/KeyError here
+            hint = "" if path.exists() else (" (not a local file or folder; as a hub repo it must be reachable or in "
+                                             "the local hub cache)")
+            raise ProviderError(self.provider_name, f"cannot load ControlNet {name}{hint}: {one_line(exc, 200)}") from None
         return model.to(pipe.device)
 
     def take_load_s(self) -> float:

@@ -42,3 +42,26 @@ def build_tiny_controlnet(dtype: torch.dtype = torch.float32):
                 if "before_proj" in name or "after_proj" in name:
                     param.copy_(torch.randn_like(param) * 0.2)
     return model.to(dtype=dtype).eval()
+
+
+def write_single_file(path, dtype: torch.dtype = torch.float32):
+    """The tiny ControlNet as ONE .safetensors file in alibaba-pai's release layout (the keys
+    are diffusers' own: `control_all_x_embedder.2-1.*`, `control_noise_refiner.N.*`,
+    `control_layers.N.*`), without its config, as the release ships."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    model = build_tiny_controlnet(dtype)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path))
+    return Path(path)
+
+
+def write_config(folder):
+    """The tiny ControlNet's config.json in `folder`, as `hf download <repo> config.json
+    --local-dir folder` leaves a real one (for the `controlnet_config` setting)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    build_tiny_controlnet().save_config(str(folder))
+    return folder
