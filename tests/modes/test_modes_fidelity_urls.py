@@ -334,3 +334,25 @@ def test_a_run_scored_before_url_inputs_gains_the_columns_and_keeps_its_rows():
         "input_id", "input_sha256", "input_path", "url", "fetched_at", "conflict"]
     assert conn.execute("SELECT * FROM run_inputs").fetchall() == [
         ("photo", "abc", "images/ab/abc.png", None, None, None)]
+
+
+async def test_a_url_serving_other_bytes_than_the_requests_recorded_gets_no_fidelity(
+        tmp_path, monkeypatch, server, trusted):
+    """Where the run's requests recorded the input's sha256 (the picture the cells were made
+    from) and the URL now serves something else, fidelity against it would be wrong."""
+    import hashlib
+
+    from lorascope.evals.scoring import score_run
+
+    run, _ = await _fal_run(tmp_path, monkeypatch, f"  - {{id: remote, image: '{server.url}/photo.png'}}\n")
+    recorded = hashlib.sha256(_photo(shift=8)).hexdigest()
+    with sqlite3.connect(run / "run.db") as db:
+        for cell_id, request in db.execute("SELECT cell_id, request_json FROM cells").fetchall():
+            body = json.loads(request)
+            body["init_image"]["sha256"] = recorded
+            db.execute("UPDATE cells SET request_json = ? WHERE cell_id = ?", (json.dumps(body, separators=(",", ":")), cell_id))
+    summary = score_run(run, "tiny-random", progress=False)
+    (problem,) = summary.problems
+    assert f"images[0].image: {server.url}/photo.png now serves bytes (sha256 " in problem
+    assert f"other than the run's requests recorded ({recorded[:12]}...); its images get no fidelity" in problem
+    assert pd.read_parquet(run / "results.parquet")[["input_cosine", "input_ssim"]].isna().all().all()
