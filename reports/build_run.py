@@ -19,7 +19,7 @@ from lorascope.registry.models import LoraEntry
 from lorascope.reports import fmt
 from lorascope.reports.figures import ThumbIndex, asset_url, image_file, row_ok, row_nsfw, sha_of
 from lorascope.reports.thumbs import ThumbFailure
-from lorascope.reports.grid import EXTRA_AXES, build_grid, extra_value
+from lorascope.reports.grid import EXTRA_AXES, build_grid, extra_value, stored_sha
 from lorascope.reports.howto import random_weight_banner, uses_random_weights
 from lorascope.reports.human import agreement_rows, human_plots, human_views
 from lorascope.reports.inputs import RunData, ScaleAggregate
@@ -294,7 +294,8 @@ def _input_figure(key: str, path: Path, thumbs: ThumbIndex) -> Figure:
         return Figure(provider="input", status="missing", reason=thumb.reason, alt=label, title=label)
     return Figure(provider="input", status="ok", thumb=asset_url(thumb.path, thumbs.report_dir),
                   full=asset_url(path, thumbs.report_dir), thumb_width=thumb.width, thumb_height=thumb.height,
-                  alt=label, title=f"{label}: the picture these images start from", caption=[f"image {key}"])
+                  alt=label, title=f"{label}: the picture these images start from", caption=[f"image {key}"],
+                  sha=stored_sha(path) or "")
 
 
 def _seed_sort(seed: str) -> tuple[int, int | str]:
@@ -414,7 +415,7 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
             thumbs.want(image_file(data.run_dir, row), sha_of(row))
     input_files = _input_files(df, data.run_dir)
     for path in input_files.values():
-        thumbs.want(path, None)
+        thumbs.want(path, stored_sha(path))
     thumbs.make()
     inputs = {key: _input_figure(key, path, thumbs) for key, path in input_files.items()}
 
@@ -431,7 +432,8 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
     columns = {lora: _columns(lora, df, data, recs) for lora in loras}
     grid, grids, run_grid = build_grid(
         list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
-        recs=recs, sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()])
+        recs=recs, sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()],
+        inputs=input_files)
     sections = [_section(lora, df, variants, data, recs, columns[lora], section, inputs)
                 for lora, section in zip(loras, grids)]
     banners = [random_weight_banner(data)] if uses_random_weights(df) else []

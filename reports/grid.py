@@ -11,16 +11,30 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from lorascope.reports import fmt
-from lorascope.reports.figures import ThumbIndex, make_figure, sha_of
-from lorascope.reports.viewmodels import GridAxis, GridData, GridImage, GridSection, GridValue, GridViewState
+from lorascope.reports.figures import ThumbIndex, asset_url, make_figure, sha_of
+from lorascope.reports.thumbs import ThumbFailure
+from lorascope.reports.viewmodels import (
+    GridAxis,
+    GridData,
+    GridImage,
+    GridInput,
+    GridSection,
+    GridValue,
+    GridViewState,
+)
 
 BASELINE = "baseline"
 #: Columns a run may carry for image-conditioned requests (shown as axes when present).
 EXTRA_AXES = (("strength", "strength"), ("init_image", "image"))
+#: The axis whose values are input pictures (their ids); report.js shows the picture at the
+#: head of the rows (or columns) that start from it.
+IMAGE_AXIS = "init_image"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _unique(values: Iterable) -> list:
@@ -101,10 +115,12 @@ def build_grid(
     prompt_order: list[str],
     recs: dict[tuple[str, str], float | None],
     sections: list[tuple[str, str, dict[str, list[str]]]],
+    inputs: dict[str, Path] | None = None,
 ) -> tuple[GridData, list[GridSection], GridSection | None]:
     """The grid data of a run: `records` are the deduplicated result rows (one per grid
     position, with `column_key`, `variant`, `seed_key`); `sections` lists (lora, anchor,
-    column marks) per LoRA. Returns the data, each LoRA's grid and the run-wide grid."""
+    column marks) per LoRA; `inputs` maps an input image id to the run's stored copy.
+    Returns the data, each LoRA's grid and the run-wide grid."""
     axes = _Axes()
     for axis, label in (("lora", "LoRA"), ("scale", "scale"), ("provider", "provider"),
                         ("prompt", "prompt"), ("seed", "seed")):
@@ -154,8 +170,43 @@ def build_grid(
     run_grid = None
     if len(axes.values["lora"]) > 1:
         run_grid = GridSection(anchor="all-loras", default=default_view(data_axes, run_wide=True))
-    return (GridData(axes=data_axes, images=images, sections=[*lora_sections, *([run_grid] if run_grid else [])]),
+    shown_inputs = {key: grid_input(key, (inputs or {}).get(key), thumbs)
+                    for key in axes.values.get(IMAGE_AXIS, {})}
+    return (GridData(axes=data_axes, images=images, sections=[*lora_sections, *([run_grid] if run_grid else [])],
+                     inputs=shown_inputs),
             lora_sections, run_grid)
+
+
+def stored_sha(path: Path) -> str | None:
+    """The sha256 a content-addressed copy is stored under (its file name, harness.store's
+    `images/ab/<sha256>.<ext>`), so a damaged copy is shown as damaged, not as the input."""
+    return path.stem if _SHA256.fullmatch(path.stem) else None
+
+
+def grid_input(key: str, path: Path | None, thumbs: ThumbIndex) -> GridInput:
+    """The input picture `key` as the grid shows it: its thumbnail (through the report's
+    ThumbIndex, like every other image), full-size link, sha256, pixel size and title; or
+    why it cannot be shown (the copy is made by `lorascope score`)."""
+    label = f"input {key}"
+    if path is None:
+        return GridInput(status="missing", title=label,
+                         reason="no stored copy yet: `lorascope score RUN` keeps one in the run")
+    thumb = thumbs.get(path)
+    if isinstance(thumb, ThumbFailure):
+        return GridInput(status="missing", title=label, reason=thumb.reason)
+    from PIL import Image
+
+    from lorascope.registry.digest import sha256_file
+
+    try:
+        sha = stored_sha(path) or sha256_file(path)
+        with Image.open(path) as picture:  # reads the header only
+            size = f"{picture.width}×{picture.height} px"
+    except OSError as exc:
+        return GridInput(status="missing", title=label, reason=f"input unreadable ({type(exc).__name__}): {path.name}")
+    return GridInput(status="ok", thumb=asset_url(thumb.path, thumbs.report_dir), full=asset_url(path, thumbs.report_dir),
+                     w=thumb.width, h=thumb.height, sha=sha, size=size,
+                     title=f"{label}: the picture these images start from ({size}, sha256 {sha[:16]})")
 
 
 def default_view(axes: list[GridAxis], locked: tuple[str, ...] = (), run_wide: bool = False) -> GridViewState:

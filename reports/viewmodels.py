@@ -105,12 +105,30 @@ class GridSection(_View):
     marks: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class GridInput(_View):
+    """An image-conditioned run's input picture (the run's stored copy), shown at the head of
+    the grid rows (or columns) that start from it. `status` is "missing" with a `reason`
+    when the copy cannot be shown (damaged, or the run is not scored yet)."""
+
+    status: Literal["ok", "missing"]
+    thumb: str | None = None
+    full: str | None = None
+    w: int | None = None
+    h: int | None = None
+    sha: str = ""  # the stored copy's sha256 (the run's `run_inputs` record), shown as data-sha
+    size: str = ""  # "64×64 px"
+    title: str = ""
+    reason: str = ""
+
+
 class GridData(_View):
-    """Everything report.js needs to build every grid: one JSON blob in the page."""
+    """Everything report.js needs to build every grid: one JSON blob in the page. `inputs`
+    maps each value key of the `init_image` ("image") axis to its input picture."""
 
     axes: list[GridAxis]
     images: list[GridImage]
     sections: list[GridSection]
+    inputs: dict[str, GridInput] = Field(default_factory=dict)
 
 
 class Tick(_View):

@@ -276,10 +276,74 @@
     if (axis.id === "seed") { return "seed " + v.label; }
     if (axis.id === "scale") { return v.key === "baseline" ? v.label : "scale " + v.label; }
     if (axis.id.indexOf("opt:") === 0 || axis.id === "strength") { return axis.label + "=" + v.label; }
+    if (axis.id === IMAGE_AXIS) { return axis.label + " " + v.label; }
     return v.label;
   }
   function comboLabel(combo) {
     return combo.map(function (p) { return valueLabel(p[0], p[1]); }).join(" · ");
+  }
+
+  // ---------------------------------------------------------------- input pictures
+  // img2img/inpaint runs: the input a row (or column) starts from, at its head
+  var IMAGE_AXIS = "init_image";
+  var INPUTS = (DATA && DATA.inputs) || {};
+
+  // the input keys a row or column header shows: the image value in its own combo; for
+  // rows, when the image axis is neither on rows nor columns, the fixed one (or every
+  // present one when stacked, each labelled by its id)
+  Grid.prototype.inputKeys = function (combo, isRow) {
+    var ai = this.axisIndex[IMAGE_AXIS];
+    if (ai === undefined || !this.values[ai].length) { return []; }
+    var keyOf = function (vi) { return DATA.axes[ai].values[vi].key; };
+    for (var i = 0; i < combo.length; i++) { if (combo[i][0] === ai) { return [keyOf(combo[i][1])]; } }
+    if (!isRow || this.state.cols.indexOf(IMAGE_AXIS) >= 0 || this.state.rows.indexOf(IMAGE_AXIS) >= 0) { return []; }
+    var fixed = this.state.fixed[IMAGE_AXIS];
+    if (fixed === undefined) { return []; }
+    return fixed === "*" ? this.values[ai].map(keyOf) : [fixed];
+  };
+
+  function inputHead(keys) {
+    var box = el("div", "input-heads" + (keys.length > 1 ? " many" : ""));
+    keys.forEach(function (key) {
+      var input = INPUTS[key];
+      var fig = el("figure", "input-fig");
+      fig.setAttribute("data-input", key);
+      if (!input || input.status !== "ok") {
+        fig.setAttribute("data-status", "missing");
+        fig.appendChild(el("div", "input-missing", "input " + key + ": " + ((input && input.reason) || "not stored in the run")));
+        box.appendChild(fig);
+        return;
+      }
+      fig.setAttribute("data-status", "ok");
+      fig.setAttribute("data-sha", input.sha || "");
+      var a = el("a", "thumb input-thumb");
+      a.href = input.full;
+      a.title = input.title || "";
+      a.setAttribute("data-caption", input.title || "");
+      var t = el("img");
+      t.src = input.thumb;
+      t.loading = "lazy";
+      t.decoding = "async";
+      if (input.w) { t.width = input.w; t.height = input.h; }
+      t.alt = "input " + key;
+      a.appendChild(t);
+      fig.appendChild(a);
+      var cap = el("figcaption");
+      cap.appendChild(el("span", null, "input " + key));
+      var itemKey = "input:" + key;
+      var pick = el("button", "pick", "compare");
+      pick.type = "button";
+      pick.setAttribute("data-key", itemKey);
+      pick.setAttribute("aria-pressed", pickIndex(itemKey) >= 0 ? "true" : "false");
+      pick.addEventListener("click", function () {
+        togglePick(itemKey, {full: input.full, label: "input " + key, sha: input.sha,
+                             facts: input.size ? [input.size] : []});
+      });
+      cap.appendChild(pick);
+      fig.appendChild(cap);
+      box.appendChild(fig);
+    });
+    return box;
   }
 
   Grid.prototype.layout = function () {
@@ -471,6 +535,8 @@
     layout.cols.forEach(function (combo) {
       var th = el("th", null, comboLabel(combo) || "all");
       combo.forEach(function (p) { th.setAttribute(attrName(DATA.axes[p[0]].id), DATA.axes[p[0]].values[p[1]].key); });
+      var colInputs = grid.inputKeys(combo, false);
+      if (colInputs.length) { th.appendChild(inputHead(colInputs)); }
       combo.forEach(function (p) {
         if (DATA.axes[p[0]].id !== "scale") { return; }
         (marks[DATA.axes[p[0]].values[p[1]].key] || []).forEach(function (m) {
@@ -495,6 +561,8 @@
         var title = DATA.axes[p[0]].values[p[1]].title;
         if (title) { var d = el("div", "prompt", title); d.title = title; rh.appendChild(d); }
       });
+      var rowInputs = grid.inputKeys(combo, true);
+      if (rowInputs.length) { rh.appendChild(inputHead(rowInputs)); }
       tr.appendChild(rh);
       layout.cells[ri].forEach(function (cell, ci) {
         var td = el("td"), box = el("div", "cell");

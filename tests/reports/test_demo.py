@@ -119,14 +119,18 @@ def test_demo_img2img_report_shows_the_input_at_the_head_of_each_loras_grid(demo
     page, log = open_page(browser, (demo_dir / "img2img" / "report.html").as_uri())
     images = load_all_images(page)
     assert images and [i["src"] for i in images if i["w"] == 0] == []
+    kept = pd.read_parquet(demo_dir / "img2img" / "results.parquet").input_path.iloc[0]
     for lora_id, *_ in DEMO_LORAS:
         section = page.locator(f'section.lora[data-lora="{lora_id}"]')
-        figure = section.locator(".inputs figure.fig[data-provider=input]")
-        assert figure.count() == 1 and figure.is_visible()
-        assert "image photo" in figure.inner_text()
-        assert figure.locator("img").evaluate("i => i.naturalWidth") > 0
-        # the input comes before the grid in the section
-        assert section.locator("h3").first.inner_text().startswith("Input")
+        # rows = strength, and each row's head shows the input picture it starts from
+        rows = section.locator("table.grid tbody tr")
+        assert rows.count() == len(DEMO_STRENGTHS)
+        for r in range(rows.count()):
+            figure = rows.nth(r).locator("th.rowhead figure.input-fig")
+            assert figure.count() == 1 and figure.is_visible() and "input photo" in figure.inner_text()
+            assert figure.locator("a.thumb").get_attribute("href") == kept
+            assert figure.locator("img").evaluate("i => i.naturalWidth") > 0
+        assert section.locator(".inputs").count() == 0  # the block above the grid is for readers without JS
         # fidelity against style, one curve per strength
         plot = section.locator(".plot", has_text="Fidelity vs style per strength: SSIM to the input")
         assert plot.count() == 1 and plot.is_visible()
