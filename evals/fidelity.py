@@ -117,13 +117,14 @@ def collect_inputs(
             except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
                 inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
             used = _shas_used(conn)
+            fetched: dict[str, object] = {}  # url -> picture or FetchError: one request per URL per score
             for index, item in enumerate(inputs):
                 if item.init is None:
                     continue
                 if item.init.url is not None:
                     where = f"{suite.where('images', index, 'image')}: images[{index}].image"
-                    kept, problem = _url_input(Path(run_dir), item.id, item.init.url, where, recorded.get(item.id),
-                                               used.get(item.id), refetch=refetch, verify=verify)
+                    kept, problem = _url_input(Path(run_dir), item.init.url, where, recorded.get(item.id),
+                                               used.get(item.id), fetched, refetch=refetch, verify=verify)
                     if problem:
                         problems.append(problem)
                     if kept is None or kept.conflict:
@@ -157,8 +158,8 @@ def collect_inputs(
 
 
 def _url_input(
-    run_dir: Path, input_id: str, url: str, where: str, kept: _Kept | None, used: set[str] | None,
-    *, refetch: bool, verify: "ssl.SSLContext | bool",
+    run_dir: Path, url: str, where: str, kept: _Kept | None, used: set[str] | None,
+    fetched: dict[str, object], *, refetch: bool, verify: "ssl.SSLContext | bool",
 ) -> tuple[_Kept | None, str | None]:
     """The run's copy of an https input (fetched now if none is kept, or `refetch`), and the
     problem to report. The provider fetched the URL when it generated and we fetch it later,
@@ -167,7 +168,7 @@ def _url_input(
     serves, the input gets no fidelity (a wrong number is worse than none), and the
     disagreement is kept in run_inputs.conflict so later scores say so too."""
     from lorascope.evals.input_fetch import FetchError, fetch_input
-    from lorascope.harness.store import image_problem, image_relpath, write_image
+    from lorascope.harness.store import image_problem, write_image
     from lorascope.registry.resolve import shown_url
 
     shown = shown_url(url)
@@ -177,9 +178,14 @@ def _url_input(
     intact = mine is not None and image_problem(run_dir / mine.path, mine.sha256) is None
     if intact and not refetch:
         return mine, None
-    try:
-        image = fetch_input(url, verify=verify)
-    except FetchError as exc:
+    if url not in fetched:
+        try:
+            fetched[url] = fetch_input(url, verify=verify)
+        except FetchError as exc:
+            fetched[url] = exc
+    image = fetched[url]
+    if isinstance(image, FetchError):
+        exc = image
         if intact:  # a refetch that failed: the copy kept at the first fetch still stands
             return mine, f"{where}: {exc}; kept the copy fetched at {mine.fetched_at}"
         return None, f"{where}: {exc} (no fidelity for its images)"
@@ -190,12 +196,11 @@ def _url_input(
                     f"fetched at {mine.fetched_at} ({mine.sha256[:12]}...); the provider may have used either, "
                     "so its images get no fidelity")
         return _Kept(mine.sha256, mine.path, url, mine.fetched_at, conflict), conflict
+    _, rel = write_image(run_dir, image.data, (image.mime or "image/png").split("/")[-1])  # the report shows it
     if used and sha not in used:
         conflict = (f"{where}: {shown} now serves bytes (sha256 {sha[:12]}...) other than the run's requests "
                     f"recorded ({', '.join(sorted(s[:12] + '...' for s in used))}); its images get no fidelity")
-        rel = image_relpath(sha, (image.mime or "image/png").split("/")[-1])  # not written: never used
         return _Kept(sha, rel, url, now, conflict), conflict
-    _, rel = write_image(run_dir, image.data, (image.mime or "image/png").split("/")[-1])
     return _Kept(sha, rel, url, mine.fetched_at if mine is not None else now), None
 
 

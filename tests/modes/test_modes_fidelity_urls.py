@@ -190,7 +190,8 @@ async def test_url_input_gets_the_local_files_fidelity_fetched_once_and_kept_off
 
     images = ("  - {id: local, image: in/photo.png}\n"
               f"  - {{id: remote, image: '{server.url}/photo.png?{SECRET}'}}\n"
-              f"  - {{id: gone, image: '{server.url}/missing.png?{SECRET}'}}\n")
+              f"  - {{id: gone, image: '{server.url}/missing.png?{SECRET}'}}\n"
+              f"  - {{id: again, image: '{server.url}/photo.png?{SECRET}'}}\n")  # one URL, two entries
     run, submits = await _fal_run(tmp_path, monkeypatch, images)
     # the provider got the URL as it is (it fetches the picture itself); we fetched nothing yet
     assert f"{server.url}/photo.png?{SECRET}" in {s.json["image_url"] for s in submits}
@@ -201,6 +202,7 @@ async def test_url_input_gets_the_local_files_fidelity_fetched_once_and_kept_off
     remote, local = _fidelity(frame, "remote"), _fidelity(frame, "local")
     assert len(remote) == 2 and remote[["input_cosine", "input_ssim"]].notna().all().all()
     pd.testing.assert_frame_equal(remote, local)  # the same picture, the same numbers
+    pd.testing.assert_frame_equal(_fidelity(frame, "again"), local)
     assert _fidelity(frame, "gone")[["input_cosine", "input_ssim"]].isna().all().all()
     # one line for the failed fetch: the suite's file:line, the entry, the URL without its token
     suite_path = tmp_path / "proj" / "suite.yaml"
