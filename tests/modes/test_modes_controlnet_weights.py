@@ -201,3 +201,44 @@ def test_a_changed_file_is_a_new_fingerprint(single_file, tmp_path):
     assert fp(single_file) != before
     folder = write_config(tmp_path / "cfg")
     assert fp(single_file, str(folder)) != fp(single_file)  # the config shapes the model too
+
+
+def v1_release_layout() -> dict[str, list[int]]:
+    """The v1 release's tensors and shapes as published for Z-Image-Turbo-Fun-Controlnet-Union
+    (136 tensors, ~1.55 B params: control on blocks 0,5,...,25, two noise-refiner blocks)."""
+    h = 3840
+    block = {"adaLN_modulation.0.weight": [4 * h, 256], "adaLN_modulation.0.bias": [4 * h],
+             "attention.norm_q.weight": [128], "attention.norm_k.weight": [128],
+             **{f"attention.{p}.weight": [h, h] for p in ("to_q", "to_k", "to_v", "to_out.0")},
+             "attention_norm1.weight": [h], "attention_norm2.weight": [h], "ffn_norm1.weight": [h],
+             "ffn_norm2.weight": [h], "feed_forward.w1.weight": [10240, h], "feed_forward.w2.weight": [h, 10240],
+             "feed_forward.w3.weight": [10240, h]}
+    layout = {"control_all_x_embedder.2-1.weight": [h, 64], "control_all_x_embedder.2-1.bias": [h],
+              "control_layers.0.before_proj.weight": [h, h], "control_layers.0.before_proj.bias": [h]}
+    for i in range(6):
+        layout |= {f"control_layers.{i}.{k}": s for k, s in block.items()}
+        layout |= {f"control_layers.{i}.after_proj.weight": [h, h], f"control_layers.{i}.after_proj.bias": [h]}
+    for i in range(2):
+        layout |= {f"control_noise_refiner.{i}.{k}": s for k, s in block.items()}
+    return layout
+
+
+def test_the_fit_check_accepts_the_real_v1_layout_and_names_a_2_1_config():
+    """Not over-strict on the file users have: the published v1 layout fits a v1 config
+    (checked on meta tensors, no weights), diffusers infers the hlky v1 repo from its keys,
+    and a 2.1-style config (noise refiner with projections) is named as the wrong release."""
+    from pathlib import Path
+
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+
+    from lorascope.harness.providers.controlnet_weights import ControlNetWeightsError, check_fits
+
+    layout = v1_release_layout()
+    assert len(layout) == 136
+    assert fetch_diffusers_config(dict.fromkeys(layout))["pretrained_model_name_or_path"] == CONFIG_REPO
+    v1 = {"control_layers_places": [0, 5, 10, 15, 20, 25], "control_refiner_layers_places": [0, 1],
+          "control_in_dim": 16, "add_control_noise_refiner": None}
+    check_fits(Path("Z-Image-Turbo-Fun-Controlnet-Union.safetensors"), layout, v1, CONFIG_REPO)
+    with pytest.raises(ControlNetWeightsError, match="missing .*control_noise_refiner.0.after_proj"):
+        check_fits(Path("Z-Image-Turbo-Fun-Controlnet-Union.safetensors"), layout,
+                   v1 | {"add_control_noise_refiner": "control_noise_refiner"}, "2.1-style")
