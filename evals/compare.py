@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lorascope.evals.metrics import finite, hashable, is_scorable, is_unseeded, provider_stats, scale_key
+from lorascope.evals.metrics import finite, hashable, input_key, is_scorable, is_unseeded, provider_stats, scale_key
 from lorascope.evals.ssim import ssim_files
 
 COMPARE_NAME = "compare.json"
@@ -109,12 +109,17 @@ class CellComparison:
     run_image: str | None = None
     baseline_status: str | None = None
     run_status: str | None = None
+    #: an image-conditioned cell's denoising strength and input picture id ("" otherwise)
+    strength: Any = ""
+    init_image: Any = ""
 
     def label(self) -> str:
         what = f"{self.lora}@{self.scales}" if self.lora else "baseline (no LoRA)"
         opts = f" {self.options}" if self.options not in ("", "{}") else ""
         seed = "random" if self.seed in ("", None) else self.seed  # unseeded (suite seed null)
-        return f"{self.provider} {what} prompt={self.prompt_id} seed={seed}{opts}"
+        inputs = "".join(f" {name}={value}" for name, value in (("image", self.init_image), ("strength", self.strength))
+                         if value not in ("", None))
+        return f"{self.provider} {what} prompt={self.prompt_id} seed={seed}{opts}{inputs}"
 
 
 @dataclass
@@ -209,8 +214,9 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 def cell_key(row: dict[str, Any]) -> tuple:
     """What matches a baseline row with a run row: (provider, lora, scales, prompt id, seed,
-    options, image index). A compare.json cell (a `CellComparison` as a dict) has the same
-    fields, already normalised, and gives the same key as the rows it was made from."""
+    options, image index), plus (strength, input id) for an image-conditioned cell. A
+    compare.json cell (a `CellComparison` as a dict) has the same fields, already normalised,
+    and gives the same key as the rows it was made from."""
     return (
         row["provider"],
         row["lora"] or "",
@@ -219,6 +225,7 @@ def cell_key(row: dict[str, Any]) -> tuple:
         hashable(row["seed"]),
         hashable(row.get("options")),
         int(row.get("image_index") or 0),
+        *input_key(row),
     )
 
 
@@ -247,8 +254,10 @@ def compare_frames(
     run_rows = {cell_key(r): (r, bool(ok)) for r, ok in zip(run.to_dict("records"), run_ok)}
     cells: list[CellComparison] = []
     for key in list(base_rows) + [k for k in run_rows if k not in base_rows]:
-        provider, lora, scales, prompt_id, seed, options, idx = key
+        provider, lora, scales, prompt_id, seed, options, idx, *inputs = key
         cell = CellComparison(provider, lora, scales, prompt_id, seed, options, idx, verdict="same")
+        if inputs:
+            cell.strength, cell.init_image = inputs
         b = base_rows.get(key)
         r = run_rows.get(key)
         if b is not None:

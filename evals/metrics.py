@@ -110,6 +110,19 @@ def is_unseeded(row: Mapping[str, Any]) -> bool:
     return hashable(row.get("seed")) == ""
 
 
+#: Image-conditioned rows' own axes (harness.store): the denoising strength and the input
+#: picture's id. A LoRA image is measured against the no-LoRA image of the same input at the
+#: same strength, never another's (the strength alone moves the picture).
+INPUT_AXES = ("strength", "init_image")
+
+
+def input_key(row: Mapping[str, Any]) -> tuple:
+    """(strength, input id) of an image-conditioned row; () for text-to-image, so text-to-image
+    keys stay what they were."""
+    values = tuple(hashable(row.get(column)) for column in INPUT_AXES)
+    return values if any(v != "" for v in values) else ()
+
+
 def _baseline_key(row: Mapping[str, Any]) -> tuple | None:
     """The no-LoRA image a row is measured against; None for an unseeded row, which has no
     same-seed baseline (another random seed would be measured as the LoRA's effect)."""
@@ -117,14 +130,14 @@ def _baseline_key(row: Mapping[str, Any]) -> tuple | None:
         return None
     # image k of a multi-image request is compared with image k of its baseline request
     return (row["provider"], row["prompt_id"], hashable(row["seed"]), hashable(row.get("options")),
-            int(row.get("image_index") or 0))
+            int(row.get("image_index") or 0), *input_key(row))
 
 
 def _cell_key(row: Mapping[str, Any]) -> tuple | None:
     """The same cell on every provider; None for an unseeded row (each provider drew its own seed)."""
     if is_unseeded(row):
         return None
-    return (row["lora"], scale_key(row), row["prompt_id"], hashable(row["seed"]))
+    return (row["lora"], scale_key(row), row["prompt_id"], hashable(row["seed"]), *input_key(row))
 
 
 class _Writer:
@@ -201,7 +214,8 @@ def baseline_positions(frame: pd.DataFrame) -> np.ndarray:
     provider, prompt, seed, options, image index), itself for a baseline row, -1 when there
     is none (unseeded, no image, or no baseline generated). Computed once per frame and shared
     by every scorer's gain."""
-    cols = [c for c in ("provider", "prompt_id", "seed", "options", "image_index", "lora") if c in frame.columns]
+    cols = [c for c in ("provider", "prompt_id", "seed", "options", "image_index", "lora", *INPUT_AXES)
+            if c in frame.columns]
     ok = is_scorable(frame).to_numpy()
     records = frame[cols].to_dict("records")
     keys = [_baseline_key(r) if good else None for r, good in zip(records, ok)]

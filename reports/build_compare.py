@@ -48,7 +48,7 @@ def _delta(name: str, value: float | None) -> str:
 
 
 def _figure(side: CompareSide, which: str, cell: CompareCellData, thumbs: ThumbIndex) -> Figure:
-    label = f"{which}: {cell.provider}, {cell.lora or 'no LoRA'} {cell.scale}, {cell.prompt_id}, seed {cell.seed}"
+    label = f"{which}: {cell.where}"
     caption = [c for c in (fmt.seconds(side.latency_s) if side.latency_s is not None else "",
                            fmt.usd(side.cost_usd) if side.cost_usd is not None else "") if c]
     if side.image is None:
@@ -105,7 +105,7 @@ def build_compare_view(data: CompareData, report_dir: Path | None = None, progre
         cells.append(CompareCell(
             pair=len(pairs) - 1 if pair else None,
             verdict=cell.verdict, drifted=cell.drifted, provider=cell.provider, lora=cell.lora or "no LoRA",
-            scale=cell.scale, prompt_id=cell.prompt_id, prompt=cell.prompt, seed=cell.seed,
+            scale=cell.scale, prompt_id=cell.prompt_id, prompt=cell.prompt, seed=cell.seed, inputs=cell.inputs,
             reasons=cell.reasons,
             baseline=_figure(cell.baseline, "baseline", cell, thumbs),
             current=_figure(cell.current, "current", cell, thumbs),
@@ -137,7 +137,7 @@ def _pair(cell: CompareCellData, report_dir: Path) -> list[CompareItem] | None:
     """Baseline and current, large, for the compare view's slider and blink (both must exist)."""
     if cell.baseline.image is None or cell.current.image is None:
         return None
-    where = f"{cell.provider}, {cell.lora or 'no LoRA'} {cell.scale}, {cell.prompt_id}, seed {cell.seed}"
+    where = cell.where
     items = []
     for which, side in (("baseline", cell.baseline), ("current", cell.current)):
         facts = [f"{METRIC_NAMES.get(m.name, m.name)} {_value(m.name, m.baseline if which == 'baseline' else m.current)}"

@@ -121,40 +121,64 @@ def _column_key(row: dict[str, Any]) -> str:
 def _curves(
     lora: str, metric: str, providers: list[str], aggs: list[ScaleAggregate],
     recs: dict[tuple[str, str], float | None], with_baseline: bool,
+    rec_strengths: dict[tuple[str, str], float | None] | None = None,
 ) -> list[Curve]:
+    """One curve per provider; in a strength sweep one per (provider, strength), each with its
+    own strength's baseline level, and the recommended scale drawn on the strength it was
+    decided at only (a mean over several strengths would answer no one's question)."""
+    strengths = _strengths(lora, aggs)
+    levels: list[float | None] = list(strengths) if len(strengths) > 1 else [None]
     curves = []
-    for index, variant in enumerate(providers):
-        points = [
-            CurvePoint(x=float(a.scale), mean=a.mean, lo=a.ci_low, hi=a.ci_high, n=a.n)
-            for a in aggs
-            if a.lora == lora and a.provider == variant and a.metric == metric and a.scale is not None
-        ]
-        baseline = None
-        if with_baseline:
-            base = [a for a in aggs if a.lora == "" and a.provider == variant and a.metric == metric]
-            baseline = base[0].mean if base else None
-        if points:
-            curves.append(Curve(label=variant, color=color_for(index), points=points,
-                                recommended_x=recs.get((lora, variant)), baseline_y=baseline))
+    for variant in providers:
+        for level in levels:
+            def here(a: ScaleAggregate) -> bool:
+                return a.provider == variant and a.metric == metric and (
+                    level is None or (a.strength is not None and math.isclose(a.strength, level)))
+
+            points = [CurvePoint(x=float(a.scale), mean=a.mean, lo=a.ci_low, hi=a.ci_high, n=a.n)
+                      for a in aggs if a.lora == lora and a.scale is not None and here(a)]
+            baseline = None
+            if with_baseline:
+                base = [a for a in aggs if a.lora == "" and here(a)]
+                baseline = base[0].mean if base else None
+            recommended = recs.get((lora, variant))
+            if level is not None:
+                decided_at = (rec_strengths or {}).get((lora, variant))
+                recommended = recommended if decided_at is not None and math.isclose(decided_at, level) else None
+            label = variant if level is None else (
+                f"{variant} · strength {level:g}" if len(providers) > 1 else f"strength {level:g}")
+            if points:
+                curves.append(Curve(label=label, color=color_for(len(curves)), points=points,
+                                    recommended_x=recommended, baseline_y=baseline))
     return curves
+
+
+def _strengths(lora: str, aggs: list[ScaleAggregate]) -> list[float]:
+    """The denoising strengths a LoRA's aggregates were kept apart by (empty: text-to-image)."""
+    return sorted({a.strength for a in aggs if a.lora == lora and a.strength is not None})
 
 
 def _plots(lora: str, entry: LoraEntry | None, providers: list[str], data: RunData,
            recs: dict[tuple[str, str], float | None]) -> list[PlotView]:
     catalogue_x = entry.scale.recommended if entry else None
+    rec_strengths = {(r.lora, r.provider): r.strength for r in data.recommendations}
+    swept = len(_strengths(lora, data.aggregates)) > 1
+    legend = ("one curve per denoising strength (never pooled); shaded: 95% CI; dashed: recommended scale, on the "
+              "strength it was decided at; dotted grey: catalogue's") if swept else PlotSpec.legend
+
+    def curves(metric: str, with_baseline: bool) -> list[Curve]:
+        return _curves(lora, metric, providers, data.aggregates, recs, with_baseline, rec_strengths)
+
     specs = [
         PlotSpec(title="Style shift vs scale (mean, 95% CI)", y_label="style shift",
-                 curves=_curves(lora, "style_shift", providers, data.aggregates, recs, with_baseline=False),
-                 catalogue_x=catalogue_x, value_format="{:+.3f}"),
+                 curves=curves("style_shift", False), catalogue_x=catalogue_x, value_format="{:+.3f}", legend=legend),
         PlotSpec(title="CLIPScore vs scale (mean, 95% CI)", y_label="CLIPScore",
-                 curves=_curves(lora, "clip_score", providers, data.aggregates, recs, with_baseline=True),
-                 catalogue_x=catalogue_x),
+                 curves=curves("clip_score", True), catalogue_x=catalogue_x, legend=legend),
     ]
     for scorer in data.scorers:  # each plugin scorer's curve; the baseline level is its no-LoRA mean
         specs.append(PlotSpec(
             title=f"{scorer.label} vs scale (mean, 95% CI)", y_label=scorer.name,
-            curves=_curves(lora, scorer.name, providers, data.aggregates, recs, with_baseline=True),
-            catalogue_x=catalogue_x,
+            curves=curves(scorer.name, True), catalogue_x=catalogue_x, legend=legend,
             note=f"{scorer.label}: RANDOM WEIGHTS, the numbers carry no meaning" if scorer.random_weights else ""))
     specs += _fidelity_specs(lora, data)
     return [build_plot(spec) for spec in specs]
@@ -235,10 +259,12 @@ def _section(
         if (lora, provider) not in recs:
             continue
         rec = recs[(lora, provider)]
-        reason = next((r.reason for r in data.recommendations if r.lora == lora and r.provider == provider), "")
+        found = next((r for r in data.recommendations if r.lora == lora and r.provider == provider), None)
+        reason = found.reason if found else ""
+        at = f" at strength {found.strength:g}" if found is not None and found.strength is not None and rec is not None else ""
         recommendations.append(RecommendationView(
             provider=provider,
-            scale=fmt.scale(rec) if rec is not None else "none",
+            scale=(fmt.scale(rec) + at) if rec is not None else "none",
             catalogue_scale=fmt.scale(catalogue_scale),
             agrees=rec is not None and catalogue_scale is not None and math.isclose(rec, catalogue_scale),
             reason=reason,
@@ -432,7 +458,8 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
     columns = {lora: _columns(lora, df, data, recs) for lora in loras}
     grid, grids, run_grid = build_grid(
         list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
-        recs=recs, sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()],
+        recs=recs, rec_strengths={(r.lora, r.provider): r.strength for r in data.recommendations},
+        sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()],
         inputs=input_files)
     sections = [_section(lora, df, variants, data, recs, columns[lora], section, inputs)
                 for lora, section in zip(loras, grids)]

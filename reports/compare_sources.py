@@ -93,6 +93,17 @@ def _is_stale(data: dict[str, Any], base_rows: dict[tuple, dict[str, Any]],
     return False
 
 
+def _inputs_text(cell: dict[str, Any]) -> str:
+    """An image-conditioned compare.json cell's input and strength in words ("" otherwise)."""
+    parts = []
+    if cell.get("init_image") not in (None, ""):
+        parts.append(f"image {cell['init_image']}")
+    strength = fmt.number(cell.get("strength"))
+    if strength is not None:
+        parts.append(f"strength {strength:g}")
+    return ", ".join(parts)
+
+
 def _side(row: dict[str, Any] | None, run_dir: Path, status: str | None, fallback_image: str | None) -> CompareSide:
     if row is None:
         image = Path(fallback_image) if fallback_image and Path(fallback_image).is_file() else None
@@ -159,7 +170,7 @@ def load_compare_data(baseline_dir: Path, run_dir: Path) -> CompareData:
         cells.append(CompareCellData(
             provider=str(c.get("provider")), lora=str(c.get("lora") or ""), scale=str(c.get("scales") or ""),
             prompt_id=str(c.get("prompt_id") or ""), prompt=str((r or b or {}).get("prompt") or ""),
-            seed=fmt.seed(c.get("seed")), verdict=verdict,
+            seed=fmt.seed(c.get("seed")), verdict=verdict, inputs=_inputs_text(c),
             reasons=[str(x) for x in c.get("reasons") or []],
             baseline=_side(b, baseline_dir, c.get("baseline_status"), c.get("baseline_image")),
             current=_side(r, run_dir, c.get("run_status"), c.get("run_image")),

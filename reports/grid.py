@@ -114,6 +114,7 @@ def build_grid(
     lora_order: list[str],
     prompt_order: list[str],
     recs: dict[tuple[str, str], float | None],
+    rec_strengths: dict[tuple[str, str], float | None] | None = None,
     sections: list[tuple[str, str, dict[str, list[str]]]],
     inputs: dict[str, Path] | None = None,
 ) -> tuple[GridData, list[GridSection], GridSection | None]:
@@ -159,7 +160,7 @@ def build_grid(
         coords.update({f"opt:{k}": v for k, v in options_of(row).items()})
         coords.update({c: extra_value(row, c) for c, _ in EXTRA_AXES})
         at = [index[a][coords[a]] if coords.get(a) is not None else -1 for a in axes.order]
-        images.append(_image(row, at, run_dir, thumbs, recs))
+        images.append(_image(row, at, run_dir, thumbs, recs, rec_strengths or {}))
 
     data_axes = axes.build()
     lora_sections = [
@@ -226,11 +227,16 @@ def default_view(axes: list[GridAxis], locked: tuple[str, ...] = (), run_wide: b
 
 
 def _image(row: dict[str, Any], at: list[int], run_dir: Path, thumbs: ThumbIndex,
-           recs: dict[tuple[str, str], float | None]) -> GridImage:
+           recs: dict[tuple[str, str], float | None],
+           rec_strengths: dict[tuple[str, str], float | None]) -> GridImage:
     baseline = row["lora"] == ""
     scale = row.get("scale_key")
     rec = recs.get((row["lora"], row["provider"]))
     recommended = not baseline and rec is not None and scale is not None and math.isclose(rec, scale)
+    decided_at = rec_strengths.get((row["lora"], row["provider"]))
+    if recommended and decided_at is not None:  # a strength sweep: the recommendation is one (scale, strength)
+        strength = fmt.number(row.get("strength"))
+        recommended = strength is not None and math.isclose(strength, decided_at)
     label = (f"no LoRA (baseline), {row['prompt_id']}, seed {row['seed_key']}" if baseline
              else f"{row['lora']} scale {row['column_key']}, {row['prompt_id']}, seed {row['seed_key']}")
     figure = make_figure(row, provider=row["variant"], run_dir=run_dir, thumbs=thumbs, label=label,

@@ -35,6 +35,8 @@ class ScaleAggregate(BaseModel):
     scale: float | None
     metric: str
     mean: float
+    #: the denoising strength of an image-to-image strength sweep (each kept apart); None otherwise
+    strength: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     n: int = 0
@@ -47,6 +49,7 @@ class Recommendation(BaseModel):
     provider: str
     scale: float | None  # None: no scale met the rule
     reason: str = ""
+    strength: float | None = None  # a strength sweep: the strength the scale was decided at
 
 
 class PairChoice(BaseModel):
@@ -153,6 +156,14 @@ class CompareCellData(BaseModel):
     baseline: CompareSide
     current: CompareSide
     metrics: list[CompareMetricData] = Field(default_factory=list)
+    #: an image-conditioned cell's input and strength, as text ("image photo, strength 0.3")
+    inputs: str = ""
+
+    @property
+    def where(self) -> str:
+        """The cell in words, for captions and the viewer."""
+        return (f"{self.provider}, {self.lora or 'no LoRA'} {self.scale}, {self.prompt_id}, seed {self.seed}"
+                + (f", {self.inputs}" if self.inputs else ""))
 
     @property
     def drifted(self) -> bool:

@@ -61,7 +61,7 @@ def aggregates_from(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> list[Sc
             out.append(ScaleAggregate(
                 lora=lora, provider=str(rec["provider"]),
                 scale=None if not lora else fmt.number(rec.get("scale")),
-                metric=metric, mean=mean,
+                metric=metric, mean=mean, strength=fmt.number(rec.get("strength")),
                 ci_low=fmt.number(rec.get(f"{metric}_low")), ci_high=fmt.number(rec.get(f"{metric}_high")),
                 n=int(rec.get(f"{metric}_n") or 0),
             ))
@@ -112,7 +112,8 @@ def recommendations_from(frame: pd.DataFrame, loras: dict, objective=None,
     out = []
     for rec in chosen:
         reason = "; ".join([rec.reason, *rec.warnings]) if rec.warnings else rec.reason
-        out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=fmt.number(rec.scale), reason=reason))
+        out.append(Recommendation(lora=rec.lora, provider=rec.provider, scale=fmt.number(rec.scale), reason=reason,
+                                  strength=fmt.number(getattr(rec, "strength", None))))
     return out
 
 

@@ -325,6 +325,7 @@ class CompareCell(_View):
     baseline: Figure
     current: Figure
     metrics: list[CompareMetric]
+    inputs: str = ""  # image-conditioned cells: "image photo, strength 0.3"
     pair: int | None = None  # index into CompareReportView.pairs (both sides have an image)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lorascope.evals.compare import Tolerances, compare_frames
+from lorascope.evals.compare import CompareReport, Tolerances, cell_key, compare_frames
 
 
 def save(path: Path, arr: np.ndarray) -> str:
@@ -109,10 +110,6 @@ def test_tolerance_parsing_names_the_problem():
 def test_a_compare_json_cell_keys_like_the_rows_it_was_made_from(tmp_path, pictures):
     """reports joins compare.json's cells back to both runs' rows with `cell_key`: after a
     JSON round trip a cell (a stack, an unseeded request, options) must give its rows' key."""
-    import json
-
-    from lorascope.evals.compare import CompareReport, cell_key
-
     img, _, _ = pictures
     B, R = tmp_path / "base", tmp_path / "run"
     rows = [
@@ -220,3 +217,25 @@ def test_determinism_comes_from_the_provider_class(monkeypatch):
     finally:
         registry._targets.cache_clear()
         is_deterministic.cache_clear()
+
+
+def test_image_conditioned_cells_are_matched_by_strength_and_input(tmp_path, pictures):
+    """An img2img grid has one cell per (strength, input) beside prompt and seed: each is
+    compared with its own baseline cell, never a neighbour's, and the cell says which it is,
+    in compare.json too (its keys match the rows it came from)."""
+    img, _, other = pictures
+    B, R = tmp_path / "base", tmp_path / "run"
+    cells = [(strength, image) for strength in (0.3, 0.7) for image in ("cat", "dog")]
+    base = [row(B, f"b{s}{i}", img, strength=s, init_image=i) for s, i in cells]
+    run = [row(R, f"r{s}{i}", other if (s, i) == (0.7, "dog") else img, strength=s, init_image=i) for s, i in cells]
+    found = compare_frames(pd.DataFrame(base), pd.DataFrame(run), B, R, {}, {}, Tolerances())
+    assert len(found) == 4
+    verdicts = {(c.strength, c.init_image): c.verdict for c in found}
+    assert verdicts == {(0.3, "cat"): "same", (0.3, "dog"): "same", (0.7, "cat"): "same", (0.7, "dog"): "regressed"}
+    (bad,) = [c for c in found if c.verdict == "regressed"]
+    assert bad.label().endswith("image=dog strength=0.7")
+    report = CompareReport("b", "r", "m", Tolerances(), found, {})
+    as_json = json.loads(json.dumps(report.to_json(), default=str))["cells"]
+    assert [cell_key(c) for c in as_json] == [cell_key(r) for r in base]
+    # text-to-image keys keep their old shape (compare.json files written before still match)
+    assert len(cell_key(row(B, "t2i", img))) == 7

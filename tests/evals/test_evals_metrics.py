@@ -233,3 +233,37 @@ def test_aggregate_keeps_denoising_strengths_apart():
     assert agg.loc[0.3, "style_shift_mean"] == pytest.approx(0.02) and agg.loc[0.7, "style_shift_mean"] == pytest.approx(0.15)
     plain = aggregate(pd.DataFrame([r | {"strength": None} for r in rows]))
     assert len(plain) == 1 and plain["images"].iloc[0] == 4 and math.isnan(plain["strength"].iloc[0])
+
+
+def test_an_image_conditioned_lora_is_measured_against_its_own_inputs_and_strengths_baseline():
+    """In an img2img sweep the strength alone moves the picture: a LoRA image at strength s
+    from input i is measured against the no-LoRA image of input i at strength s (never the
+    first baseline of the prompt and seed), and providers agree only cell for same cell."""
+    from lorascope.evals.metrics import baseline_positions, gain_over_baseline
+
+    rng = np.random.default_rng(3)
+    rows, vectors = [], {}
+    for provider in ("p", "q"):
+        for image in ("cat", "dog"):
+            for strength in (0.3, 0.7):
+                for lora in ("", "ink"):
+                    sha = f"{provider}-{image}-{strength}-{lora or 'base'}"
+                    v = rng.normal(size=8)
+                    vectors[sha] = v / np.linalg.norm(v)
+                    rows.append(row(provider=provider, lora=lora, scale=1.0 if lora else float("nan"), sha=sha,
+                                    strength=strength, init_image=image, n_loras=1 if lora else 0))
+    frame = pd.DataFrame(rows)
+    out = image_metrics(frame, vectors, {}, {})
+    for i, r in frame.iterrows():
+        if not r["lora"]:
+            continue
+        base = vectors[f"{r['provider']}-{r['init_image']}-{r['strength']}-base"]
+        assert out.loc[i, "lora_effect"] == pytest.approx(1.0 - float(np.dot(vectors[r["image_sha256"]], base)))
+        twin = vectors[f"{'q' if r['provider'] == 'p' else 'p'}-{r['init_image']}-{r['strength']}-ink"]
+        assert out.loc[i, "agreement"] == pytest.approx(float(np.dot(vectors[r["image_sha256"]], twin)))
+    positions = baseline_positions(frame)
+    assert all(frame.loc[positions[i], ["provider", "strength", "init_image"]].tolist()
+               == frame.loc[i, ["provider", "strength", "init_image"]].tolist() for i in range(len(frame)))
+    values = pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
+    gains = gain_over_baseline(frame, values)
+    assert gains[frame.lora == "ink"].tolist() == [1.0] * 8  # each LoRA row sits right after its own baseline

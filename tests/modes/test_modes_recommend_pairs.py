@@ -161,3 +161,23 @@ def test_an_objective_decides_over_scale_and_strength_cells():
     assert none.scale is None and none.strength == 0.3 and "at any strength" in none.reason
     with pytest.raises(ObjectiveError, match="unknown name.*strength"):
         parse_objective("style_shift", ["strength < 0.5"], frame.assign(strength=None))
+
+
+def test_report_curves_keep_strengths_apart_and_mark_the_decided_one():
+    """The per-scale plots of a strength sweep: one curve per strength, each with its own
+    strength's no-LoRA level; the recommended scale is drawn on the strength it was decided at."""
+    from lorascope.reports.build_run import _curves
+    from lorascope.reports.inputs import ScaleAggregate
+
+    aggs = [ScaleAggregate(lora=lora, provider="p", scale=scale, metric="clip_score", mean=mean, strength=strength)
+            for lora, scale, strength, mean in [("", None, 0.3, 0.50), ("", None, 0.7, 0.40),
+                                                 ("ink", 0.5, 0.3, 0.49), ("ink", 1.0, 0.3, 0.48),
+                                                 ("ink", 0.5, 0.7, 0.39), ("ink", 1.0, 0.7, 0.30)]]
+    curves = _curves("ink", "clip_score", ["p"], aggs, {("ink", "p"): 1.0}, True, {("ink", "p"): 0.7})
+    assert [c.label for c in curves] == ["strength 0.3", "strength 0.7"]
+    assert [[pt.mean for pt in c.points] for c in curves] == [[0.49, 0.48], [0.39, 0.30]]
+    assert [c.baseline_y for c in curves] == [0.50, 0.40]
+    assert [c.recommended_x for c in curves] == [None, 1.0]
+    plain = [a.model_copy(update={"strength": None}) for a in aggs if a.strength == 0.3]
+    (one,) = _curves("ink", "clip_score", ["p"], plain, {("ink", "p"): 1.0}, True, {})
+    assert one.label == "p" and one.recommended_x == 1.0
