@@ -149,8 +149,9 @@ def setup_providers(
                     f"{suite.where(*loc, key)}: providers[{index}].{spec.name}.{key}: unknown option or setting "
                     f"(config: {', '.join(sorted(config_fields))}; options: {', '.join(sorted(known))})"
                 )
-        try:
-            config_obj = cls.config_model(**config)
+        try:  # paths in settings are read from the suite's folder when they name something there
+            base_dir = suite.path.resolve().parent if suite.path is not None else None
+            config_obj = cls.config_model.model_validate(config, context={"base_dir": base_dir})
         except ValidationError as exc:
             for err in exc.errors():
                 key = err["loc"][0] if err["loc"] else ""

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from lorascope.harness.errors import InvalidRequest, ProviderError
 from lorascope.harness.models import Estimate, GenerationRequest, GenerationResult, LoraSpec
@@ -91,6 +91,21 @@ class DiffusersConfig(ExecutorSettings):
     controlnet_config: str | None = Field(
         default=None, description="config of a single-file ControlNet: a folder holding its config.json, or a hub "
         "repo id; None = the repo diffusers infers from the file's keys (hub or local hub cache; docs/local.md)")
+
+    @field_validator("model", "controlnet", "controlnet_config", mode="before")
+    @classmethod
+    def _beside_the_suite(cls, value: Any, info: ValidationInfo) -> Any:
+        """A relative path is read from the suite's folder when it names something there (the
+        suite's own `controlnet: weights/cn.safetensors` works from any working directory);
+        otherwise it is left as written: a hub repo id, or a path from the working directory."""
+        base = (info.context or {}).get("base_dir")
+        if base is None or not isinstance(value, str) or not value or value == "tiny-random":
+            return value
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return value
+        beside = Path(base) / path
+        return str(beside.resolve()) if beside.exists() else value
 
     @field_validator("controlnet")
     @classmethod

@@ -242,3 +242,34 @@ def test_the_fit_check_accepts_the_real_v1_layout_and_names_a_2_1_config():
     with pytest.raises(ControlNetWeightsError, match="missing .*control_noise_refiner.0.after_proj"):
         check_fits(Path("Z-Image-Turbo-Fun-Controlnet-Union.safetensors"), layout,
                    v1 | {"add_control_noise_refiner": "control_noise_refiner"}, "2.1-style")
+
+
+def test_relative_weight_paths_are_read_from_the_suites_folder(tmp_path, monkeypatch):
+    """`controlnet: weights/cn.safetensors` in a suite means the file beside the suite, from
+    whatever folder `lorascope run` starts in; a hub repo id (nothing of that name beside the
+    suite) is left as written."""
+    from lorascope.harness.grid import setup_providers
+    from lorascope.harness.suite import load_suite
+
+    project = tmp_path / "proj"
+    (project / "weights" / "cfg").mkdir(parents=True)
+    write_single_file(project / "weights" / "cn.safetensors")
+    write_config(project / "weights" / "cfg")
+    (project / "loras.yaml").write_text("version: 1\nloras: []\n")
+    (project / "suite.yaml").write_text(
+        "name: cn\nmode: controlnet\nproviders:\n  - diffusers: {model: tiny-random, controlnet: weights/cn.safetensors,"
+        " controlnet_config: weights/cfg}\nloras: []\nimages: [{id: e, image: edges.png}]\nprompts: [a cliff]\n"
+        "seeds: [1]\nsize: 64x64\n")
+    (project / "edges.png").write_bytes(make_image("png", 64, 64, seed=2))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    setups, problems = setup_providers(load_suite(project / "suite.yaml"))
+    assert problems == []
+    config = setups["diffusers"].config
+    assert config.controlnet == str((project / "weights" / "cn.safetensors").resolve())
+    assert config.controlnet_config == str((project / "weights" / "cfg").resolve())
+    (project / "suite.yaml").write_text((project / "suite.yaml").read_text().replace(
+        "controlnet_config: weights/cfg", f"controlnet_config: {CONFIG_REPO}"))
+    setups, problems = setup_providers(load_suite(project / "suite.yaml"))
+    assert problems == [] and setups["diffusers"].config.controlnet_config == CONFIG_REPO
