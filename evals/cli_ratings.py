@@ -71,9 +71,15 @@ def show(
         who = f" by {rater}" if rater else ""
         _fail(f"{run} has no votes{who} yet; open the review page with `lorascope review {run}`")
     console = Console()
-    fits = fit_all(votes, prior=prior, resamples=resamples)
+    from lorascope.evals.ratings import build_slots, is_conditioned
+    from lorascope.harness.store import RunStore
+
+    with RunStore.open(run) as store:  # the slots tell each vote's strength in a strength sweep
+        slots = build_slots(store.results_frame())
+    fits = fit_all(votes, slots if is_conditioned(slots) else (), prior=prior, resamples=resamples)
     for fit in fits:
-        table = Table(title=f"{escape(fit.lora)} · {escape(fit.provider)}: {fit.decided} decided, {fit.ties} tie(s), "
+        at = "" if fit.strength is None else f" · strength {fit.strength:g}"
+        table = Table(title=f"{escape(fit.lora)} · {escape(fit.provider)}{at}: {fit.decided} decided, {fit.ties} tie(s), "
                             f"{fit.skips} skip(s); raters {escape(', '.join(fit.raters))}")
         for col in ("scale", f"strength vs {scale_label(fit.reference)} (95% CI)", "wins", "losses", "ties", "P(best)"):
             table.add_column(col, justify="left" if col == "scale" else "right")

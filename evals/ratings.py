@@ -3,8 +3,13 @@ human-preferred scale, and how often each automatic metric agrees with the votes
 
 - **Slots.** A vote compares two images of one slot: same provider, LoRA, prompt, seed,
   options and image index, at two scales; the no-LoRA baseline of that prompt and seed is the
-  scale `""`. Unseeded cells have no same-seed partner and are left out.
-- **Fit.** Bradley-Terry (evalica, Newman's iteration) per (LoRA, provider) over the scales
+  scale `""`. Unseeded cells have no same-seed partner and are left out. In an
+  image-conditioned run a slot is also one denoising strength and one input picture: a scale
+  is only comparable with another made from the same input at the same strength, and the
+  baseline is that strength's and that input's.
+- **Fit.** Bradley-Terry (evalica, Newman's iteration) per (LoRA, provider) — and per
+  strength in a strength sweep, where a scale's strength depends on the denoising strength;
+  votes from different inputs at one strength pool (the same question, more evidence) — over the scales
   that got votes; a tie counts half a win for each side. Plain BT has no finite answer when a
   scale never loses (common after a few votes), so a prior of `prior` virtual ties between
   each pair of *neighbouring* scales is added: it keeps every fit finite and connected and
@@ -83,6 +88,10 @@ class Slot:
     options: str
     image_index: int
     images: dict[str, ImageRef] = field(default_factory=dict)  # scale -> image
+    #: image-conditioned runs: the denoising strength and the input picture's id (suite
+    #: `images:`) every image of the slot was made with; None for text-to-image
+    strength: float | None = None
+    input_id: str | None = None
 
     def pairs(self) -> list[tuple[str, str]]:
         """Scale pairs worth a vote here (two different pictures), in scale order."""
@@ -91,8 +100,32 @@ class Slot:
                 if self.images[a].sha256 != self.images[b].sha256]
 
 
+def slot_digest(provider: str, lora: str, prompt_id: str, seed: int, options: str, image_index: int,
+                strength: float | None = None, input_id: str | None = None) -> str:
+    """A slot's stable key. Text-to-image keys hash exactly the six fields they always did
+    (votes stored before image-conditioned runs existed keep matching); strength and input
+    join the hash only when a run has them."""
+    key: tuple = (provider, lora, prompt_id, seed, options, image_index)
+    if strength is not None or input_id is not None:
+        key = (*key, {"strength": strength, "input": input_id})
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:20]
+
+
+def _conditioning(row: dict) -> tuple[float | None, str | None]:
+    """A row's denoising strength and input id (None, None for text-to-image rows)."""
+    strength, image = row.get("strength"), row.get("init_image")
+    strength = None if strength is None or _missing(strength) else float(strength)
+    image = None if image is None or _missing(image) or image == "" else str(image)
+    return strength, image
+
+
+def _missing(value) -> bool:
+    return value is _NA() or (isinstance(value, float) and math.isnan(value))
+
+
 def build_slots(frame: "pd.DataFrame") -> list[Slot]:
-    """The run's comparable slots, from its results frame (one row per image)."""
+    """The run's comparable slots, from its results frame (one row per image). Rows of other
+    strengths or input pictures never share a slot, nor a baseline."""
     from lorascope.evals.metrics import hashable, scale_key
 
     ok = frame[(frame["status"] == "succeeded") & (frame["image_sha256"].astype(str) != "")]
@@ -103,25 +136,48 @@ def build_slots(frame: "pd.DataFrame") -> list[Slot]:
         if seed == "":
             continue
         gid = row.get("generation_id")
-        gid = None if gid is None or gid is _NA() or (isinstance(gid, float) and math.isnan(gid)) else int(gid)
+        gid = None if gid is None or _missing(gid) else int(gid)
         scale = scale_key(row)
+        strength, input_id = _conditioning(row)
         ref = ImageRef(row["cell_id"], int(row["image_index"]), row["image_sha256"], row["image_path"], scale, gid)
-        where = (row["provider"], row["prompt_id"], int(seed), str(row["options"]), int(row["image_index"]))
+        where = (row["provider"], row["prompt_id"], int(seed), str(row["options"]), int(row["image_index"]),
+                 strength, input_id)
         if not row["lora"]:
             baselines[where] = ref
             continue
         key = (row["provider"], row["lora"], *where[1:])
         slot = slots.get(key)
         if slot is None:
-            digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:20]
-            slot = slots[key] = Slot(digest, row["provider"], row["lora"], row["prompt_id"], row["prompt"],
-                                     int(seed), str(row["options"]), int(row["image_index"]))
+            slot = slots[key] = Slot(slot_digest(*key), row["provider"], row["lora"], row["prompt_id"],
+                                     row["prompt"], int(seed), str(row["options"]), int(row["image_index"]),
+                                     strength=strength, input_id=input_id)
         slot.images[scale] = ref
     for key, slot in slots.items():
         base = baselines.get((key[0], *key[2:]))
         if base is not None:
             slot.images[BASELINE] = base
     return [s for s in slots.values() if s.pairs()]
+
+
+def is_conditioned(slots: Iterable[Slot]) -> bool:
+    """Whether the slots come from an image-conditioned run (a strength or an input each)."""
+    return any(s.strength is not None or s.input_id is not None for s in slots)
+
+
+def cell_slots(slots: Iterable[Slot]) -> dict[tuple[str, str, int], Slot]:
+    """{(lora, cell_id, image_index): slot} for every image of every slot (a baseline image
+    belongs to one slot per LoRA): how a stored vote finds its slot, strength and input."""
+    return {(s.lora, ref.cell_id, ref.index): s for s in slots for ref in s.images.values()}
+
+
+def vote_slot(v: Vote, by_cell: dict[tuple[str, str, int], Slot]) -> Slot | None:
+    """The slot both of a vote's pictures belong to; None when they are not one slot's (this
+    run has no such pictures, or an older vote paired two strengths or inputs)."""
+    left = by_cell.get((v.lora, v.left_cell, v.left_index))
+    right = by_cell.get((v.lora, v.right_cell, v.right_index))
+    if left is None or right is None or left.key != right.key:
+        return None
+    return left
 
 
 def _NA():  # pandas' NA without importing pandas at module load
@@ -159,6 +215,9 @@ class GroupFit:
     ties: int
     skips: int
     raters: list[str]
+    #: the denoising strength these votes were cast at (a strength sweep: one fit per
+    #: strength, since a scale's effect depends on it); None for text-to-image
+    strength: float | None = None
 
     @property
     def preferred(self) -> ScaleStrength | None:
@@ -179,7 +238,7 @@ class GroupFit:
     def as_dict(self) -> dict:
         best = self.preferred
         return {
-            "provider": self.provider, "lora": self.lora, "reference": self.reference,
+            "provider": self.provider, "lora": self.lora, "strength": self.strength, "reference": self.reference,
             "decided": self.decided, "ties": self.ties, "skips": self.skips, "raters": self.raters,
             "preferred": None if best is None else best.scale,
             "preferred_scale": self.preferred_scale,
@@ -238,9 +297,9 @@ def _strongly_connected(outcomes: Sequence[tuple[str, str, str]], items: Sequenc
 
 
 def fit_group(votes: Sequence[Vote], *, prior: float = DEFAULT_PRIOR, resamples: int = DEFAULT_RESAMPLES,
-              seed: int = 0, scales: Iterable[str] = ()) -> GroupFit:
-    """Fit one (LoRA, provider)'s votes. `scales` adds scales without votes (listed, no
-    strength), so a table shows what has not been judged yet."""
+              seed: int = 0, scales: Iterable[str] = (), strength: float | None = None) -> GroupFit:
+    """Fit one (LoRA, provider[, strength])'s votes. `scales` adds scales without votes
+    (listed, no strength), so a table shows what has not been judged yet."""
     assert votes or scales, "nothing to fit"
     first = votes[0] if votes else None
     outcomes = _outcomes(votes)
@@ -285,21 +344,30 @@ def fit_group(votes: Sequence[Vote], *, prior: float = DEFAULT_PRIOR, resamples:
         ties=sum(1 for o in outcomes if o[2] == "tie"),
         skips=sum(1 for v in votes if v.choice == "skip"),
         raters=sorted({v.rater for v in votes}),
+        strength=strength,
     )
 
 
 def fit_all(votes: Sequence[Vote], slots: Sequence[Slot] = (), **kw) -> list[GroupFit]:
-    """One fit per (LoRA, provider) that has votes, in LoRA then provider order."""
-    groups: dict[tuple[str, str], list[Vote]] = defaultdict(list)
+    """One fit per (LoRA, provider) that has votes, in LoRA then provider order; in a
+    strength sweep one per (LoRA, provider, strength), each vote at the strength of the slot
+    its pictures belong to (`slots`: the run's, from `build_slots`). A vote whose pictures
+    are not one slot's (an older vote that paired two strengths or inputs) answers no
+    one-strength question and is left out."""
+    by_cell = cell_slots(slots)
+    conditioned = is_conditioned(slots)
+    groups: dict[tuple[str, str, float | None], list[Vote]] = defaultdict(list)
     for v in votes:
-        groups[(v.lora, v.provider)].append(v)
-    scales: dict[tuple[str, str], set[str]] = defaultdict(set)
+        slot = vote_slot(v, by_cell) if conditioned else None
+        if conditioned and slot is None:
+            continue
+        groups[(v.lora, v.provider, slot.strength if slot is not None else None)].append(v)
+    scales: dict[tuple[str, str, float | None], set[str]] = defaultdict(set)
     for s in slots:
-        scales[(s.lora, s.provider)].update(s.images)
+        scales[(s.lora, s.provider, s.strength)].update(s.images)
     out = []
-    for key in sorted(groups):
-        fit = fit_group(groups[key], scales=scales.get(key, ()), **kw)
-        out.append(fit)
+    for key in sorted(groups, key=lambda k: (k[0], k[1], -1.0 if k[2] is None else k[2])):
+        out.append(fit_group(groups[key], scales=scales.get(key, ()), strength=key[2], **kw))
     return out
 
 
@@ -413,8 +481,10 @@ class PairChooser:
         for s in self.slots:
             self.groups[(s.lora, s.provider)].append(s)
         self.by_key = {s.key: s for s in self.slots}
+        self._by_cell = cell_slots(self.slots)
+        # text-to-image slots are also found by their fields (as before cells were used)
         self._by_fields = {(s.provider, s.lora, s.prompt_id, s.seed, s.options, s.image_index): s.key
-                           for s in self.slots}
+                           for s in self.slots if s.strength is None and s.input_id is None}
 
     def possible(self, group: tuple[str, str]) -> int:
         return sum(len(s.pairs()) for s in self.groups[group])
@@ -440,24 +510,38 @@ class PairChooser:
         return None
 
     def slot_key(self, v: Vote) -> str:
-        """The slot a vote was about ('' when this run has no such slot)."""
+        """The slot a vote was about, found by its pictures' cells ('' when this run has no
+        such slot): the fields alone do not tell two strengths or inputs apart."""
+        slot = vote_slot(v, self._by_cell)
+        if slot is not None:
+            return slot.key
         return self._by_fields.get((v.provider, v.lora, v.prompt_id, v.seed, v.options, v.left_index), "")
 
     def _choose_in(self, group: tuple[str, str], votes: list[Vote], taken: set[str]) -> Pair | None:
-        outcomes = _outcomes(votes)
-        items = sorted({x for o in outcomes for x in o[:2]}, key=scale_order)
-        strengths = bt_log_strengths(outcomes, items, prior=self.prior) if len(items) >= 2 else {}
-        per_pair = Counter(tuple(sorted((v.left_scale, v.right_scale), key=scale_order)) for v in votes)
+        # strengths and per-pair counts per denoising strength (one None for text-to-image):
+        # a scale's estimated strength at 0.3 says nothing about the same scale at 0.8
+        by_strength: dict[float | None, list[Vote]] = defaultdict(list)
+        for v in votes:
+            slot = vote_slot(v, self._by_cell)
+            by_strength[slot.strength if slot is not None else None].append(v)
+        estimates: dict[float | None, dict[str, float]] = {}
+        per_pair: Counter = Counter()
+        for at, these in by_strength.items():
+            outcomes = _outcomes(these)
+            items = sorted({x for o in outcomes for x in o[:2]}, key=scale_order)
+            estimates[at] = bt_log_strengths(outcomes, items, prior=self.prior) if len(items) >= 2 else {}
+            per_pair.update((at, *sorted((v.left_scale, v.right_scale), key=scale_order)) for v in these)
         per_slot_pair = Counter(pair_key(self.slot_key(v), v.left_sha256, v.right_sha256) for v in votes)
         candidates = []
         for slot in self.groups[group]:
+            strengths = estimates.get(slot.strength, {})
             for a, b in slot.pairs():
                 key = pair_key(slot.key, slot.images[a].sha256, slot.images[b].sha256)
                 if key in taken:
                     continue
                 gap = abs(strengths[a] - strengths[b]) if a in strengths and b in strengths else 0.0
-                candidates.append((gap + math.log1p(per_pair[(a, b)]), per_slot_pair[key], self.rng.random(),
-                                   slot, a, b))
+                candidates.append((gap + math.log1p(per_pair[(slot.strength, a, b)]), per_slot_pair[key],
+                                   self.rng.random(), slot, a, b))
         if not candidates:
             return None
         _, _, _, slot, a, b = min(candidates, key=lambda c: c[:3])
@@ -470,23 +554,34 @@ class PairChooser:
 # ---- a recommendation from the votes (`recommend --objective human`) -------------------
 
 
-def human_recommendations(fits: Sequence[GroupFit], entries: dict) -> list:
+def human_recommendations(fits: Sequence[GroupFit], entries: dict, *,
+                          pair_strengths: dict[tuple[str, str], float | None] | None = None) -> list:
     """One `evals.recommend.Recommendation` per fitted (LoRA, provider): the human-preferred
     scale, clamped into the catalogue range with a warning (as the automatic rule does);
-    none when people preferred no LoRA. Points carry each scale's strength and interval."""
+    none when people preferred no LoRA. Points carry each scale's strength and interval.
+
+    In a strength sweep the votes compare scales at one strength, so they cannot choose the
+    strength: it is the pair rule's (`pair_strengths`, {(lora, provider): strength} from
+    evals.recommend_pairs on the scored run) when it has votes, else the lowest strength with
+    votes; the scale is the one people preferred there, and the reason says which and why."""
     from lorascope.evals.recommend import Recommendation, ScalePoint
 
-    out = []
+    pair_strengths = pair_strengths or {}
+    per_group: dict[tuple[str, str], list[GroupFit]] = defaultdict(list)
     for fit in fits:
+        per_group[(fit.lora, fit.provider)].append(fit)
+    out = []
+    for (lora, provider), group in per_group.items():
+        fit, why_strength = _fit_at_strength(group, pair_strengths.get((lora, provider)))
         entry = entries.get(fit.lora)
         rec = Recommendation(
             lora=fit.lora, provider=fit.provider, basis="human", scale=None,
             catalogue_scale=entry.scale.recommended if entry else None,
             catalogue_range=tuple(entry.scale.range) if entry else None,
-            baseline_clip_score=math.nan,
+            baseline_clip_score=math.nan, strength=fit.strength,
         )
         for s in fit.strengths:
-            if s.scale == BASELINE:
+            if s.scale == BASELINE or not s.votes:
                 continue
             try:
                 value = float(s.scale.split("+")[0])
@@ -511,15 +606,67 @@ def human_recommendations(fits: Sequence[GroupFit], entries: dict) -> list:
                     rec.warnings.append(
                         f"{fit.lora}: preferred scale {fit.preferred_scale:g} is outside the catalogue range "
                         f"[{lo:g}, {hi:g}]; clamped to {rec.scale:g}")
+        if why_strength:
+            rec.reason = f"{why_strength}; {rec.reason}"
         out.append(rec)
     return out
 
 
+def _fit_at_strength(group: list[GroupFit], pair_strength: float | None) -> tuple[GroupFit, str]:
+    """The fit a (LoRA, provider)'s recommendation is read from, and in a strength sweep the
+    sentence saying which strength and why ('' for text-to-image)."""
+    swept = [f for f in group if f.strength is not None]
+    if not swept:
+        return group[0], ""
+    voted = sorted((f for f in swept if f.decided + f.ties), key=lambda f: f.strength) or sorted(
+        swept, key=lambda f: f.strength)
+    cannot = "votes compare scales at one strength, so they do not choose it"
+    chosen = next((f for f in voted if pair_strength is not None and f.strength == pair_strength), None)
+    if chosen is not None:
+        return chosen, f"at strength {chosen.strength:g}, the pair rule's choice on the scores ({cannot})"
+    chosen = voted[0]
+    if pair_strength is None:
+        why = "the pair rule chose no strength"
+    else:
+        why = f"the pair rule's strength {pair_strength:g} has no votes"
+    return chosen, f"at strength {chosen.strength:g}, the lowest strength with votes ({why}; {cannot})"
+
+
+def pair_rule_strengths(run_dir, entries: dict) -> dict[tuple[str, str], float | None]:
+    """{(lora, provider): strength} the pair rule (evals.recommend_pairs) chooses on the run's
+    latest scores; empty when the run is not scored or has no strength axis."""
+    from lorascope.evals.fidelity import fidelity_columns
+    from lorascope.evals.recommend_pairs import recommend_pairs
+    from lorascope.evals.results import resolve_model, scored_frame
+    from lorascope.harness.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            model = resolve_model(conn, None)
+        finally:
+            conn.close()
+    if model is None:
+        return {}
+    scored = fidelity_columns(scored_frame(run_dir, model), run_dir)
+    return {(p.lora, p.provider): p.strength for p in recommend_pairs(scored, entries)}
+
+
 def human_recommendations_for_run(run_dir, entries: dict, *, rater: str | None = None,
                                   resamples: int = DEFAULT_RESAMPLES) -> list:
-    """`human_recommendations` from a run folder's stored votes ([] when it has none)."""
+    """`human_recommendations` from a run folder's stored votes ([] when it has none); in a
+    strength sweep, fitted per strength and read at the pair rule's strength."""
     from lorascope.harness.ratings import Ratings
+    from lorascope.harness.store import RunStore
 
     with Ratings.open(run_dir) as ratings:
         votes = ratings.votes(rater)
-    return human_recommendations(fit_all(votes, resamples=resamples), entries) if votes else []
+    if not votes:
+        return []
+    with RunStore.open(run_dir) as store:
+        slots = build_slots(store.results_frame())
+    if not is_conditioned(slots):
+        slots = []  # text-to-image: the votes alone, as always
+    fits = fit_all(votes, slots, resamples=resamples)
+    swept = any(f.strength is not None for f in fits)
+    return human_recommendations(fits, entries, pair_strengths=pair_rule_strengths(run_dir, entries) if swept else None)

@@ -3,7 +3,9 @@ agreement from evals.ratings), and what it shows (formatted rows beside each LoR
 and the "which metric matches your eye" table).
 
 Kept in one module so the run report's other inputs and views stay as they were; a run
-without votes gets empty lists and the report looks exactly as before.
+without votes gets empty lists and the report looks exactly as before. A strength sweep gets
+one table and one plot per denoising strength (the fits are per strength, evals.ratings); the
+strength goes into the existing heading text ("fal · strength 0.6"), not new markup.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ class HumanScale(BaseModel):
 
 
 class HumanFit(BaseModel):
-    """The votes on one (LoRA, provider), fitted."""
+    """The votes on one (LoRA, provider), at one denoising strength in a strength sweep, fitted."""
 
     model_config = ConfigDict(frozen=True)
 
     lora: str
     provider: str
+    strength: float | None = None
     reference: str
     decided: int
     ties: int
@@ -84,7 +87,7 @@ def human_inputs(run_dir: Path, frame: "pd.DataFrame", scored: bool) -> dict[str
     fits = []
     for fit in fit_all(votes, build_slots(frame), resamples=REPORT_RESAMPLES):
         fits.append(HumanFit(
-            lora=fit.lora, provider=fit.provider, reference=fit.reference, decided=fit.decided, ties=fit.ties,
+            lora=fit.lora, provider=fit.provider, strength=fit.strength, reference=fit.reference, decided=fit.decided, ties=fit.ties,
             skips=fit.skips, raters=fit.raters, preferred=None if fit.preferred is None else fit.preferred.scale,
             preferred_scale=fit.preferred_scale,
             scales=[HumanScale(scale=s.scale, strength=fmt.number(s.strength), low=fmt.number(s.low),
@@ -138,13 +141,22 @@ def _label(scale: str) -> str:
     return "no LoRA" if scale == "" else f"scale {scale}"
 
 
+def _where(fit: HumanFit) -> str:
+    """The heading's provider text: "fal", or "fal · strength 0.6" in a strength sweep."""
+    return fit.provider if fit.strength is None else f"{fit.provider} · strength {fit.strength:g}"
+
+
+def _by_strength(fits: list[HumanFit], lora: str) -> list[HumanFit]:
+    """A LoRA's fits, providers in order and, within each, strengths ascending."""
+    mine = [f for f in fits if f.lora == lora]
+    return sorted(mine, key=lambda f: (f.provider, -1.0 if f.strength is None else f.strength))
+
+
 def human_views(fits: list[HumanFit], lora: str) -> list[HumanView]:
     from lorascope.reports import fmt
 
     out = []
-    for fit in fits:
-        if fit.lora != lora:
-            continue
+    for fit in _by_strength(fits, lora):
         best = next((s for s in fit.scales if s.scale == fit.preferred), None)
         if best is None:
             verdict = "no decided votes yet"
@@ -161,7 +173,7 @@ def human_views(fits: list[HumanFit], lora: str) -> list[HumanView]:
             wins=s.wins, losses=s.losses, ties=s.ties, p_best=fmt.percent(s.p_best),
             preferred=s.scale == fit.preferred,
         ) for s in fit.scales]
-        out.append(HumanView(provider=fit.provider, reference=_label(fit.reference), summary=summary, rows=rows))
+        out.append(HumanView(provider=_where(fit), reference=_label(fit.reference), summary=summary, rows=rows))
     return out
 
 
@@ -175,28 +187,35 @@ def agreement_rows(agreement: list[MetricAgreementData]) -> list[AgreementRow]:
 
 
 def human_plots(fits: list[HumanFit], lora: str, catalogue_x: float | None = None) -> list:
-    """One SVG plot for a LoRA with votes: Bradley-Terry strength vs scale per provider, 95%
+    """SVG plots for a LoRA with votes: Bradley-Terry strength vs scale per provider, 95%
     interval as the band, the no-LoRA level at 0 (dashed), the preferred scale marked; drawn
-    beside the automatic curves. Empty when the LoRA has no votes."""
+    beside the automatic curves. One plot, or one per denoising strength in a strength sweep
+    (strengths are never drawn as one curve). Empty when the LoRA has no votes."""
     from lorascope.reports.plots import Curve, CurvePoint, PlotSpec, build_plot, color_for
 
-    curves = []
-    for index, fit in enumerate(f for f in fits if f.lora == lora):
-        points = []
-        for s in fit.scales:
-            if s.scale == "" or s.strength is None:
-                continue
-            try:
-                x = float(s.scale.split("+")[0])
-            except ValueError:
-                continue
-            points.append(CurvePoint(x=x, mean=s.strength, lo=s.low, hi=s.high, n=s.wins + s.losses + s.ties))
-        if points:
-            curves.append(Curve(label=fit.provider, color=color_for(index), points=points,
-                                recommended_x=fit.preferred_scale,
-                                baseline_y=0.0 if fit.reference == "" else None))
-    if not curves:
-        return []
-    return [build_plot(PlotSpec(title="Human votes: strength vs scale (95% CI)",
-                                y_label="strength vs no LoRA", curves=curves, catalogue_x=catalogue_x,
-                                value_format="{:+.2f}"))]
+    mine = _by_strength(fits, lora)
+    providers = sorted({f.provider for f in mine})
+    out = []
+    for strength in sorted({f.strength for f in mine}, key=lambda v: -1.0 if v is None else v):
+        curves = []
+        for fit in (f for f in mine if f.strength == strength):
+            points = []
+            for s in fit.scales:
+                if s.scale == "" or s.strength is None:
+                    continue
+                try:
+                    x = float(s.scale.split("+")[0])
+                except ValueError:
+                    continue
+                points.append(CurvePoint(x=x, mean=s.strength, lo=s.low, hi=s.high, n=s.wins + s.losses + s.ties))
+            if points:
+                curves.append(Curve(label=fit.provider, color=color_for(providers.index(fit.provider)), points=points,
+                                    recommended_x=fit.preferred_scale,
+                                    baseline_y=0.0 if fit.reference == "" else None))
+        if not curves:
+            continue
+        at = "" if strength is None else f" at strength {strength:g}"
+        out.append(build_plot(PlotSpec(title=f"Human votes{at}: strength vs scale (95% CI)",
+                                       y_label="strength vs no LoRA", curves=curves, catalogue_x=catalogue_x,
+                                       value_format="{:+.2f}")))
+    return out

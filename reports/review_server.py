@@ -1,7 +1,10 @@
 """`lorascope review`: a small local web app for pairwise votes on a run's images.
 
 The page shows two pictures of one slot (same LoRA, prompt, seed, provider) at two scales, the
-no-LoRA baseline among them, left/right shuffled and the scales hidden until the vote. The
+no-LoRA baseline among them, left/right shuffled and the scales hidden until the vote. In an
+image-conditioned run a slot is also one denoising strength and one input picture: the page
+names the strength and shows the input (the run's kept copy, evals.fidelity) beside the pair,
+so the question is "which keeps the picture and takes the style better". The
 server is stateless between requests apart from run.db: a vote names its slot and both
 images by content hash, and is committed (harness.ratings) before the answer goes back, so
 a restart loses nothing that was acknowledged and a retried vote is stored once.
@@ -76,10 +79,12 @@ class ReviewState:
     run_dir: Path
     ratings: Ratings
     chooser: PairChooser
-    images: dict[str, Path]  # sha256 -> file, only the run's comparable images
+    images: dict[str, Path]  # sha256 -> file, only the run's comparable images and their inputs
     votes: list[Vote] = field(default_factory=list)
     token: str | None = None
     default_rater: str = "me"
+    inputs: dict[str, str] = field(default_factory=dict)  # input id -> sha256 of the run's copy
+    input_problems: list[str] = field(default_factory=list)  # why an input cannot be shown
 
 
 def load_state(run_dir: Path, *, token: str | None = None, default_rater: str = "me",
@@ -99,8 +104,33 @@ def load_state(run_dir: Path, *, token: str | None = None, default_rater: str = 
             path = (run_dir / ref.path).resolve()
             if path.is_relative_to(images_root) and path.is_file():
                 images[ref.sha256] = path
+    inputs, problems = _input_pictures(run_dir, {s.input_id for s in slots if s.input_id is not None}, images_root)
+    for sha, path in inputs.values():
+        images[sha] = path
     return ReviewState(run_dir, ratings, PairChooser(slots, target_per_lora=target_per_lora), images,
-                       ratings.votes(), token, default_rater)
+                       ratings.votes(), token, default_rater,
+                       inputs={k: sha for k, (sha, _) in inputs.items()}, input_problems=problems)
+
+
+def _input_pictures(run_dir: Path, wanted: set[str], images_root: Path) -> tuple[dict[str, tuple[str, Path]], list[str]]:
+    """{input id: (sha256, file)} of the run's kept copies of the inputs its slots were made
+    from (evals.fidelity.collect_inputs: the copy `score` made, else the suite's local file
+    copied now), and why any is not shown. Only files inside the run's images/ are served."""
+    if not wanted:
+        return {}, []
+    from lorascope.evals.fidelity import collect_inputs
+
+    found, problems = collect_inputs(run_dir)
+    out: dict[str, tuple[str, Path]] = {}
+    for input_id in sorted(wanted):
+        if input_id not in found:
+            problems.append(f"input picture {input_id!r}: the run keeps no usable copy; its pairs show no input")
+            continue
+        sha, rel = found[input_id]
+        path = (run_dir / rel).resolve()
+        if path.is_relative_to(images_root) and path.is_file():
+            out[input_id] = (sha, path)
+    return out, problems
 
 
 def create_app(state: ReviewState, *, allowed_hosts: list[str]) -> Starlette:
@@ -167,10 +197,14 @@ def create_app(state: ReviewState, *, allowed_hosts: list[str]) -> Starlette:
             s = pair.slot
             body["pair"] = {
                 "key": pair.key, "slot": s.key, "lora": s.lora, "provider": s.provider, "prompt": s.prompt,
-                "prompt_id": s.prompt_id, "seed": s.seed,
+                "prompt_id": s.prompt_id, "seed": s.seed, "strength": s.strength, "input": None,
                 "left": {"sha": pair.left.sha256, "url": _img_url(pair.left.sha256, state)},
                 "right": {"sha": pair.right.sha256, "url": _img_url(pair.right.sha256, state)},
             }
+            if s.input_id is not None:
+                sha = state.inputs.get(s.input_id)
+                body["pair"]["input"] = {"id": s.input_id, "sha": sha,
+                                         "url": _img_url(sha, state) if sha is not None else None}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def post_vote(request: Request) -> Response:
@@ -278,6 +312,8 @@ def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8765, rater: st
     announce(f"review page: http://{shown}:{bound}/{query}")
     announce(f"{len(state.chooser.slots)} slot(s), {len(state.images)} image(s), {len(state.votes)} vote(s) so far; "
              "Ctrl-C stops (every acknowledged vote is already in run.db)")
+    for problem in state.input_problems:
+        announce(f"note: {problem}")
     # keep-alive longer than uvicorn's 5 s: a browser tab idles between votes, and a client that
     # reuses a connection the server just closed sees a reset (the page then retries the vote)
     config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=75)

@@ -41,7 +41,33 @@
 
   function preload(pair) {
     if (!pair) return;
-    for (const side of [pair.left, pair.right]) { const img = new Image(); img.src = side.url; }
+    const urls = [pair.left.url, pair.right.url];
+    if (pair.input && pair.input.url) urls.push(pair.input.url);
+    for (const u of urls) { const img = new Image(); img.src = u; }
+  }
+
+  // image-conditioned runs: the strength in words and the input picture beside the pair
+  function showInput(pair) {
+    const fig = el("input");
+    const conditioned = !!pair && (pair.input !== null && pair.input !== undefined);
+    el("question").hidden = !conditioned;
+    if (!conditioned) {
+      fig.hidden = true;
+      el("input-img").removeAttribute("src");
+      main.dataset.input = "";
+      return;
+    }
+    const strength = pair.strength === null ? "" : ` · strength ${pair.strength}`;
+    el("input-caption").textContent = `input “${pair.input.id}”${strength}`;
+    if (pair.input.url) {
+      el("input-img").src = pair.input.url;
+      el("input-img").alt = `input picture ${pair.input.id}`;
+    } else {
+      el("input-img").removeAttribute("src");
+      el("input-img").alt = "the run keeps no copy of this input";
+    }
+    fig.hidden = false;
+    main.dataset.input = pair.input.sha || "";
   }
 
   function showProgress(progress) {
@@ -64,10 +90,14 @@
       el("context").textContent = "Every pair has your vote. Thank you — `lorascope ratings RUN` shows the result.";
       el("left-img").removeAttribute("src");
       el("right-img").removeAttribute("src");
+      showInput(null);
       main.dataset.pair = "";
       return;
     }
-    el("context").textContent = `${pair.lora} · ${pair.provider} · prompt “${pair.prompt}” · seed ${pair.seed}`;
+    const strength = pair.strength === null || pair.strength === undefined ? "" : ` · strength ${pair.strength}`;
+    const input = pair.input ? ` · input “${pair.input.id}”` : "";
+    el("context").textContent = `${pair.lora} · ${pair.provider}${strength}${input} · prompt “${pair.prompt}” · seed ${pair.seed}`;
+    showInput(pair);
     el("left-img").src = pair.left.url;
     el("right-img").src = pair.right.url;
     main.dataset.pair = pair.key;
