@@ -76,6 +76,11 @@ def score(
     scorer: Optional[str] = typer.Option(
         None, "--scorer", help=SCORER_HELP,
     ),
+    refetch: bool = typer.Option(
+        False, "--refetch",
+        help="Fetch https input pictures again even where the run kept a copy; if the URL now serves other "
+        "bytes, their images get no fidelity (the picture the provider saw is no longer known).",
+    ),
 ) -> None:
     """Score a run's images with CLIP: CLIPScore, style shift, LoRA effect, agreement; with
     --scorer also aesthetic / human-preference scorers, and each one's gain over the
@@ -96,9 +101,9 @@ def score(
     multi = None
     try:
         if scorer is None or scorer.strip() == "clip":
-            summary = score_run(run, clip, batch_size=batch_size, progress=progress)
+            summary = score_run(run, clip, batch_size=batch_size, progress=progress, refetch=refetch)
         else:
-            multi = score_run_with(run, scorer, clip, batch_size=batch_size, progress=progress)
+            multi = score_run_with(run, scorer, clip, batch_size=batch_size, progress=progress, refetch=refetch)
             summary = multi.clip
     except ScorerUnavailable as exc:
         _fail(str(exc))

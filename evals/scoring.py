@@ -105,9 +105,11 @@ def score_run(
     embedder: Embedder | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    refetch: bool = False,
 ) -> ScoreSummary:
     """Score every stored image of the run with `clip` (see evals.scorer for the names),
-    store the scores in run.db and re-export results.parquet with them."""
+    store the scores in run.db and re-export results.parquet with them. `refetch`: fetch
+    https inputs again even where the run kept a copy (evals.fidelity)."""
     from lorascope.harness.store import RunStore
 
     run_dir = Path(run_dir)
@@ -125,7 +127,7 @@ def score_run(
         try:
             summary.images = write_scores(conn, embedder.model_id, embedder.spec.label(), rows)
             # img2img/inpaint: fidelity to the input beside style shift (same embeddings, same cache)
-            fidelity, problems = compute_fidelity(run_dir, frame, embedder, computed.image_vectors)
+            fidelity, problems = compute_fidelity(run_dir, frame, embedder, computed.image_vectors, refetch=refetch)
             summary.problems += problems
             if fidelity or has_inputs(frame):
                 summary.fidelity = write_fidelity(conn, embedder.model_id, fidelity)
@@ -183,6 +185,7 @@ def score_run_with(
     batch_size: int = 16,
     progress: bool = True,
     cache_path: Path | str | None = None,
+    refetch: bool = False,
 ) -> MultiScoreSummary:
     """Score a run with several scorers in one pass over its images (each file opened once per
     batch, one progress bar), store each scorer's values and gains with its model id, then
@@ -233,7 +236,7 @@ def score_run_with(
             finally:
                 conn.close()
         if clip_scorer is not None:  # after the plugin scorers' rows: its export carries them too
-            summary.clip = score_run(run_dir, embedder=clip_scorer.embedder, progress=False)
+            summary.clip = score_run(run_dir, embedder=clip_scorer.embedder, progress=False, refetch=refetch)
         summary.forward_passes = sum(s.forward_passes for s in chosen if s.name != "clip") + (
             clip_scorer.embedder.forward_passes if clip_scorer else 0)
         if summary.clip is not None:  # CLIP's work happened in the shared pass: count all of it

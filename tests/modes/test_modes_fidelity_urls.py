@@ -252,6 +252,30 @@ async def test_a_refetch_that_gets_other_bytes_gives_no_fidelity_and_keeps_sayin
     assert pd.read_parquet(run / "results.parquet")[["input_cosine", "input_ssim"]].isna().all().all()
 
 
+
+async def test_score_refetch_asks_the_url_again_from_the_command_line(tmp_path, monkeypatch, server, trusted):
+    """`lorascope score --refetch`: the kept copy is checked against what the URL serves now;
+    the same bytes change nothing, other bytes take the fidelity away and say why."""
+    from typer.testing import CliRunner
+
+    from lorascope.cli import app
+
+    run, _ = await _fal_run(tmp_path, monkeypatch, f"  - {{id: remote, image: '{server.url}/photo.png'}}\n")
+
+    def score(*extra: str) -> str:
+        said = CliRunner().invoke(app, ["score", str(run), "--clip", "tiny-random", "--no-progress", *extra])
+        assert said.exit_code == 0, said.output
+        return " ".join(said.output.split())
+
+    assert "served different bytes" not in score() and server.hits["/photo.png"] == 1
+    assert "served different bytes" not in score() and server.hits["/photo.png"] == 1  # kept: not asked again
+    assert "served different bytes" not in score("--refetch") and server.hits["/photo.png"] == 2
+    assert pd.read_parquet(run / "results.parquet")[["input_cosine", "input_ssim"]].notna().all().all()
+    server.photo = _photo(shift=8)
+    assert "served different bytes" in score("--refetch") and server.hits["/photo.png"] == 3
+    assert pd.read_parquet(run / "results.parquet")[["input_cosine", "input_ssim"]].isna().all().all()
+
+
 # ---- the fetch itself -------------------------------------------------------------------
 
 
