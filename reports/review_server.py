@@ -124,7 +124,8 @@ def _input_pictures(run_dir: Path, wanted: set[str], images_root: Path) -> tuple
     out: dict[str, tuple[str, Path]] = {}
     for input_id in sorted(wanted):
         if input_id not in found:
-            problems.append(f"input picture {input_id!r}: the run keeps no usable copy; its pairs show no input")
+            problems.append(f"input picture {input_id!r}: the run keeps no usable copy of it (a ControlNet-only "
+                            "input's control picture is not shown); its pairs show no input")
             continue
         sha, rel = found[input_id]
         path = (run_dir / rel).resolve()
