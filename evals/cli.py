@@ -523,8 +523,12 @@ def compare(
         )
     console.print(ptable)
     _write_ci_outputs(report, junit, markdown, step_summary)
+    from lorascope.evals.compare import version_notes
+
+    said_first = set(version_notes(report.providers))  # printed with the verdict
     for note in report.notes[1 if report.cache_only else 0:]:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+        if note not in said_first:
+            console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print(f"wrote {escape(str(run / 'compare.json'))}; side by side: "
                   f"lorascope report {escape(str(run))} --compare {escape(str(baseline))}", highlight=False)
     if report.cache_only and not report.allow_cached:

@@ -309,6 +309,7 @@ def test_a_new_model_version_is_generated_anew_and_compare_catches_it(tmp_path):
     said = " ".join(compare.stdout.split())
     assert f"replicate: the model version changed ({VERSION[:12]}…{VERSION[-6:]} → {NEWER[:12]}…{NEWER[-6:]})" in said
     assert said.index("model version changed") < said.index("SSIM")
+    assert said.count("model version changed") == 1  # said once, first
     saved = json.loads((today / "compare.json").read_text())
     assert any("model version changed" in note for note in saved["notes"])
     assert saved["providers"]["replicate"]["run_model_versions"] == [NEWER]
