@@ -25,7 +25,8 @@ def review(
     """Vote by eye on pairs of a run's images in a local web page (votes go into run.db).
 
     Each pair is one LoRA, prompt and seed at two scales (the no-LoRA baseline among them);
-    `lorascope ratings RUN` then turns the votes into strengths and a preferred scale."""
+    in an img2img/inpaint run also one denoising strength and input picture, shown beside the
+    pair. `lorascope ratings RUN` then turns the votes into strengths and a preferred scale."""
     from lorascope.reports.review_server import NothingToReview, serve
 
     if not (run / "run.db").is_file():

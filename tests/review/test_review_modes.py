@@ -338,3 +338,57 @@ def test_the_page_shows_the_strength_and_input_and_a_vote_stores(i2i_run):
     assert stored[2] == "left" and left["strength"] == right["strength"]
     assert left["init_image"] == right["init_image"]
     assert shown_input == hashlib.sha256(_picture(1 if left["init_image"] == "harbour" else 2)).hexdigest()
+
+
+def _lose_the_suite_files(run: Path, tmp_path: Path) -> None:
+    """Point the run's stored suite at a folder that no longer exists (the original inputs gone)."""
+    with RunStore.open(run) as store:
+        store.set_meta({"suite_path": str(tmp_path / "gone" / "suite.yaml")})
+
+
+def _first_pair(run: Path) -> tuple[dict, str]:
+    server = start_server(run, rater="ann")
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            pair = client.get("/api/next", params={"rater": "ann"}).json()["pair"]
+            shown = client.get(pair["input"]["url"]).content if pair["input"]["url"] else None
+    finally:
+        server.stop()
+    return {**pair, "shown": shown}, server.proc.stdout.read()
+
+
+def test_the_input_shown_is_the_copy_the_run_kept(i2i_run, tmp_path):
+    from lorascope.cli import app
+    from lorascope.evals.session import copy_run
+
+    unscored = copy_run(i2i_run, tmp_path / "unscored")
+    result = CliRunner().invoke(app, ["score", str(i2i_run), "--clip", "tiny-random"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    _lose_the_suite_files(i2i_run, tmp_path)
+    _lose_the_suite_files(unscored, tmp_path)
+    # scored: `score` kept the inputs in the run, so the page still shows them
+    pair, output = _first_pair(i2i_run)
+    assert pair["shown"] == _picture(1 if pair["input"]["id"] == "harbour" else 2)
+    assert "note:" not in output
+    # never scored and the files gone: no input to show, and the server says why (once per input)
+    pair, output = _first_pair(unscored)
+    assert pair["input"]["url"] is None and pair["input"]["sha"] is None and pair["strength"] in STRENGTHS
+    for input_id in ("harbour", "street"):
+        assert f"note: input picture '{input_id}': the run keeps no usable copy of it" in output
+        assert f"gone/in/{input_id}.png not found" in output  # the suite's file:line, as `score` says it
+
+
+def test_ratings_cli_prints_one_table_per_strength(i2i_run):
+    from lorascope.cli import app
+
+    slots = build_slots(_frame(i2i_run))
+    with Ratings.open(i2i_run) as ratings:
+        for v in _votes_preferring(slots, {0.3: "1", 0.7: "0.5"}, rounds=1):
+            assert ratings.add_vote(v)
+    result = CliRunner().invoke(app, ["ratings", str(i2i_run), "--resamples", "50"], catch_exceptions=False,
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "paint · blend · strength 0.3: 4 decided" in result.output
+    assert "paint · blend · strength 0.7: 4 decided" in result.output
+    fits = json.loads((i2i_run / "ratings.json").read_text())["fits"]
+    assert [(f["strength"], f["preferred_scale"]) for f in fits] == [(0.3, 1.0), (0.7, 0.5)]
