@@ -27,12 +27,39 @@ KEY_PAGES = {
 }
 
 
-def hosted_keys() -> dict[str, tuple[str, str]]:
-    """provider name -> (the variable its class reads the key from, where to get one): the
-    variable comes from the provider itself, so the banner never names a stale one."""
+def hosted_keys(mode: str = "txt2img", local_inputs: bool = False) -> dict[str, tuple[str, str]]:
+    """provider name -> (the variable its class reads the key from, where to get one), for the
+    hosts that serve `mode`: the variable comes from the provider itself, so the banner never
+    names a stale one."""
     from lorascope.harness.providers import provider_class
 
-    return {name: (provider_class(name).env_key_var, page) for name, page in KEY_PAGES.items()}
+    return {name: (provider_class(name).env_key_var, page) for name, page in KEY_PAGES.items()
+            if serves(name, mode, local_inputs)}
+
+
+def serves(provider: str, mode: str, local_inputs: bool = False) -> bool:
+    """Whether a provider serves a generation mode (its class's `modes`; text-to-image by
+    default), and takes the suite's inputs: a host that fetches inputs by URL only cannot take
+    a local file."""
+    from lorascope.harness.providers import provider_class
+
+    cls = provider_class(provider)
+    takes = not (local_inputs and getattr(cls, "input_forms", "any") == "url")
+    return mode in getattr(cls, "modes", frozenset({"txt2img"})) and takes
+
+
+def _local_inputs(suite: dict[str, Any]) -> bool:
+    """Whether any of the suite's input pictures is a local file (not an https URL)."""
+    return any(isinstance(v, str) and not v.startswith("https://")
+               for item in suite.get("images") or [] if isinstance(item, dict)
+               for k, v in item.items() if k in ("image", "mask", "control"))
+
+
+#: an image-conditioned suite's own keys, kept as they are in the real suite
+MODE_KEYS = ("mode", "images", "strengths", "controlnet")
+#: the ControlNet users have (docs/local.md, "ControlNet weights"): one file, its config beside it
+REAL_CONTROLNET = {"controlnet": "Z-Image-Turbo-Fun-Controlnet-Union.safetensors",
+                   "controlnet_config": "union-config"}
 
 
 def random_generation(frame: pd.DataFrame) -> bool:
@@ -74,10 +101,19 @@ def _real_suite(suite: dict[str, Any], suite_name: str, entries: dict[str, Any])
     files (the demo's) are swapped for hub LoRAs of the project's catalogue."""
     out: dict[str, Any] = {"name": f"{suite.get('name') or suite_name or 'my-suite'}-real"}
     out["catalogue"] = "loras.yaml"
-    out["providers"] = [
-        "fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi", "replicate", "wavespeed",
-        {"diffusers": {"model": "Tongyi-MAI/Z-Image-Turbo"}},
-    ]
+    mode = suite_mode(suite)
+    local = {"model": "Tongyi-MAI/Z-Image-Turbo", **(REAL_CONTROLNET if mode == "controlnet" else {})}
+    hosts = ["fal", {"novita": {"concurrency": 4}}, "highway", "aimlapi", "replicate", "wavespeed"]
+    # an image-conditioned grid only on the hosts that serve its mode (the others refuse it)
+    local_inputs = _local_inputs(suite)
+    out["providers"] = [h for h in hosts if serves(h if isinstance(h, str) else next(iter(h)), mode, local_inputs)]
+    out["providers"].append({"diffusers": local})
+    for key in MODE_KEYS if mode != "txt2img" else ():
+        if suite.get(key) is not None:
+            out[key] = suite[key]
+    if isinstance(out.get("images"), list):  # as a person writes them: no empty mask/control
+        out["images"] = [{k: v for k, v in item.items() if v is not None} if isinstance(item, dict) else item
+                         for item in out["images"]]
     wanted = [x for x in suite.get("loras") or [] if isinstance(x, str)]
     fetchable = _fetchable(entries)
     out["loras"] = [x for x in wanted if x in fetchable] or EXAMPLE_LORAS
@@ -92,6 +128,10 @@ def _real_suite(suite: dict[str, Any], suite_name: str, entries: dict[str, Any])
     out["size"] = "1024x1024"
     out["steps"] = 8
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+
+
+def suite_mode(suite: dict[str, Any]) -> str:
+    return str(suite.get("mode") or "txt2img")
 
 
 def random_weight_banner(data: Any, howto: bool = True) -> Banner:
@@ -111,7 +151,7 @@ def random_weight_banner(data: Any, howto: bool = True) -> Banner:
             "Score it again with real weights (`lorascope score RUN --clip ViT-B-32:openai`, downloaded once, or "
             "LORASCOPE_CLIP_CHECKPOINT pointing at a local .safetensors checkpoint), then render the report again."])
     env_lines = "\n".join(
-        f"export {var}=...   # {name}: {where}" for name, (var, where) in hosted_keys().items()
+        f"export {var}=...   # {name}: {where}" for name, (var, where) in hosted_keys(suite_mode(suite), _local_inputs(suite)).items()
     )
     return Banner(
         level="warning",

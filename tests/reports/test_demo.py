@@ -115,6 +115,32 @@ def test_demo_img2img_sweep_is_run_scored_with_fidelity_and_reported(demo_dir):
         assert im.size == (int(results.width.iloc[0]), int(results.height.iloc[0]))
 
 
+def test_the_img2img_reports_real_suite_is_an_img2img_suite_its_hosts_serve(demo_dir):
+    """The random-weights banner's "run it for real" suite keeps the run's mode, inputs and
+    strengths, and lists only hosts that serve img2img and take a local input file (fal, not
+    HighwayAPI, which fetches inputs by URL; not the text-only hosts), with their keys only."""
+    import yaml
+
+    from lorascope.harness.grid import setup_providers
+    from lorascope.harness.input_images import load_inputs
+    from lorascope.harness.suite import parse_suite
+    from lorascope.reports.howto import random_weight_banner
+    from lorascope.reports.sources import load_run_data
+
+    banner = random_weight_banner(load_run_data(demo_dir / "img2img"))
+    suite_text, shell = (s.code for s in banner.snippets)
+    written = yaml.safe_load(suite_text)
+    assert written["mode"] == "img2img" and written["strengths"] == DEMO_STRENGTHS
+    assert written["images"] == [{"id": "photo", "image": DEMO_INPUT}]
+    assert [p if isinstance(p, str) else next(iter(p)) for p in written["providers"]] == ["fal", "diffusers"]
+    assert "FAL_KEY" in shell and not any(k in shell for k in ("HIGHWAY_API_KEY", "NOVITA_API_KEY", "AIMLAPI_KEY"))
+    (demo_dir / "real-suite.yaml").write_text(suite_text)  # beside the demo's inputs, as a user would save it
+    suite = parse_suite(suite_text, demo_dir / "real-suite.yaml")
+    _, problems = setup_providers(suite)
+    assert problems == []
+    assert load_inputs(suite)[1] == []
+
+
 def test_demo_img2img_report_shows_the_input_at_the_head_of_each_loras_grid(demo_dir, browser):
     page, log = open_page(browser, (demo_dir / "img2img" / "report.html").as_uri())
     images = load_all_images(page)
