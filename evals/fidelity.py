@@ -89,12 +89,13 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
 
 
 def collect_inputs(
-    run_dir: Path, *, refetch: bool = False, verify: "ssl.SSLContext | bool" = True
+    run_dir: Path, *, refetch: bool = False, verify: "ssl.SSLContext | bool" = True, fetch: bool = True,
 ) -> tuple[dict[str, tuple[str, str]], list[str]]:
     """{image id: (sha256, path relative to the run)} for the suite's init inputs, copied into
     the run's images/ and recorded in run.db (so they outlive the original files and URLs), and
     why any could not be. Inputs recorded before are used when the suite's files are gone; an
-    https input is fetched only when none is recorded (or `refetch`), see `_url_input`."""
+    https input is fetched only when none is recorded (or `refetch`), see `_url_input`;
+    never with `fetch=False` (a reader such as the review page shows what the run kept)."""
     from lorascope.harness.input_images import load_inputs
     from lorascope.harness.store import RunStore, image_problem, write_image
 
@@ -124,7 +125,8 @@ def collect_inputs(
                 if item.init.url is not None:
                     where = f"{suite.where('images', index, 'image')}: images[{index}].image"
                     kept, problem = _url_input(Path(run_dir), item.init.url, where, recorded.get(item.id),
-                                               used.get(item.id), fetched, refetch=refetch, verify=verify)
+                                               used.get(item.id), fetched, refetch=refetch, verify=verify,
+                                               fetch=fetch)
                     if problem:
                         problems.append(problem)
                     if kept is None or kept.conflict:
@@ -159,7 +161,7 @@ def collect_inputs(
 
 def _url_input(
     run_dir: Path, url: str, where: str, kept: _Kept | None, used: set[str] | None,
-    fetched: dict[str, object], *, refetch: bool, verify: "ssl.SSLContext | bool",
+    fetched: dict[str, object], *, refetch: bool, verify: "ssl.SSLContext | bool", fetch: bool = True,
 ) -> tuple[_Kept | None, str | None]:
     """The run's copy of an https input (fetched now if none is kept, or `refetch`), and the
     problem to report. The provider fetched the URL when it generated and we fetch it later,
@@ -176,8 +178,10 @@ def _url_input(
     if mine is not None and mine.conflict:
         return mine, mine.conflict
     intact = mine is not None and image_problem(run_dir / mine.path, mine.sha256) is None
-    if intact and not refetch:
+    if intact and (not refetch or not fetch):
         return mine, None
+    if not fetch:
+        return None, f"{where}: {shown} is not kept in the run yet (`lorascope score RUN` fetches and keeps it)"
     if url not in fetched:
         try:
             fetched[url] = fetch_input(url, verify=verify)

@@ -120,7 +120,8 @@ def _input_pictures(run_dir: Path, wanted: set[str], images_root: Path) -> tuple
         return {}, []
     from lorascope.evals.fidelity import collect_inputs
 
-    found, problems = collect_inputs(run_dir)
+    found, problems = collect_inputs(run_dir, fetch=False)  # what the run kept: the page asks no URL itself
+    problems = [p.replace(" (no fidelity for its images)", "") for p in problems]
     out: dict[str, tuple[str, Path]] = {}
     for input_id in sorted(wanted):
         if input_id not in found:

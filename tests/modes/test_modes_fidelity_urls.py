@@ -382,3 +382,20 @@ async def test_a_url_serving_other_bytes_than_the_requests_recorded_gets_no_fide
     assert f"images[0].image: {server.url}/photo.png now serves bytes (sha256 " in problem
     assert f"other than the run's requests recorded ({recorded[:12]}...); its images get no fidelity" in problem
     assert pd.read_parquet(run / "results.parquet")[["input_cosine", "input_ssim"]].isna().all().all()
+
+
+async def test_the_review_page_shows_only_what_the_run_kept_and_asks_no_url(tmp_path, monkeypatch, server, trusted):
+    """`lorascope review` shows an https input only once `score` has kept a copy: the page's
+    server never fetches a URL itself, and says how to get the copy."""
+    from lorascope.evals.scoring import score_run
+    from lorascope.reports.review_server import _input_pictures
+
+    run, _ = await _fal_run(tmp_path, monkeypatch, f"  - {{id: remote, image: '{server.url}/photo.png'}}\n")
+    images = (run / "images").resolve()
+    shown, notes = _input_pictures(run, {"remote"}, images)
+    assert shown == {} and server.hits.get("/photo.png", 0) == 0
+    assert any("is not kept in the run yet (`lorascope score RUN` fetches and keeps it)" in n for n in notes)
+    assert not any("fidelity" in n for n in notes)
+    assert score_run(run, "tiny-random", progress=False).problems == [] and server.hits["/photo.png"] == 1
+    shown, notes = _input_pictures(run, {"remote"}, images)
+    assert shown["remote"][1].read_bytes() == server.photo and notes == [] and server.hits["/photo.png"] == 1
