@@ -11,8 +11,10 @@ finishes while one worker lives. Out of GPU memory: the worker frees torch's cac
 is re-queued split into single cells, and a cell that runs out of memory alone is tried on
 each other live worker, then recorded failed (`out_of_memory`). A worker that fails to start
 is dropped (the run says so) and the others run the grid. Ctrl-C records what was in flight as
-interrupted (a resumable run, as in-process) and the workers are killed. Ray is imported here
-only, and only when a run asks for it.
+interrupted (a resumable run, as in-process) and the workers are killed. LoRA files a worker
+cannot read at the request's path are shipped by content through Ray's object store
+(`Shipper`, `lora_shipping.py`, setting `ship_loras`). Ray is imported here only, and only when
+a run asks for it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from lorascope.harness.errors import BadResponse, ProviderError
 from lorascope.harness.execute import Executor, batches
+from lorascope.harness.lora_shipping import LORA_UNAVAILABLE, Hasher, ShipError, read_verified
 from lorascope.harness.plan import Unit
 from lorascope.harness.providers.local_pipeline import one_line
 from lorascope.harness.ray_placement import Placement, lora_set
@@ -90,17 +93,64 @@ class _Worker:
     alive: bool = True
 
 
+class Shipper:
+    """The driver's side of LoRA shipping: each batch's manifest (path -> the sha256 it was
+    planned with) and, for the files a worker asks for (or all with `always`), the bytes put
+    into Ray's object store once per distinct file and kept there for the run."""
+
+    def __init__(self, ray: Any, mode: str) -> None:
+        self.ray = ray
+        self.mode = mode
+        self.refs: dict[str, Any] = {}  # sha256 -> object ref
+        self.files = 0  # distinct files put into the object store
+        self.bytes = 0
+        self.hasher = Hasher()
+        self._lock = asyncio.Lock()
+
+    def manifest(self, requests: list[Any]) -> dict[str, str]:
+        """Every LoRA path the batch names -> the sha256 it was planned with (hashed here, once,
+        for a spec that carries none: then the driver's file is what the fingerprint names)."""
+        out: dict[str, str] = {}
+        for request in requests:
+            for spec in request.loras:
+                if not spec.path or spec.path in out:
+                    continue
+                sha = spec.sha256 or self.hasher.sha_of(Path(spec.path))
+                if sha is None:
+                    raise ShipError(f"LoRA {spec.path}: cannot be read on the driver to name its bytes",
+                                    LORA_UNAVAILABLE)
+                out[spec.path] = sha
+        return out
+
+    async def refs_for(self, manifest: dict[str, str], shas: Any) -> dict[str, Any]:
+        """Object refs for these sha256s, each file read (its bytes checked) and put once."""
+        path_of = {sha: path for path, sha in manifest.items()}
+        out: dict[str, Any] = {}
+        async with self._lock:  # two workers asking for one file at once: one read, one put
+            for sha in dict.fromkeys(shas):
+                if sha not in path_of:
+                    raise ShipError(f"a worker asked for LoRA sha256 {str(sha)[:12]}…, which the batch does not name")
+                if sha not in self.refs:
+                    data = await asyncio.to_thread(read_verified, path_of[sha], sha)
+                    self.refs[sha] = await asyncio.to_thread(self.ray.put, data)
+                    self.files += 1
+                    self.bytes += len(data)
+                out[sha] = self.refs[sha]
+        return out
+
+
 class RayPool:
     """The actors of one provider, started on (or joined to) a Ray cluster."""
 
     def __init__(self, ray: Any, workers: list[_Worker], owns_ray: bool, batch_seeds: bool,
-                 failed_start: list[str] | None = None) -> None:
+                 failed_start: list[str] | None = None, ship_loras: str = "auto") -> None:
         self.ray = ray
         self.workers = workers
         self.owns_ray = owns_ray
         self.batch_seeds = batch_seeds
         self.failed_start = failed_start or []  # "wN: why" for each worker dropped at start
         self.started = time.monotonic()
+        self.shipper = Shipper(ray, ship_loras)
 
     @classmethod
     async def start(cls, choice: RayChoice, provider: str, inst: Any, *, in_thread: bool = False) -> "RayPool":
@@ -134,7 +184,8 @@ class RayPool:
             handles = [
                 remote.options(name=f"lorascope-{tag}-{provider}-w{i}", num_cpus=cpus, num_gpus=gpus,
                                max_restarts=0).remote(type(inst), config, _threads(choice, gpus),
-                                                      hooks.get("oom_above"), hooks.get("fail_start") == i)
+                                                      hooks.get("oom_above"), hooks.get("fail_start") == i,
+                                                      ship_loras=choice.ship_loras, lora_cache=choice.lora_cache)
                 for i in range(n)
             ]
             infos = await _each([h.info.remote() for h in handles], START_TIMEOUT_S)
@@ -183,20 +234,37 @@ class RayPool:
         explicit = getattr(inst.config, "batch_seeds", None)
         batch_seeds = explicit if explicit is not None else bool(first["batch_seeds"])
         return cls(ray, workers, owns, batch_seeds,
-                   [redact(f"{provider}/w{i}: {failed[i]}") for i in sorted(failed)])
+                   [redact(f"{provider}/w{i}: {failed[i]}") for i in sorted(failed)], choice.ship_loras)
 
     async def call(self, worker: _Worker, requests: list[Any]) -> dict[str, Any]:
-        """One batch on one worker; a dead actor raises `WorkerLost`."""
+        """One batch on one worker; a dead actor raises `WorkerLost`. The LoRA files go with
+        it as a manifest; with `always` their bytes too, with `auto` only those the worker
+        answers it lacks (then the batch is sent once more)."""
         exc_mod = self.ray.exceptions
         lost = (exc_mod.RayActorError, exc_mod.WorkerCrashedError, exc_mod.NodeDiedError,
                 exc_mod.ObjectLostError, getattr(exc_mod, "OutOfMemoryError", exc_mod.RayActorError))
+        shipper = self.shipper
         try:
-            return await worker.handle.generate_batch.remote(requests)
+            manifest = shipper.manifest(requests)
+            shipped = await shipper.refs_for(manifest, manifest.values()) if shipper.mode == "always" else {}
+            reply = await worker.handle.generate_batch.remote(requests, manifest, shipped)
+            if reply.get("need") and shipper.mode == "auto":
+                shipped = await shipper.refs_for(manifest, reply["need"])
+                reply = await worker.handle.generate_batch.remote(requests, manifest, shipped)
+            if reply.get("need"):
+                missing = ", ".join(p for p, sha in manifest.items() if sha in reply["need"])
+                raise ShipError(f"LoRA {missing}: Ray worker {worker.name} still lacks it after shipping",
+                                LORA_UNAVAILABLE)
+            return reply
+        except ShipError as exc:
+            return {"results": [], "error": (exc.kind, redact(str(exc))), "oom": False, "state": None}
         except lost as exc:
             raise WorkerLost(one_line(exc, 200)) from None
 
     def stop(self) -> None:
-        """Kill every actor (they hold a GPU each); leave a cluster we joined running."""
+        """Kill every actor (they hold a GPU each); leave a cluster we joined running. The
+        shipped files' object refs are dropped, so Ray frees them."""
+        self.shipper.refs.clear()
         for worker in self.workers:
             try:
                 self.ray.kill(worker.handle)
@@ -438,6 +506,11 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
     if left and not ex.stop.is_set():
         ex.summary.fatal = ex.summary.fatal or (
             f"{provider}: every Ray worker was lost; {left} generation(s) not sent: run the same command again to resume"
+        )
+    if pool.shipper.files:
+        ex.summary.notes.append(
+            f"{provider}: {pool.shipper.files} LoRA file(s) ({pool.shipper.bytes / 2**20:.1f} MiB) shipped to Ray "
+            f"workers through the object store (ship_loras: {pool.shipper.mode})"
         )
     elapsed = time.monotonic() - started
     cells = sum(w.summary.cells for w in pool.workers)

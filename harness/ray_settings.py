@@ -40,6 +40,17 @@ class ExecutorSettings(ProviderConfig):
     ray_address: str | None = Field(
         default=None, description="cluster to join (ray://host:10001, host:6379, auto); None = start a local one"
     )
+    ship_loras: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="LoRA bytes to Ray workers through Ray's object store: auto = only the files a worker cannot "
+        "read at the request's path (or finds other bytes there); always = every worker loads from its own "
+        "cache folder; never = the files must be at the same paths on every node",
+    )
+    lora_cache: str | None = Field(
+        default=None,
+        description="folder on each worker's node where shipped LoRA files are kept by sha256; None = "
+        "$LORASCOPE_RAY_LORA_CACHE, else ray-loras in the user cache folder",
+    )
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class RayChoice:
     gpus_per_worker: float | None
     cpus_per_worker: float
     threads_per_worker: int | None = None
+    ship_loras: str = "auto"
+    lora_cache: str | None = None
 
 
 def ray_choice(config: Any, cli_ray: str | None) -> RayChoice | None:
@@ -64,4 +77,5 @@ def ray_choice(config: Any, cli_ray: str | None) -> RayChoice | None:
         return None
     address = cli_ray if cli_ray not in (None, LOCAL) else config.ray_address
     return RayChoice(address=address or None, workers=config.workers, gpus_per_worker=config.gpus_per_worker,
-                     cpus_per_worker=config.cpus_per_worker, threads_per_worker=config.threads_per_worker)
+                     cpus_per_worker=config.cpus_per_worker, threads_per_worker=config.threads_per_worker,
+                     ship_loras=config.ship_loras, lora_cache=config.lora_cache)

@@ -10,6 +10,12 @@ pickled exception, so the driver records them exactly like an in-process failure
 Out of GPU memory is reported apart (`oom: True`, kind `out_of_memory`) after the worker frees
 torch's cached blocks, so the driver can split the batch into single cells and try them again
 (a batch of seeds needs several times the activations of one image).
+
+LoRA files: the driver sends a manifest (the request's path -> the sha256 it was planned with).
+The worker loads a file with exactly those bytes: the path itself when it holds them, else its
+own cache folder's copy, else it answers `need` (the sha256s it lacks) and the driver ships the
+bytes through Ray's object store (`lora_shipping.py`, setting `ship_loras`). Placement speaks the
+driver's paths, so what the worker reports as loaded is translated back to them.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import os
 import socket
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from lorascope.harness.errors import ProviderError
+from lorascope.harness.lora_shipping import (
+    LORA_UNAVAILABLE, Hasher, ShipError, default_cache_dir, find_local, refuse_pickle, why_not_local, write_verified,
+)
 from lorascope.harness.models import GenerationRequest
 from lorascope.harness.secrets import describe_exception, redact
 
@@ -35,7 +45,8 @@ class PipelineWorker:
     """Holds one provider (its pipeline and adapters) for the lifetime of the actor."""
 
     def __init__(self, provider_cls: type, config: dict[str, Any], threads: int | None = None,
-                 oom_above: int | None = None, fail_warm: bool = False) -> None:
+                 oom_above: int | None = None, fail_warm: bool = False, *, ship_loras: str = "auto",
+                 lora_cache: str | None = None) -> None:
         # Ray caps OMP_NUM_THREADS at the actor's CPUs; on CPU torch's thread count changes the
         # last bits of the pixels, so by default torch picks its own count, as in a plain process.
         if threads is None:
@@ -51,6 +62,18 @@ class PipelineWorker:
         self.oom_above = oom_above
         self.fail_warm = fail_warm
         self.ooms = 0
+        self.ship_loras = ship_loras
+        self._lora_cache = Path(lora_cache).expanduser() if lora_cache else None
+        self.hasher = Hasher()
+        self.origin: dict[str, str] = {}  # file loaded here -> the driver's path for it
+        self.shipped_in = 0  # files written into this worker's cache folder from shipped bytes
+
+    @property
+    def lora_cache(self) -> Path:
+        """This worker's folder for shipped files (on its own node)."""
+        if self._lora_cache is None:
+            self._lora_cache = default_cache_dir()
+        return self._lora_cache
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs and what it would put in a fingerprint (checked by the driver)."""
@@ -95,9 +118,21 @@ class PipelineWorker:
             return {"error": redact(describe_exception(exc)), "load_s": time.perf_counter() - started}
         return {"error": None, "load_s": time.perf_counter() - started}
 
-    def generate_batch(self, requests: list[GenerationRequest]) -> dict[str, Any]:
+    def generate_batch(self, requests: list[GenerationRequest], manifest: dict[str, str] | None = None,
+                       shipped: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one batch (seeds of one cell group, or one request); never raises for a
-        provider's own failure: `error` carries it."""
+        provider's own failure: `error` carries it. With a `manifest` (LoRA path -> planned
+        sha256) each LoRA is loaded from a file with exactly those bytes (`shipped`: sha256 ->
+        bytes or a Ray object ref, written to the cache folder first); when one is missing the
+        reply is `need` (the sha256s) and nothing runs."""
+        if manifest is not None:
+            try:
+                local, need = self._localize(requests, manifest, shipped or {})
+            except ShipError as exc:
+                return {"results": [], "error": (exc.kind, redact(str(exc))), "oom": False, "state": self.state()}
+            if need:
+                return {"results": [], "error": None, "oom": False, "need": need, "state": self.state()}
+            requests = local
         before = self._loaded()
         started = time.perf_counter()
         results: list[Any] = []
@@ -117,6 +152,9 @@ class PipelineWorker:
             _free_gpu_memory()
         self.busy_s += time.perf_counter() - started
         self.batches += 1
+        for request, result in zip(requests, results):
+            if request.loras:  # the files this worker loaded (its cache folder when shipped)
+                result.metadata["lora_files"] = [s.path for s in request.loras]
         loaded = self._loaded()
         for path in loaded - before:  # a file that appears went through the loader once
             self.file_loads[path] += 1
@@ -131,10 +169,54 @@ class PipelineWorker:
             "batches": self.batches,
             "busy_s": self.busy_s,
             "ooms": self.ooms,
+            "shipped_in": self.shipped_in,
         }
 
     def _loaded(self) -> set[str]:
-        return set(getattr(self.provider, "loaded_adapters", {}).values())
+        """Loaded files by the driver's paths (placement and load counts speak those)."""
+        return {self.origin.get(p, p) for p in getattr(self.provider, "loaded_adapters", {}).values()}
+
+    def _localize(self, requests: list[GenerationRequest], manifest: dict[str, str],
+                  shipped: dict[str, Any]) -> tuple[list[GenerationRequest], list[str]]:
+        """The requests with each LoRA path replaced by a file here holding the planned bytes,
+        and the sha256s this worker still needs shipped. Raises `ShipError` (one line) when a
+        file cannot be had: `never` and not here, or shipped bytes that are not the planned ones."""
+        found: dict[str, Path] = {}
+        need: list[str] = []
+        for path, sha in manifest.items():
+            refuse_pickle(path)
+            if self.ship_loras == "never":
+                local = Path(path) if self.hasher.sha_of(Path(path)) == sha else None
+                if local is None:
+                    raise ShipError(
+                        f"LoRA {path}: {why_not_local(path, sha, self.hasher)} ({socket.gethostname()}) and "
+                        "ship_loras is never: put the file at the same path on every node, or set ship_loras: auto",
+                        LORA_UNAVAILABLE)
+            else:
+                local = find_local(path, sha, self.lora_cache, self.hasher, use_path=self.ship_loras != "always")
+                if local is None and sha in shipped:
+                    data = shipped[sha]
+                    if not isinstance(data, (bytes, bytearray, memoryview)):
+                        import ray
+
+                        data = ray.get(data)
+                    local = write_verified(self.lora_cache, sha, bytes(data))
+                    self.shipped_in += 1
+            if local is None:
+                need.append(sha)
+                continue
+            found[path] = local
+            self.origin[str(local)] = path
+        if need:
+            return requests, sorted(set(need))
+        out = []
+        for request in requests:
+            loras = tuple(
+                s.model_copy(update={"path": str(found[s.path]), "sha256": manifest[s.path]}) if s.path in found else s
+                for s in request.loras
+            )
+            out.append(request.model_copy(update={"loras": loras}) if loras != request.loras else request)
+        return out, []
 
 
 def _oom_types() -> tuple[type, ...]:

@@ -257,3 +257,85 @@ async def test_every_worker_lost_leaves_the_rest_unsent_and_the_same_command_res
     assert sent_now and not (sent_now & done_before)  # nothing already done was sent again
     successes = _successes(out)
     assert len(successes) == CELLS and set(successes.values()) == {1}
+
+
+# ---- LoRA files shipped to workers that cannot read the driver's disk (ship_loras) ----
+
+def _images_by_fingerprint(run: Path) -> dict[str, bytes]:
+    db = sqlite3.connect(run / "run.db")
+    rows = db.execute("SELECT g.fingerprint, i.path FROM generations g JOIN images i ON i.generation_id = g.id "
+                      "WHERE g.status = 'succeeded'").fetchall()
+    db.close()
+    return {fp: (run / path).read_bytes() for fp, path in rows}
+
+
+def _lora_files(run: Path) -> list[list[str]]:
+    """What each successful generation's worker loaded (`metadata.lora_files`; [] for the baseline)."""
+    db = sqlite3.connect(run / "run.db")
+    rows = db.execute("SELECT metadata_json FROM generations WHERE status = 'succeeded'").fetchall()
+    db.close()
+    return [json.loads(m).get("lora_files", []) for (m,) in rows]
+
+
+async def test_always_ship_loads_every_lora_from_the_workers_cache_folder_with_the_same_images(
+        ray_cluster, ray_project, reference, tmp_path):
+    from lorascope.registry.digest import sha256_file
+
+    cache = tmp_path / "worker-cache"
+    suite = ray_project / "ray-ship-always.yaml"
+    suite.write_text((ray_project / "ray.yaml").read_text().replace(
+        "threads_per_worker: 1", f"threads_per_worker: 1, ship_loras: always, lora_cache: '{cache}'"))
+    out = tmp_path / "run"
+    summary = await run_suite_async(load_suite(suite), out, progress=False, handle_sigint=False)
+
+    assert summary.exit_code == 0, summary
+    assert _images(out) == _images(reference)  # byte for byte, every cell
+    shas = {sha256_file(ray_project / "loras" / f"{n}.safetensors") for n in ("alpha", "beta")}
+    expected = {str(cache / sha[:2] / f"{sha}.safetensors") for sha in shas}
+    loaded = [files for files in _lora_files(out) if files]
+    assert len(loaded) == CELLS - 4  # every LoRA cell (4 are baselines)
+    assert {f for files in loaded for f in files} == expected  # never the driver's own path
+    assert {str(p) for p in cache.rglob("*") if p.is_file()} == expected  # the two files, nothing else
+    assert any("2 LoRA file(s)" in n and "ship_loras: always" in n for n in summary.notes), summary.notes
+
+
+async def test_auto_ships_only_the_lora_a_worker_cannot_read_at_the_drivers_path(
+        ray_cluster, ray_project, reference, tmp_path):
+    """`loras/hidden.safetensors` exists in the driver's process only: a link to /proc/self/fd/N,
+    where N is this process's open descriptor of a file whose name is gone; in a worker that
+    link names its own descriptor N (none, or another file). beta sits at a path both can read."""
+    import shutil
+
+    from lorascope.registry.digest import sha256_file
+
+    private = tmp_path / "private.safetensors"
+    shutil.copy(ray_project / "loras" / "alpha.safetensors", private)
+    alpha_sha = sha256_file(private)
+    fd = os.open(private, os.O_RDONLY)
+    high = 900
+    with pytest.raises(OSError):
+        os.fstat(high)  # free in this process
+    os.dup2(fd, high)
+    os.close(fd)
+    private.unlink()  # from now on only this process can reach the bytes
+    project = tmp_path / "project"
+    (project / "loras").mkdir(parents=True)
+    (project / "loras" / "hidden.safetensors").symlink_to(f"/proc/self/fd/{high}")
+    shutil.copy(ray_project / "loras" / "beta.safetensors", project / "loras" / "beta.safetensors")
+    (project / "loras.yaml").write_text((ray_project / "loras.yaml").read_text().replace("alpha", "hidden"))
+    cache = tmp_path / "worker-cache"
+    (project / "ray.yaml").write_text((ray_project / "ray.yaml").read_text().replace(
+        "threads_per_worker: 1", f"threads_per_worker: 1, lora_cache: '{cache}'").replace("alpha", "hidden"))
+    out = tmp_path / "run"
+    try:
+        summary = await run_suite_async(load_suite(project / "ray.yaml"), out, progress=False, handle_sigint=False)
+    finally:
+        os.close(high)
+
+    assert summary.exit_code == 0, summary
+    assert _images_by_fingerprint(out) == _images_by_fingerprint(reference)  # same requests, same bytes
+    shipped = str(cache / alpha_sha[:2] / f"{alpha_sha}.safetensors")
+    beta = str(project / "loras" / "beta.safetensors")
+    assert {f for files in _lora_files(out) for f in files} == {shipped, beta}  # beta read where it is
+    assert {str(p) for p in cache.rglob("*") if p.is_file()} == {shipped}
+    assert any("1 LoRA file(s)" in n and "ship_loras: auto" in n for n in summary.notes), summary.notes
