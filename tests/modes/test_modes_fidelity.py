@@ -22,6 +22,7 @@ from lorascope.harness.runner import run_suite_async
 from lorascope.harness.suite import load_suite
 from tests.fakes.images import make_image
 from tests.helpers.harness_fakes import CATALOGUE
+from tests.modes.style_project import write_style_project
 
 
 class BlendProvider(Provider):
@@ -142,17 +143,10 @@ async def test_an_input_changed_since_the_run_gets_no_fidelity_and_says_so(tmp_p
 async def test_tiny_diffusers_img2img_run_gets_fidelity_columns_and_rescoring_is_cached(tmp_path, monkeypatch):
     pytest.importorskip("diffusers")
     from lorascope.evals.scoring import score_run
-    from lorascope.harness.lora_writer import write_lora
-    from lorascope.harness.providers.local import DiffusersProvider
 
     monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
     project = tmp_path / "proj"
-    (project / "in").mkdir(parents=True)
-    transformer = DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
-    write_lora(project / "loras" / "style.safetensors", transformer, seed=3)
-    (project / "loras.yaml").write_text(
-        "version: 1\nloras:\n  - id: style\n    name: Style\n    source: {path: loras/style.safetensors}\n"
-        "    kind: style\n    triggers: [st7le]\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n")
+    write_style_project(project)
     (project / "in" / "a.png").write_bytes(make_image("png", 64, 64, seed=4))
     (project / "suite.yaml").write_text(
         "name: i2i\nmode: img2img\nproviders:\n  - diffusers: {model: tiny-random}\n"

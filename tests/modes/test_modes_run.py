@@ -16,6 +16,7 @@ from lorascope.harness.runner import run_suite_async
 from lorascope.harness.suite import load_suite
 from tests.fakes.images import make_image
 from tests.helpers.harness_fakes import CATALOGUE
+from tests.modes.style_project import write_style_project
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("diffusers")
@@ -31,17 +32,10 @@ def test_example_suite_expands_with_a_baseline_per_strength():
 
 
 async def test_img2img_run_stores_strength_and_image_and_reruns_for_free(tmp_path, monkeypatch):
-    from lorascope.harness.lora_writer import write_lora
-    from lorascope.harness.providers.local import DiffusersProvider
 
     monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
     project = tmp_path / "proj"
-    (project / "in").mkdir(parents=True)
-    transformer = DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
-    write_lora(project / "loras" / "style.safetensors", transformer, seed=3)
-    (project / "loras.yaml").write_text(
-        "version: 1\nloras:\n  - id: style\n    name: Style\n    source: {path: loras/style.safetensors}\n"
-        "    kind: style\n    triggers: [st7le]\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n")
+    write_style_project(project)
     (project / "in" / "a.png").write_bytes(make_image("png", 64, 64, seed=4))
     (project / "in" / "b.png").write_bytes(make_image("png", 64, 64, seed=8))
     (project / "suite.yaml").write_text(

@@ -17,6 +17,7 @@ import pytest
 from report_browser import browser_context, load_all_images, open_page, screenshot
 
 from lorascope.reports.service import write_run_data_report, write_run_report
+from tests.modes.style_project import write_style_project
 
 pytest.importorskip("diffusers")
 
@@ -36,8 +37,6 @@ def browser():
 def i2i(tmp_path_factory):
     """(run folder, {input id: sha256 of the suite's file}, the unscored run's grid inputs)."""
     from lorascope.evals.scoring import score_run
-    from lorascope.harness.lora_writer import write_lora
-    from lorascope.harness.providers.local import DiffusersProvider
     from lorascope.harness.runner import run_suite_async
     from lorascope.harness.suite import load_suite
     from lorascope.reports.build_run import build_run_view
@@ -49,12 +48,7 @@ def i2i(tmp_path_factory):
     mp.setenv("LORASCOPE_CACHE", str(root / "cache"))
     try:
         project = root / "proj"
-        (project / "in").mkdir(parents=True)
-        transformer = DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
-        write_lora(project / "loras" / "style.safetensors", transformer, seed=3)
-        (project / "loras.yaml").write_text(
-            "version: 1\nloras:\n  - id: style\n    name: Style\n    source: {path: loras/style.safetensors}\n"
-            "    kind: style\n    triggers: [st7le]\n    scale: {recommended: 1.0, range: [0.0, 2.0]}\n")
+        write_style_project(project)
         shas = {}
         for key, seed in zip(INPUTS, (4, 8)):
             data = make_image("png", 64, 64, seed=seed)
