@@ -116,16 +116,10 @@ def show(
 
 def _agreement(run: Path, votes, clip: Optional[str]):
     from lorascope.evals.ratings import metric_agreement
-    from lorascope.evals.results import resolve_model, scored_frame
-    from lorascope.harness.store import RunStore
-
-    with RunStore.open(run) as store:
-        conn = store.connect()
-        try:
-            model = resolve_model(conn, clip)
-        finally:
-            conn.close()
+    from lorascope.evals.results import run_model, scored_frame
     from lorascope.evals.scorer_store import scorer_columns
+
+    model = run_model(run, clip)
 
     frame, _ = scorer_columns(scored_frame(run, model), run)  # plugin scorers (aesthetic, ...) too
     return metric_agreement(votes, frame)

@@ -637,15 +637,9 @@ def pair_rule_strengths(run_dir, entries: dict) -> dict[tuple[str, str], float |
     latest scores; empty when the run is not scored or has no strength axis."""
     from lorascope.evals.fidelity import fidelity_columns
     from lorascope.evals.recommend_pairs import recommend_pairs
-    from lorascope.evals.results import resolve_model, scored_frame
-    from lorascope.harness.store import RunStore
+    from lorascope.evals.results import run_model, scored_frame
 
-    with RunStore.open(run_dir) as store:
-        conn = store.connect()
-        try:
-            model = resolve_model(conn, None)
-        finally:
-            conn.close()
+    model = run_model(run_dir)
     if model is None:
         return {}
     scored = fidelity_columns(scored_frame(run_dir, model), run_dir)

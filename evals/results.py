@@ -88,6 +88,19 @@ def resolve_model(conn: sqlite3.Connection, clip: str | None) -> str | None:
     return None
 
 
+def run_model(run_dir: str | Path, clip: str | None = None) -> str | None:
+    """The CLIP model id `clip` names among the run's scores (None: the latest), or None when
+    the run was not scored with it."""
+    from lorascope.harness.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            return resolve_model(conn, clip)
+        finally:
+            conn.close()
+
+
 def scored_frame(run_dir: str | Path, clip: str | None = None) -> "pd.DataFrame":
     """The run's results frame with the score columns of one CLIP model joined on
     (cell_id, image_index, image_sha256); NaN where an image has no score (yet)."""
