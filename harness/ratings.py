@@ -131,6 +131,11 @@ class Ratings:
         self._conn = conn
         self._lock = threading.Lock()
         ensure_schema(conn)
+        self._data_version = self._read_data_version()
+
+    def _read_data_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "Ratings":
@@ -171,6 +176,14 @@ class Ratings:
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection (`lorascope ratings import`, a second server) has committed
+        to run.db since the last call: SQLite's `data_version` moves only for other writers, so
+        a long-running reader re-reads the votes only when it must."""
+        version = self._read_data_version()
+        seen, self._data_version = self._data_version, version
+        return seen != version
 
     # ---- export / import --------------------------------------------------------------
 

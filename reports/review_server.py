@@ -193,6 +193,8 @@ def create_app(state: ReviewState, *, allowed_hosts: list[str]) -> Starlette:
         if isinstance(rater, Response):
             return rater
         exclude = [k for k in request.query_params.getlist("exclude") if k]
+        if state.ratings.changed_elsewhere():  # votes imported (or cast elsewhere) while we run
+            state.votes = state.ratings.votes()
         pair = state.chooser.choose(state.votes, rater, exclude=exclude)
         body: dict[str, Any] = {"pair": None, "progress": state.chooser.progress(state.votes, rater)}
         if pair is not None:

@@ -205,3 +205,30 @@ def test_load_50_voters_20_votes_each(review_run, server):
         conn.close()
     assert per_rater == (50, 20, 20)
     assert dupes == 0  # no voter was shown a pair twice
+
+
+def test_votes_imported_while_the_server_runs_count_at_the_next_pair(review_run, server, tmp_path):
+    """`lorascope ratings import` into a run whose review page is open: the server sees the new
+    votes at the next request (SQLite's data_version), not only after a restart, so it neither
+    shows the imported pairs again nor miscounts progress."""
+    from lorascope.cli import app
+    from typer.testing import CliRunner
+
+    pair, _, r = _vote(server.base, "ann", "left", "v-here")
+    assert r.status_code == 200
+    # another rater's votes, cast on a copy of the run and exported there
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(review_run, other)
+    from review_helpers import cast_votes
+
+    cast_votes(other, "bob", 3)
+    exported = tmp_path / "bob.jsonl"
+    assert CliRunner().invoke(app, ["ratings", "export", str(other), "-o", str(exported)]).exit_code == 0
+    before = httpx.get(f"{server.base}/api/next", params={"rater": "bob"}).json()
+    assert sum(p["votes"] for p in before["progress"]) == 0
+    done = CliRunner().invoke(app, ["ratings", "import", str(review_run), str(exported)])
+    assert done.exit_code == 0, done.output
+    after = httpx.get(f"{server.base}/api/next", params={"rater": "bob"}).json()
+    assert sum(p["votes"] for p in after["progress"]) == 3  # bob's, without a restart
