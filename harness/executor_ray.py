@@ -509,7 +509,7 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
         )
     if pool.shipper.files:
         ex.summary.notes.append(
-            f"{provider}: {pool.shipper.files} LoRA file(s) ({pool.shipper.bytes / 2**20:.1f} MiB) shipped to Ray "
+            f"{provider}: {pool.shipper.files} LoRA file(s) ({_size(pool.shipper.bytes)}) shipped to Ray "
             f"workers through the object store (ship_loras: {pool.shipper.mode})"
         )
     elapsed = time.monotonic() - started
@@ -519,6 +519,10 @@ async def run_on_ray(ex: Executor, provider: str, units: list[Unit], choice: Ray
         f"({cells / elapsed if elapsed else 0:.2f} cells/s), "
         f"{sum(w.summary.lora_loads for w in pool.workers)} LoRA load(s)"
     )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _show(ex: Executor, worker: _Worker, activity: str, cells: int = 0) -> None:
