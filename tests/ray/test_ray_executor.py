@@ -299,43 +299,76 @@ async def test_always_ship_loads_every_lora_from_the_workers_cache_folder_with_t
     assert any("2 LoRA file(s)" in n and "ship_loras: always" in n for n in summary.notes), summary.notes
 
 
-async def test_auto_ships_only_the_lora_a_worker_cannot_read_at_the_drivers_path(
+async def test_auto_ships_only_the_lora_a_worker_cannot_read_and_never_bytes_other_than_planned(
         ray_cluster, ray_project, reference, tmp_path):
     """`loras/hidden.safetensors` exists in the driver's process only: a link to /proc/self/fd/N,
     where N is this process's open descriptor of a file whose name is gone; in a worker that
-    link names its own descriptor N (none, or another file). beta sits at a path both can read."""
+    link names its own descriptor N (none, or another file). beta sits at a path both can read.
+    `loras/changing.safetensors` is hidden the same way and replaced by other bytes once the run
+    is planned (run.db appears), before any worker asks for it."""
     import shutil
 
+    from lorascope.harness.lora_writer import write_lora
+    from lorascope.harness.providers.local import DiffusersProvider
     from lorascope.registry.digest import sha256_file
 
-    private = tmp_path / "private.safetensors"
-    shutil.copy(ray_project / "loras" / "alpha.safetensors", private)
-    alpha_sha = sha256_file(private)
-    fd = os.open(private, os.O_RDONLY)
-    high = 900
-    with pytest.raises(OSError):
-        os.fstat(high)  # free in this process
-    os.dup2(fd, high)
-    os.close(fd)
-    private.unlink()  # from now on only this process can reach the bytes
+    def driver_only(path: Path, fd_number: int) -> None:
+        """Keep `path` open as descriptor `fd_number` of this process, then remove its name."""
+        fd = os.open(path, os.O_RDONLY)
+        with pytest.raises(OSError):
+            os.fstat(fd_number)  # free in this process
+        os.dup2(fd, fd_number)
+        os.close(fd)
+        path.unlink()
+
+    transformer = DiffusersProvider({"model": "tiny-random"}).load_pipeline().transformer
+    private = tmp_path / "private"
+    private.mkdir()
+    shutil.copy(ray_project / "loras" / "alpha.safetensors", private / "hidden.safetensors")
+    write_lora(private / "changing.safetensors", transformer, seed=5)
+    shutil.copy(ray_project / "loras" / "alpha.safetensors", private / "replacement.safetensors")
+    alpha_sha = sha256_file(private / "hidden.safetensors")
+    hidden_fd, changing_fd = 900, 901
+    driver_only(private / "hidden.safetensors", hidden_fd)
+    driver_only(private / "changing.safetensors", changing_fd)
     project = tmp_path / "project"
     (project / "loras").mkdir(parents=True)
-    (project / "loras" / "hidden.safetensors").symlink_to(f"/proc/self/fd/{high}")
+    (project / "loras" / "hidden.safetensors").symlink_to(f"/proc/self/fd/{hidden_fd}")
+    (project / "loras" / "changing.safetensors").symlink_to(f"/proc/self/fd/{changing_fd}")
     shutil.copy(ray_project / "loras" / "beta.safetensors", project / "loras" / "beta.safetensors")
-    (project / "loras.yaml").write_text((ray_project / "loras.yaml").read_text().replace("alpha", "hidden"))
+    (project / "loras.yaml").write_text("version: 1\nloras:\n" + "".join(
+        f"  - id: {name}\n    name: {name.title()}\n    source: {{path: loras/{name}.safetensors}}\n"
+        f"    kind: style\n    scale: {{recommended: 1.0, range: [0.0, 2.0]}}\n"
+        for name in ("hidden", "beta", "changing")))
     cache = tmp_path / "worker-cache"
     (project / "ray.yaml").write_text((ray_project / "ray.yaml").read_text().replace(
-        "threads_per_worker: 1", f"threads_per_worker: 1, lora_cache: '{cache}'").replace("alpha", "hidden"))
+        "threads_per_worker: 1", f"threads_per_worker: 1, lora_cache: '{cache}'").replace(
+        "[alpha, beta]", "[hidden, beta, changing]"))
     out = tmp_path / "run"
     try:
-        summary = await run_suite_async(load_suite(project / "ray.yaml"), out, progress=False, handle_sigint=False)
+        run = asyncio.create_task(run_suite_async(load_suite(project / "ray.yaml"), out, progress=False,
+                                                  handle_sigint=False))
+        while not (out / "run.db").exists() and not run.done():  # planned: every request named its sha256
+            await asyncio.sleep(0.02)
+        replacement = os.open(private / "replacement.safetensors", os.O_RDONLY)
+        os.dup2(replacement, changing_fd)  # the user replaced the file; workers are still starting
+        os.close(replacement)
+        summary = await run
     finally:
-        os.close(high)
+        os.close(hidden_fd)
+        os.close(changing_fd)
 
-    assert summary.exit_code == 0, summary
+    changing_cells = 2 * 2 * 2  # 2 prompts x 2 seeds x 2 scales
+    ps = summary.providers["diffusers"]
+    assert ps.succeeded == CELLS and ps.failed == changing_cells and summary.exit_code == 1, summary
     assert _images_by_fingerprint(out) == _images_by_fingerprint(reference)  # same requests, same bytes
     shipped = str(cache / alpha_sha[:2] / f"{alpha_sha}.safetensors")
     beta = str(project / "loras" / "beta.safetensors")
     assert {f for files in _lora_files(out) for f in files} == {shipped, beta}  # beta read where it is
-    assert {str(p) for p in cache.rglob("*") if p.is_file()} == {shipped}
+    assert {str(p) for p in cache.rglob("*") if p.is_file()} == {shipped}  # nothing of the changed file
     assert any("1 LoRA file(s)" in n and "ship_loras: auto" in n for n in summary.notes), summary.notes
+    failures = _errors(out)
+    assert len(failures) == changing_cells  # one line each, no image for any of them
+    for _, kind, message in failures:
+        assert kind == "lora_mismatch" and "\n" not in message, message
+        assert "changing.safetensors" in message and "the file changed" in message and "not shipped" in message
