@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lorascope.harness.providers.base import ProviderConfig
 
@@ -51,6 +51,14 @@ class ExecutorSettings(ProviderConfig):
         description="folder on each worker's node where shipped LoRA files are kept by sha256; None = "
         "$LORASCOPE_RAY_LORA_CACHE, else ray-loras in the user cache folder",
     )
+
+    @field_validator("lora_cache")
+    @classmethod
+    def _absolute_cache(cls, value: str | None) -> str | None:
+        """A folder on each worker's node: a relative path would depend on where Ray starts a worker."""
+        if value is not None and not value.startswith("~") and not value.startswith("/") and ":" not in value[:3]:
+            raise ValueError(f"{value!r} is relative; give an absolute folder (or ~/...) on each worker's node")
+        return value
 
 
 @dataclass(frozen=True)

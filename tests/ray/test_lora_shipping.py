@@ -110,3 +110,17 @@ def test_default_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("LORASCOPE_RAY_LORA_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "lorascope" / "ray-loras"
+
+
+def test_the_settings_reach_the_ray_choice_and_a_relative_cache_folder_is_refused():
+    from pydantic import ValidationError
+
+    from lorascope.harness.ray_settings import ExecutorSettings, ray_choice
+
+    choice = ray_choice(ExecutorSettings(executor="ray", ship_loras="always", lora_cache="~/ray-loras"), None)
+    assert choice is not None and choice.ship_loras == "always" and choice.lora_cache == "~/ray-loras"
+    assert ray_choice(ExecutorSettings(executor="ray"), None).ship_loras == "auto"  # the default
+    with pytest.raises(ValidationError, match="ship_loras"):
+        ExecutorSettings(ship_loras="sometimes")
+    with pytest.raises(ValidationError, match="relative; give an absolute folder"):
+        ExecutorSettings(lora_cache="cache/loras")
