@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from lorascope.evals.scorer import Embedder
 
-FIDELITY_COLUMNS = ("input_cosine", "input_ssim")
+FIDELITY_COLUMNS = ("input_cosine", "input_ssim", "kept_ssim")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fidelity (
@@ -49,7 +49,13 @@ CREATE TABLE IF NOT EXISTS fidelity (
     input_path    TEXT NOT NULL,
     input_cosine  REAL,
     input_ssim    REAL,
+    kept_ssim     REAL,  -- inpaint: SSIM to the input outside the mask (what was to stay)
     PRIMARY KEY (cell_id, image_index, clip_model)
+);
+CREATE TABLE IF NOT EXISTS run_masks (
+    input_id    TEXT PRIMARY KEY,
+    mask_sha256 TEXT NOT NULL,
+    mask_path   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS run_inputs (
     input_id     TEXT PRIMARY KEY,
@@ -82,10 +88,13 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the tables; a run scored before URL inputs were fetched gains their columns."""
     conn.executescript(SCHEMA)
     have = {row[1] for row in conn.execute("PRAGMA table_info(run_inputs)")}
+    scored = {row[1] for row in conn.execute("PRAGMA table_info(fidelity)")}
     with conn:
         for column in ("url", "fetched_at", "conflict"):
             if column not in have:
                 conn.execute(f"ALTER TABLE run_inputs ADD COLUMN {column} TEXT")
+        if "kept_ssim" not in scored:  # a run scored before inpaint masks were measured
+            conn.execute("ALTER TABLE fidelity ADD COLUMN kept_ssim REAL")
 
 
 def collect_inputs(
@@ -226,8 +235,9 @@ def compute_fidelity(
     run_dir: Path, frame: "pd.DataFrame", embedder: "Embedder", image_vectors: dict[str, np.ndarray],
     *, refetch: bool = False, verify: "ssl.SSLContext | bool" = True,
 ) -> tuple[list[tuple], list[str]]:
-    """Rows (cell_id, image_index, image_sha256, input_sha256, input_path, cosine, ssim) for every
-    scored image whose input is kept, and the problems met. The input's embedding is cached."""
+    """Rows (cell_id, image_index, image_sha256, input_sha256, input_path, cosine, ssim, kept_ssim)
+    for every scored image whose input is kept, and the problems met. The input's embedding is
+    cached. `kept_ssim`: an inpaint's SSIM outside its mask (None without a kept mask)."""
     from lorascope.evals.ssim import ssim_files
 
     if not has_inputs(frame):
@@ -237,17 +247,78 @@ def compute_fidelity(
     if not inputs:
         return [], problems
     input_vectors = embedder.images([(sha, run_dir / rel) for sha, rel in inputs.values()])
-    ssim_memo: dict[tuple[str, str], float] = {}
+    masks, mask_problems = collect_masks(run_dir)
+    problems += mask_problems
+    ssim_memo: dict[tuple[str, str, str | None], float] = {}
+
+    def ssim(image: str, image_sha: str, input_rel: str, input_sha: str, mask_rel: str | None) -> float:
+        key = (image_sha, input_sha, mask_rel)
+        if key not in ssim_memo:
+            ssim_memo[key] = ssim_files(run_dir / image, run_dir / input_rel,
+                                        keep_mask=run_dir / mask_rel if mask_rel else None)
+        return ssim_memo[key]
+
     rows = []
     wanted = frame[frame["init_image"].isin(inputs) & frame["image_sha256"].isin(image_vectors)]
     for r in wanted[["cell_id", "image_index", "image_sha256", "image_path", "init_image"]].itertuples(index=False):
         in_sha, in_rel = inputs[r.init_image]
         cosine = float(np.dot(image_vectors[r.image_sha256], input_vectors[in_sha]))
-        key = (r.image_sha256, in_sha)
-        if key not in ssim_memo:
-            ssim_memo[key] = ssim_files(run_dir / r.image_path, run_dir / in_rel)
-        rows.append((r.cell_id, int(r.image_index), r.image_sha256, in_sha, in_rel, cosine, ssim_memo[key]))
+        whole = ssim(r.image_path, r.image_sha256, in_rel, in_sha, None)
+        mask = masks.get(r.init_image)
+        kept = ssim(r.image_path, r.image_sha256, in_rel, in_sha, mask[1]) if mask else None
+        rows.append((r.cell_id, int(r.image_index), r.image_sha256, in_sha, in_rel, cosine, whole,
+                     None if kept is None or np.isnan(kept) else kept))
     return rows, problems
+
+
+def collect_masks(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """{image id: (sha256, path relative to the run)} of the inpaint masks the run's cells were
+    made with, copied into the run (table `run_masks`) so re-scores work without the suite's
+    files; a mask file changed since the run, or an https mask (not fetched), gets none."""
+    import json
+
+    from lorascope.harness.input_images import load_inputs
+    from lorascope.harness.store import RunStore, image_problem, write_image
+
+    found: dict[str, tuple[str, str]] = {}
+    problems: list[str] = []
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            _ensure_schema(conn)
+            used: dict[str, set[str]] = {}
+            for axes, request in conn.execute("SELECT axes_json, request_json FROM cells WHERE request_json LIKE ?",
+                                              ('%"mask_image":{%',)):
+                image_id = json.loads(axes).get("image")
+                sha = (json.loads(request).get("mask_image") or {}).get("sha256")
+                if image_id and sha:
+                    used.setdefault(str(image_id), set()).add(sha)
+            if not used:
+                return {}, []
+            try:
+                inputs, _ = load_inputs(store.suite())
+            except Exception:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
+                inputs = []
+            changed: dict[str, str] = {}
+            for item in inputs:
+                mask = item.mask
+                if mask is None or mask.data is None or item.id not in used:
+                    continue
+                if mask.sha256 not in used[item.id]:
+                    changed[item.id] = f"{mask.source}: mask changed since the run used it (image {item.id!r})"
+                    continue
+                found[item.id] = write_image(Path(run_dir), mask.data, (mask.mime or "image/png").split("/")[-1])
+            for input_id, sha, rel in conn.execute("SELECT input_id, mask_sha256, mask_path FROM run_masks"):
+                if input_id not in found and sha in used.get(input_id, ()) and image_problem(Path(run_dir) / rel, sha) is None:
+                    found[input_id] = (sha, rel)
+            problems += [f"{why}; " + ("measured with the copy the run kept" if input_id in found
+                                       else "no kept-region SSIM for its images") for input_id, why in changed.items()]
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO run_masks VALUES (?, ?, ?)",
+                                 [(i, sha, rel) for i, (sha, rel) in found.items()])
+        finally:
+            conn.close()
+    return found, problems
 
 
 def write_fidelity(conn: sqlite3.Connection, clip_model: str, rows: Iterable[tuple]) -> int:
@@ -256,8 +327,10 @@ def write_fidelity(conn: sqlite3.Connection, clip_model: str, rows: Iterable[tup
     rows = list(rows)
     with conn:
         conn.execute("DELETE FROM fidelity WHERE clip_model = ?", (clip_model,))
-        conn.executemany("INSERT INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(r[0], int(r[1]), clip_model, *r[2:]) for r in rows])
+        conn.executemany(
+            "INSERT INTO fidelity (cell_id, image_index, clip_model, image_sha256, input_sha256, input_path, "
+            "input_cosine, input_ssim, kept_ssim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r[0], int(r[1]), clip_model, *r[2:]) for r in rows])
     return len(rows)
 
 
@@ -274,10 +347,10 @@ def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFram
     with RunStore.open(run_dir) as store:
         conn = store.connect()
         try:
-            conn.executescript(SCHEMA)
+            _ensure_schema(conn)
             stored = pd.read_sql_query(
-                "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim FROM fidelity "
-                "WHERE clip_model = ?", conn, params=(model,))
+                "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim, kept_ssim "
+                "FROM fidelity WHERE clip_model = ?", conn, params=(model,))
             paths = dict(conn.execute("SELECT input_id, input_path FROM run_inputs").fetchall())
         finally:
             conn.close()
@@ -301,7 +374,7 @@ def fidelity_by_strength(frame: "pd.DataFrame") -> "pd.DataFrame":
 
     from lorascope.evals.metrics import is_scorable
 
-    columns = ["lora", "provider", "strength", "scale", "style_shift", "input_ssim", "input_cosine", "n"]
+    columns = ["lora", "provider", "strength", "scale", "style_shift", "input_ssim", "input_cosine", "kept_ssim", "n"]
     if not has_inputs(frame) or "input_ssim" not in frame.columns or "style_shift" not in frame.columns:
         return pd.DataFrame(columns=columns)
     ok = frame[is_scorable(frame) & (frame["lora"] != "") & (frame["n_loras"] == 1)
@@ -309,6 +382,9 @@ def fidelity_by_strength(frame: "pd.DataFrame") -> "pd.DataFrame":
     if ok.empty:
         return pd.DataFrame(columns=columns)
     grouped = ok.groupby(["lora", "provider", "strength", "scale"], sort=True)
-    out = grouped[["style_shift", "input_ssim", "input_cosine"]].mean()
+    means = ["style_shift", "input_ssim", "input_cosine", *(["kept_ssim"] if "kept_ssim" in ok.columns else [])]
+    out = grouped[means].mean()
+    if "kept_ssim" not in out.columns:
+        out["kept_ssim"] = float("nan")
     out["n"] = grouped.size()
     return out.reset_index()[columns]

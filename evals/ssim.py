@@ -53,8 +53,10 @@ def common_size(a: tuple[int, int], b: tuple[int, int], side: int = DEFAULT_SIDE
     return max(WINDOW, round(w * scale)), max(WINDOW, round(h * scale))
 
 
-def ssim_arrays(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean SSIM of two same-shape grayscale arrays (values 0..255)."""
+def ssim_arrays(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Mean SSIM of two same-shape grayscale arrays (values 0..255); with `weight` (same shape,
+    0..1) the weighted mean of the SSIM map, each window weighted at its centre (an inpaint's
+    kept region: weight 1 outside the mask); NaN when the weights sum to 0."""
     if x.shape != y.shape:
         raise ValueError(f"SSIM needs equal shapes, got {x.shape} and {y.shape}")
     g = _gaussian(min(WINDOW, *x.shape) | 1)
@@ -64,11 +66,23 @@ def ssim_arrays(x: np.ndarray, y: np.ndarray) -> float:
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return float(np.mean(num / den))
+    smap = num / den
+    if weight is None:
+        return float(np.mean(smap))
+    if weight.shape != x.shape:
+        raise ValueError(f"SSIM weight needs the images' shape {x.shape}, got {weight.shape}")
+    top, left = (x.shape[0] - smap.shape[0]) // 2, (x.shape[1] - smap.shape[1]) // 2
+    w = weight[top:top + smap.shape[0], left:left + smap.shape[1]]
+    total = float(w.sum())
+    return float((smap * w).sum() / total) if total > 0 else float("nan")
 
 
-def ssim_files(a: Path | str, b: Path | str, side: int = DEFAULT_SIDE) -> float:
-    """SSIM of two image files, compared at `common_size`."""
+def ssim_files(a: Path | str, b: Path | str, side: int = DEFAULT_SIDE, keep_mask: Path | str | None = None) -> float:
+    """SSIM of two image files, compared at `common_size`; with `keep_mask` (an inpaint mask:
+    white repaints) only where the mask is dark, i.e. what the inpaint was to leave alone."""
     with Image.open(a) as ia, Image.open(b) as ib:
         size = common_size(ia.size, ib.size, side)
-    return ssim_arrays(gray_array(a, size), gray_array(b, size))
+    weight = None
+    if keep_mask is not None:
+        weight = (gray_array(keep_mask, size) < 128).astype(np.float64)
+    return ssim_arrays(gray_array(a, size), gray_array(b, size), weight)

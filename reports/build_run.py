@@ -195,14 +195,18 @@ def _fidelity_specs(lora: str, data: RunData) -> list[PlotSpec]:
         return []
     many = mine["provider"].nunique() > 1
     specs = []
-    for column, name in (("input_ssim", "SSIM to the input"), ("input_cosine", "CLIP cosine to the input")):
+    plotted = [("input_ssim", "SSIM to the input"), ("input_cosine", "CLIP cosine to the input")]
+    if mine["kept_ssim"].notna().any():  # inpaint: what was to stay, outside the mask
+        plotted.insert(0, ("kept_ssim", "SSIM outside the mask"))
+    for column, name in plotted:
         curves = []
         for index, ((provider, strength), group) in enumerate(mine.groupby(["provider", "strength"], sort=True)):
             label = f"{provider} · strength {strength:g}" if many else f"strength {strength:g}"
             points = [CurvePoint(x=float(r.style_shift), mean=float(getattr(r, column)), n=int(r.n),
                                  label=f"scale {r.scale:g} (style shift {r.style_shift:+.3f})")
-                      for r in group.itertuples(index=False)]
-            curves.append(Curve(label=label, color=color_for(index), points=points))
+                      for r in group.itertuples(index=False) if not math.isnan(float(getattr(r, column)))]
+            if points:
+                curves.append(Curve(label=label, color=color_for(index), points=points))
         specs.append(PlotSpec(title=f"Fidelity vs style per strength: {name}",
                               y_label=column, x_label="style shift (mean)", curves=curves,
                               legend="one curve per strength, one point per scale (hover a point for its scale)"))

@@ -53,3 +53,23 @@ def test_files_are_compared_downscaled_in_grayscale(tmp_path):
     assert ssim_files(tmp_path / "a.png", tmp_path / "a.png") == pytest.approx(1.0)
     assert ssim_files(tmp_path / "a.png", tmp_path / "b.png") > 0.9
     assert ssim_files(tmp_path / "a.png", tmp_path / "c.png") < 0.1
+
+
+def test_weighted_ssim_is_the_map_where_the_weight_is():
+    """An inpaint's kept region: the SSIM map's mean where the weight is 1 (windows at their
+    centre); the picture repainted only under weight 0 scores 1 there; no weight at all is NaN."""
+    import math
+
+    from lorascope.evals.ssim import ssim_arrays
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 255, (64, 64))
+    y = x.copy()
+    y[:, 40:] = rng.uniform(0, 255, (64, 24))  # repainted right part
+    keep = np.zeros((64, 64))
+    keep[:, :28] = 1.0  # kept left part, 12 px clear of the repaint (more than the 11 px window)
+    assert ssim_arrays(x, y, keep) == pytest.approx(1.0)
+    assert ssim_arrays(x, y) < 0.8
+    assert math.isnan(ssim_arrays(x, y, np.zeros((64, 64))))
+    with pytest.raises(ValueError, match="weight"):
+        ssim_arrays(x, y, np.ones((8, 8)))

@@ -27,10 +27,11 @@ from tests.modes.style_project import write_style_project
 
 class BlendProvider(Provider):
     """img2img as a straight mix: (1 - strength) * input + strength * noise(seed), plus a faint
-    LoRA-scale tint, so fidelity has a known ordering."""
+    LoRA-scale tint, so fidelity has a known ordering; inpaint mixes only where the mask is
+    white and keeps the input's pixels elsewhere."""
 
     name = "blend"
-    modes = frozenset({"img2img"})
+    modes = frozenset({"img2img", "inpaint"})
 
     def validate(self, request):
         return []
@@ -49,7 +50,12 @@ class BlendProvider(Provider):
         noise = np.random.default_rng(request.seed).uniform(0, 255, source.shape)
         s = request.strength if request.strength is not None else 0.6
         tint = sum(spec.scale for spec in request.loras) * 4.0 * s
-        out = np.clip((1 - s) * source + s * noise + tint, 0, 255).astype(np.uint8)
+        out = np.clip((1 - s) * source + s * noise + tint, 0, 255)
+        if request.mask_image is not None:
+            with Image.open(io.BytesIO(request.mask_image.data)) as m:
+                repaint = np.asarray(m.convert("L").resize((request.width, request.height)))[..., None] >= 128
+            out = np.where(repaint, out, source)
+        out = out.astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(out).save(buffer, format="PNG")
         return GenerationResult(provider="blend", images=[to_image("blend", buffer.getvalue())], seed=request.seed,
@@ -101,6 +107,7 @@ async def test_fidelity_falls_as_strength_rises_and_is_one_at_zero(tmp_path, mon
     frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert frame[["input_cosine", "input_ssim"]].equals(first[["input_cosine", "input_ssim"]])
     assert {"input_cosine", "input_ssim", "input_path", "style_shift"} <= set(frame.columns)
+    assert frame.kept_ssim.isna().all()  # img2img: no mask, nothing measured outside one
     base = frame[frame.lora == ""].set_index("strength").sort_index()
     assert base.loc[0.0, "input_ssim"] == pytest.approx(1.0, abs=1e-9)
     assert base.loc[0.0, "input_cosine"] == pytest.approx(1.0, abs=1e-5)
@@ -165,3 +172,56 @@ async def test_tiny_diffusers_img2img_run_gets_fidelity_columns_and_rescoring_is
     assert first.embedded >= 1 and again.forward_passes == 0  # the input's embedding came from the cache too
     assert pd.read_parquet(tmp_path / "run" / "results.parquet")[["input_cosine", "input_ssim"]].equals(
         frame[["input_cosine", "input_ssim"]])
+
+
+async def test_an_inpaint_is_measured_outside_its_mask_too(tmp_path, monkeypatch):
+    """Inpaint: `kept_ssim` is the SSIM to the input where the mask is dark (what was to stay):
+    1 when the provider kept those pixels, whatever it painted inside; `input_ssim` over the
+    whole picture falls with the repainted half. The mask is kept in the run for re-scores;
+    img2img rows have no kept_ssim."""
+    import lorascope.harness.providers as providers
+    from lorascope.evals.scoring import score_run
+
+    targets = {**providers._targets(), "blend": f"{__name__}:BlendProvider"}
+    monkeypatch.setattr(providers, "_targets", lambda: targets)
+    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
+    project = tmp_path / "proj"
+    (project / "in").mkdir(parents=True)
+    (project / "loras.yaml").write_text(CATALOGUE)
+    (project / "in" / "photo.png").write_bytes(_photo())
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, 32:] = 255  # repaint the right half
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    (project / "in" / "mask.png").write_bytes(buffer.getvalue())
+    (project / "suite.yaml").write_text(
+        "name: inp\nmode: inpaint\nproviders: [blend]\nloras: [paint]\nscales: [1.0]\nstrengths: [0.5, 1.0]\n"
+        "images: [{id: photo, image: in/photo.png, mask: in/mask.png}]\nprompts: [a harbour]\nseeds: [1]\n"
+        "size: 64x64\n")
+    summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
+                                    handle_sigint=False)
+    assert summary.exit_code == 0, summary
+    assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
+    frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert len(frame) == 4 and frame.kept_ssim.notna().all()
+    # the 11-px SSIM window straddles the mask edge: windows centred in the kept half see a few repainted pixels
+    assert (frame.kept_ssim > 0.9).all() and (frame.input_ssim < frame.kept_ssim - 0.2).all()
+    (project / "in" / "mask.png").unlink()  # a re-score uses the copy the run kept
+    assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
+    again = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert again.kept_ssim.tolist() == frame.kept_ssim.tolist()
+    (project / "in" / "mask.png").write_bytes(_photo())  # another file under the mask's name
+    said = score_run(tmp_path / "run", "tiny-random", progress=False).problems
+    assert any("mask changed since the run used it (image 'photo'); measured with the copy the run kept" in p
+               for p in said)
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet").kept_ssim.tolist() == frame.kept_ssim.tolist()
+
+
+async def test_the_inpaint_report_plots_fidelity_outside_the_mask(tmp_path, monkeypatch):
+    """The report of an inpaint run draws `kept_ssim` against style, one curve per strength."""
+    await test_an_inpaint_is_measured_outside_its_mask_too(tmp_path, monkeypatch)
+    from lorascope.reports.service import write_run_report
+
+    html = write_run_report(tmp_path / "run").read_text()
+    assert "Fidelity vs style per strength: SSIM outside the mask" in html
+    assert "Fidelity vs style per strength: SSIM to the input" in html
