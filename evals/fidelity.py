@@ -335,8 +335,9 @@ def write_fidelity(conn: sqlite3.Connection, clip_model: str, rows: Iterable[tup
 
 
 def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFrame":
-    """The frame with `input_path`, `input_cosine`, `input_ssim` joined (for the CLIP model in
-    its `clip_model` column) when the run has inputs; other runs' frames come back unchanged."""
+    """The frame with `input_path`, `mask_path`, `input_cosine`, `input_ssim`, `kept_ssim` joined
+    (for the CLIP model in its `clip_model` column) when the run has inputs; other runs' frames
+    come back unchanged."""
     import pandas as pd
 
     from lorascope.harness.store import RunStore
@@ -352,15 +353,17 @@ def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFram
                 "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim, kept_ssim "
                 "FROM fidelity WHERE clip_model = ?", conn, params=(model,))
             paths = dict(conn.execute("SELECT input_id, input_path FROM run_inputs").fetchall())
+            masks = dict(conn.execute("SELECT input_id, mask_path FROM run_masks").fetchall())
         finally:
             conn.close()
-    out = frame.drop(columns=[c for c in ("input_path", *FIDELITY_COLUMNS) if c in frame.columns])
+    out = frame.drop(columns=[c for c in ("input_path", "mask_path", *FIDELITY_COLUMNS) if c in frame.columns])
     stored["image_index"] = stored["image_index"].astype("int64")
     out = out.assign(image_index=out["image_index"].astype("int64")).merge(
         stored, on=["cell_id", "image_index", "image_sha256"], how="left")
     # the input's picture is known even where the image is not scored (yet)
     known = out["init_image"].map(paths)
     out["input_path"] = out["input_path"].fillna(known).fillna("").astype(str)
+    out["mask_path"] = out["init_image"].map(masks).fillna("").astype(str)  # inpaint: the kept mask
     for col in FIDELITY_COLUMNS:
         out[col] = out[col].astype("float64")
     return out

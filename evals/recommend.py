@@ -177,8 +177,8 @@ def _at_chosen_strengths(
             at = next((value for value in sorted(per_strength) if key in per_strength[value]), lowest)
             rec = per_strength[at][key]
             rec.strength, rec.scale, rec.measured_scale = at, None, None
-            rec.reason = (f"no (scale, strength) pair ({pair.reason if pair else 'no strength was scored'}); "
-                          f"the figures are strength {at:g}'s")
+            rec.reason = (f"no (scale, strength) pair: {pair.reason if pair else 'no strength was scored'}; "
+                          f"the figures shown are strength {at:g}'s")
         out.append(rec)
     return out
 

@@ -306,12 +306,13 @@ def _input_ids(df: pd.DataFrame) -> list[str]:
     return [str(v) for v in df["init_image"] if isinstance(v, str) and v]
 
 
-def _input_files(df: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
-    """{input image id: its copy in the run} (evals.fidelity keeps one per input when it scores)."""
-    if "input_path" not in df.columns or "init_image" not in df.columns:
+def _input_files(df: pd.DataFrame, run_dir: Path, column: str = "input_path") -> dict[str, Path]:
+    """{input image id: its copy in the run} (evals.fidelity keeps one per input, and per
+    inpaint mask with column="mask_path", when it scores)."""
+    if column not in df.columns or "init_image" not in df.columns:
         return {}
     found: dict[str, Path] = {}
-    for key, rel in zip(df["init_image"], df["input_path"]):
+    for key, rel in zip(df["init_image"], df[column]):
         if isinstance(key, str) and key and isinstance(rel, str) and rel and key not in found:
             found[key] = run_dir / rel
     return found
@@ -444,7 +445,8 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
         if row_ok(row):
             thumbs.want(image_file(data.run_dir, row), sha_of(row))
     input_files = _input_files(df, data.run_dir)
-    for path in input_files.values():
+    mask_files = _input_files(df, data.run_dir, column="mask_path")
+    for path in [*input_files.values(), *mask_files.values()]:
         thumbs.want(path, stored_sha(path))
     thumbs.make()
     inputs = {key: _input_figure(key, path, thumbs) for key, path in input_files.items()}
@@ -464,7 +466,7 @@ def build_run_view(data: RunData, report_dir: Path | None = None, progress: bool
         list(lookup.values()), run_dir=data.run_dir, thumbs=thumbs, lora_order=loras, prompt_order=prompt_order,
         recs=recs, rec_strengths={(r.lora, r.provider): r.strength for r in data.recommendations},
         sections=[(lora, anchor, _marks(columns[lora])) for lora, anchor in _anchors(loras).items()],
-        inputs=input_files)
+        inputs=input_files, masks=mask_files)
     sections = [_section(lora, df, variants, data, recs, columns[lora], section, inputs)
                 for lora, section in zip(loras, grids)]
     banners = [random_weight_banner(data)] if uses_random_weights(df) else []

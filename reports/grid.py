@@ -117,6 +117,7 @@ def build_grid(
     rec_strengths: dict[tuple[str, str], float | None] | None = None,
     sections: list[tuple[str, str, dict[str, list[str]]]],
     inputs: dict[str, Path] | None = None,
+    masks: dict[str, Path] | None = None,
 ) -> tuple[GridData, list[GridSection], GridSection | None]:
     """The grid data of a run: `records` are the deduplicated result rows (one per grid
     position, with `column_key`, `variant`, `seed_key`); `sections` lists (lora, anchor,
@@ -171,7 +172,7 @@ def build_grid(
     run_grid = None
     if len(axes.values["lora"]) > 1:
         run_grid = GridSection(anchor="all-loras", default=default_view(data_axes, run_wide=True))
-    shown_inputs = {key: grid_input(key, (inputs or {}).get(key), thumbs)
+    shown_inputs = {key: grid_input(key, (inputs or {}).get(key), thumbs, (masks or {}).get(key))
                     for key in axes.values.get(IMAGE_AXIS, {})}
     return (GridData(axes=data_axes, images=images, sections=[*lora_sections, *([run_grid] if run_grid else [])],
                      inputs=shown_inputs),
@@ -184,7 +185,7 @@ def stored_sha(path: Path) -> str | None:
     return path.stem if _SHA256.fullmatch(path.stem) else None
 
 
-def grid_input(key: str, path: Path | None, thumbs: ThumbIndex) -> GridInput:
+def grid_input(key: str, path: Path | None, thumbs: ThumbIndex, mask: Path | None = None) -> GridInput:
     """The input picture `key` as the grid shows it: its thumbnail (through the report's
     ThumbIndex, like every other image), full-size link, sha256, pixel size and title; or
     why it cannot be shown (the copy is made by `lorascope score`)."""
@@ -205,9 +206,14 @@ def grid_input(key: str, path: Path | None, thumbs: ThumbIndex) -> GridInput:
             size = f"{picture.width}×{picture.height} px"
     except OSError as exc:
         return GridInput(status="missing", title=label, reason=f"input unreadable ({type(exc).__name__}): {path.name}")
+    shown_mask = None
+    if mask is not None:  # inpaint: the mask beside its picture, shown the same way
+        shown_mask = grid_input(key, mask, thumbs)
+        shown_mask = shown_mask.model_copy(update={"title": f"mask of input {key}: white is repainted, black kept"
+                                                   + (f" ({shown_mask.size})" if shown_mask.size else "")})
     return GridInput(status="ok", thumb=asset_url(thumb.path, thumbs.report_dir), full=asset_url(path, thumbs.report_dir),
                      w=thumb.width, h=thumb.height, sha=sha, size=size,
-                     title=f"{label}: the picture these images start from ({size}, sha256 {sha[:16]})")
+                     title=f"{label}: the picture these images start from ({size}, sha256 {sha[:16]})", mask=shown_mask)
 
 
 def default_view(axes: list[GridAxis], locked: tuple[str, ...] = (), run_wide: bool = False) -> GridViewState:

@@ -119,6 +119,7 @@ class GridInput(_View):
     size: str = ""  # "64×64 px"
     title: str = ""
     reason: str = ""
+    mask: "GridInput | None" = None  # inpaint: the mask the images were repainted under (white repaints)
 
 
 class GridData(_View):

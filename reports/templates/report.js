@@ -342,6 +342,26 @@
       cap.appendChild(pick);
       fig.appendChild(cap);
       box.appendChild(fig);
+      var mask = input.mask;
+      if (mask && mask.status === "ok") {  // inpaint: the mask beside its picture (white repaints)
+        var mf = el("figure", "input-fig mask-fig");
+        mf.setAttribute("data-mask", key);
+        mf.setAttribute("data-sha", mask.sha || "");
+        var ma = el("a", "thumb input-thumb");
+        ma.href = mask.full;
+        ma.title = mask.title || "";
+        ma.setAttribute("data-caption", mask.title || "");
+        var mt = el("img");
+        mt.src = mask.thumb;
+        mt.loading = "lazy";
+        mt.decoding = "async";
+        if (mask.w) { mt.width = mask.w; mt.height = mask.h; }
+        mt.alt = "mask of input " + key;
+        ma.appendChild(mt);
+        mf.appendChild(ma);
+        mf.appendChild(el("figcaption", null, "mask (white repaints)"));
+        box.appendChild(mf);
+      }
     });
     return box;
   }

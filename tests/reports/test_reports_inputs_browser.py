@@ -225,3 +225,34 @@ def test_without_javascript_the_section_still_shows_its_input(browser, report, i
     assert sorted(figures.evaluate_all("els => els.map(e => e.querySelector('button.pick').dataset.sha)")) == sorted(
         shas.values())
     page.close()
+
+
+def test_an_inpaint_grid_shows_the_mask_beside_its_input(browser, tmp_path):
+    """Inpaint: each row head shows the mask (white repaints) beside the input, both the run's
+    kept copies (data-sha = the sha256 run.db recorded), linked full size."""
+    from tests.modes.test_modes_fidelity import test_an_inpaint_is_measured_outside_its_mask_too as inpaint_run
+
+    mp = pytest.MonkeyPatch()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: asyncio.run(inpaint_run(tmp_path, mp))).result()
+        report = write_run_report(tmp_path / "run")
+    finally:
+        mp.undo()
+    run = tmp_path / "run"
+    with sqlite3.connect(run / "run.db") as conn:
+        (mask_sha, mask_rel), = conn.execute("SELECT mask_sha256, mask_path FROM run_masks").fetchall()
+        (input_sha,), = conn.execute("SELECT input_sha256 FROM run_inputs").fetchall()
+    page, log = open_page(browser, report.as_uri())
+    grid = '[data-grid="lora-paint"]'
+    heads = page.locator(f"{grid} tbody tr th.rowhead")
+    assert heads.count() == 2  # rows = strength 0.5, 1
+    for i in range(heads.count()):
+        head = heads.nth(i)
+        assert head.locator("figure.input-fig:not(.mask-fig)").get_attribute("data-sha") == input_sha
+        mask = head.locator("figure.mask-fig")
+        assert mask.get_attribute("data-sha") == mask_sha and "white repaints" in mask.inner_text()
+        assert (run / mask.locator("a.thumb").get_attribute("href")).resolve() == (run / mask_rel).resolve()
+    images = load_all_images(page)
+    assert [i["src"] for i in images if i["w"] == 0] == []
+    assert log.problems() == []
