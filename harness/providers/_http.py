@@ -225,19 +225,30 @@ class ProviderHttp:
         self.timeout = httpx2.Timeout(
             connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=connect_timeout_s
         )
-        self.client = httpx2.AsyncClient(
-            timeout=self.timeout,
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": "lorascope/0.1 (+httpx2)"},
-        )
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
         #: the most recent calls (bounded: a long run polls thousands of times)
         self.calls: deque[CallLog] = deque(maxlen=64)
         #: requests travel over aiohttp unless a test or a user hands in an httpx2 transport
         self._use_aiohttp = transport is None
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        """The httpx2 client, made on first use: only runs handed a transport (tests, the
+        benchmark's comparison) send through it, and building one loads the system's CA
+        certificates (~30-45 ms of start-up that an aiohttp run would pay for nothing)."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                timeout=self.timeout,
+                limits=httpx2.Limits(max_connections=self._max_connections,
+                                     max_keepalive_connections=self._max_connections),
+                transport=self._transport,
+                follow_redirects=False,
+                headers={"User-Agent": "lorascope/0.1 (+httpx2)"},
+            )
+        return self._client
 
     def __repr__(self) -> str:  # never show the auth header
         return f"ProviderHttp({self.provider!r})"
@@ -246,7 +257,9 @@ class ProviderHttp:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """Made on first use, inside the running loop (aiohttp sessions belong to one loop).
