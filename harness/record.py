@@ -1,6 +1,6 @@
 """Recording into the run folder: a result's images checked and written (and offered to the
 shared cache), a cached generation linked in, the software versions, and `results.parquet`
-refreshed at the end (pandas/pyarrow are imported only then, and only when the run changed)."""
+refreshed at the end (pyarrow is imported only for that, and only when the run changed)."""
 
 from __future__ import annotations
 
@@ -87,18 +87,18 @@ def software_versions() -> dict[str, str]:
 
 
 def prewarm_results() -> threading.Thread | None:
-    """Import pandas and pyarrow in a background thread while the run waits on the network.
+    """Import pyarrow in a background thread while the run waits on the network.
 
-    Why: writing results.parquet needs them, and importing them costs ~0.3-1 s of CPU; done
-    at the end it adds that to every run's wall time, done here it overlaps the providers'
-    latency. Called only once something is to be sent (a re-run that changes nothing still
-    imports neither), shortly after the first requests are on their way."""
+    Why: writing results.parquet needs it (pyarrow alone, not pandas: results.py), and the
+    import costs ~0.1 s of CPU; done at the end it adds that to every run's wall time, done
+    here it overlaps the providers' latency. Called only once something is to be sent (a
+    re-run that changes nothing imports nothing), shortly after the first requests left."""
     if "pyarrow.parquet" in sys.modules:
         return None
 
     def load() -> None:
         try:
-            import pandas  # noqa: F401
+            import pyarrow.json  # noqa: F401
             import pyarrow.parquet  # noqa: F401
         except ImportError:  # refresh_results reports it
             pass

@@ -148,6 +148,7 @@ async def _run_planned(plan: Plan, suite: Suite, out_dir: Path, summary: RunSumm
                 # starting once the first requests are out
                 asyncio.get_running_loop().call_later(PREWARM_AFTER_S, prewarm_results)
             await execute(executor, handle_sigint)
+        cache.flush()  # before its problems are reported
         if cache.disabled_reason:
             summary.notes.append(cache.disabled_reason)
         finished = not summary.interrupted and not summary.fatal and not summary.budget_stopped

@@ -38,9 +38,10 @@ def run_process(suite: Path, out: Path, fake: AimlapiFake, cache: Path) -> dict:
 
 
 def test_a_run_writes_results_and_a_rerun_that_changes_nothing_imports_no_pandas(tmp_path):
-    """pandas/pyarrow are needed only to rewrite results.parquet: a run that sends imports
-    them (in the background, while it waits on the provider) and writes the file; a re-run
-    of the finished run sends nothing and imports neither."""
+    """pyarrow is needed only to rewrite results.parquet, and pandas not at all: a run that
+    sends imports pyarrow (in the background, while it waits on the provider) and writes the
+    file, which pandas reads back; a re-run of the finished run sends nothing and imports
+    neither."""
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: loop\nproviders:\n  - aimlapi: {concurrency: 4}\nprompts:\n  - {id: cat, text: a cat}\n"
                      "  - {id: dog, text: a dog}\nseeds: [1, 2, 3]\nsize: 512x512\nsteps: 8\n")
@@ -51,7 +52,7 @@ def test_a_run_writes_results_and_a_rerun_that_changes_nothing_imports_no_pandas
         downloads = fake.hits("image")
         again = run_process(suite, out, fake, tmp_path / "cache")
         assert len(fake.hits("generate")) == len(generated)  # nothing sent again
-    assert first == {"exit": 0, "imported": ["pandas", "pyarrow"]}
+    assert first == {"exit": 0, "imported": ["pyarrow"]}
     assert again == {"exit": 0, "imported": []}
     frame = pd.read_parquet(out / "results.parquet")
     assert len(frame) == 6 and set(frame["status"]) == {"succeeded"}

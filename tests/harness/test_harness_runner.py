@@ -182,6 +182,41 @@ async def test_failed_corrupt_and_garbage_cells_are_recorded_and_the_rest_goes_o
     assert retry.providers["fakeasync"].stored == 1 and retry.exit_code == 0
 
 
+async def test_results_parquet_written_without_pandas_reads_back_as_pandas_writes_it(write_suite, tmp_path,
+                                                                                     monkeypatch):
+    """The run writes results.parquet with pyarrow alone (no pandas import); the file must be
+    the one `results_frame().to_parquet()` writes: same column types, same pandas metadata,
+    same frame when read back (failed rows: missing Int64/boolean values; the baseline's NaN
+    scale; a column with no value at all)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(FakeAsync, "behaviours", {"cat": "corrupt", "dog": "fail"})
+    suite = load_suite(write_suite(BASIC))
+    await run(suite, tmp_path / "r")
+    written = tmp_path / "r" / "results.parquet"
+    with RunStore.open(tmp_path / "r") as store:
+        expected = store.results_frame()
+    assert set(expected.status) == {"failed"} and expected.width.isna().all() and expected.nsfw.isna().all()
+    assert expected.scale.isna().any() and expected.init_image.isna().all()
+    want = pa.Table.from_pandas(expected, preserve_index=False).schema
+    got = pq.read_schema(written)
+    assert got.equals(want, check_metadata=False)
+    assert json.loads(got.metadata[b"pandas"]) == json.loads(want.metadata[b"pandas"])
+    pd.testing.assert_frame_equal(pd.read_parquet(written), expected)
+
+    monkeypatch.setattr(FakeAsync, "behaviours", {})
+    await run(suite, tmp_path / "r")  # now every cell succeeds: widths, sha256s, no missing ints
+    with RunStore.open(tmp_path / "r") as store:
+        expected = store.results_frame()
+    assert set(expected.status) == {"succeeded"}
+    assert pq.read_schema(written).equals(pa.Table.from_pandas(expected, preserve_index=False).schema,
+                                          check_metadata=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(written), expected)
+
+
 async def test_max_cost_stops_submitting_before_passing(write_suite, tmp_path):
     suite = load_suite(write_suite(BASIC))
     summary = await run(suite, tmp_path / "r", max_cost=0.035, concurrency=1)
@@ -586,3 +621,39 @@ async def test_out_pointing_at_another_suites_run_is_refused_and_changes_nothing
     assert sends() == 0 and files() == before
     with RunStore.open(out) as store:
         assert store.suite().name == "basic"
+
+
+def test_shared_cache_group_commits_its_rows_and_every_read_and_close_sees_them(tmp_path, monkeypatch):
+    """`SharedCache.put` commits in groups (a mirror of what run.db already holds): a row is
+    in cache.db after PUT_BATCH puts or at close, and a read through the same cache flushes
+    first, so a run never misses what it put itself."""
+    from lorascope.harness.models import Cost, GenerationResult, Timings
+    from lorascope.harness.store import SharedCache, StoredImage, write_image
+
+    monkeypatch.setattr(SharedCache, "PUT_BATCH", 3)
+    run_dir = tmp_path / "run"
+    cache = SharedCache(tmp_path / "cache")
+
+    def put(i: int) -> None:
+        sha, rel = write_image(run_dir, f"image {i}".encode(), "png")
+        result = GenerationResult(provider="fake", images=[], seed=i, timings=Timings(total_s=1.0),
+                                  cost=Cost(usd=0.01, source="billed"))
+        cache.put(f"fp{i}", "fake", result, [StoredImage(sha, rel, "png", 1, 1)], run_dir)
+
+    def committed() -> set[str]:  # what another process sees
+        with sqlite3.connect(tmp_path / "cache" / "cache.db") as other:
+            return {r[0] for r in other.execute("SELECT fingerprint FROM generations")}
+
+    for i in range(4):
+        put(i)
+    assert committed() == {"fp0", "fp1", "fp2"}  # one group of 3; fp3 waits
+    assert (tmp_path / "cache" / "images").is_dir()
+    assert cache.lookup_many(["fp3", "fp9"]) == {"fp3"}  # a read flushes first
+    assert committed() == {"fp0", "fp1", "fp2", "fp3"}
+    put(4)
+    cache.close()
+    assert committed() == {f"fp{i}" for i in range(5)}
+    again = SharedCache(tmp_path / "cache")
+    found = again.get("fp4")
+    assert found is not None and found[0]["seed"] == 4
+    again.close()
