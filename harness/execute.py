@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,6 +26,12 @@ from lorascope.harness.summary import RunSummary
 CANCEL_TIMEOUT_S = 10.0
 #: Largest batch handed to a provider's `generate_batch` (seeds of one cell group).
 MAX_BATCH = 8
+#: Threads that check, write and fsync result images. Two keep up with a 400-cell,
+#: concurrency-32 run on a local disk (0.4 ms per image) and cost ~0.15 s less CPU per
+#: 400 cells than asyncio's default pool of cpu+4 threads contending for the GIL with the
+#: event loop (benchmarks/RESULTS-transports.md); a slower disk fills `finish_slots` and
+#: holds the senders back, so memory stays bounded either way.
+WRITER_THREADS = 2
 
 
 class RateLimiter:
@@ -71,10 +78,16 @@ class Executor:
     price_events: dict[str, asyncio.Event] = field(default_factory=dict)
     finishers: set[asyncio.Task] = field(default_factory=set)
     finish_slots: asyncio.Semaphore = field(init=False)
+    writer: ThreadPoolExecutor | None = None  # made on the first result; shut down by `execute`
 
     def __post_init__(self) -> None:
         # results waiting for their image write: bounded, so memory stays flat when the disk is slow
         self.finish_slots = asyncio.Semaphore(min(256, max(8, 2 * sum(self.plan.concurrency.values()))))
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="lorascope-store")
+        return self.writer
 
     # -- budget ------------------------------------------------------------------------
     # Spent = finished requests (billed, else estimated) + the estimates of those in flight.
@@ -294,7 +307,8 @@ class Executor:
         ps = self.summary.providers[unit.provider]
         cache = self.cache if unit.request.seed is not None else None
         try:
-            images = await asyncio.to_thread(check_and_write, self.store, result, unit.fingerprint, cache)
+            images = await asyncio.get_running_loop().run_in_executor(
+                self._writer(), check_and_write, self.store, result, unit.fingerprint, cache)
         except StorageFailure as exc:
             cost = self._settle(unit, result.cost.usd) if actual_is_new else 0.0
             ps.cost += cost
@@ -451,3 +465,6 @@ async def execute(executor: Executor, handle_sigint: bool) -> None:
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
+        if executor.writer is not None:  # a write already running finishes (milliseconds) before the store closes
+            executor.writer.shutdown(wait=True, cancel_futures=True)
+            executor.writer = None
