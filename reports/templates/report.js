@@ -302,6 +302,22 @@
     return fixed === "*" ? this.values[ai].map(keyOf) : [fixed];
   };
 
+  // a stored input picture (or mask) as a linked thumbnail the viewer opens
+  function inputThumb(item, alt) {
+    var a = el("a", "thumb input-thumb");
+    a.href = item.full;
+    a.title = item.title || "";
+    a.setAttribute("data-caption", item.title || "");
+    var t = el("img");
+    t.src = item.thumb;
+    t.loading = "lazy";
+    t.decoding = "async";
+    if (item.w) { t.width = item.w; t.height = item.h; }
+    t.alt = alt;
+    a.appendChild(t);
+    return a;
+  }
+
   function inputHead(keys) {
     var box = el("div", "input-heads" + (keys.length > 1 ? " many" : ""));
     keys.forEach(function (key) {
@@ -316,18 +332,7 @@
       }
       fig.setAttribute("data-status", "ok");
       fig.setAttribute("data-sha", input.sha || "");
-      var a = el("a", "thumb input-thumb");
-      a.href = input.full;
-      a.title = input.title || "";
-      a.setAttribute("data-caption", input.title || "");
-      var t = el("img");
-      t.src = input.thumb;
-      t.loading = "lazy";
-      t.decoding = "async";
-      if (input.w) { t.width = input.w; t.height = input.h; }
-      t.alt = "input " + key;
-      a.appendChild(t);
-      fig.appendChild(a);
+      fig.appendChild(inputThumb(input, "input " + key));
       var cap = el("figcaption");
       cap.appendChild(el("span", null, "input " + key));
       var itemKey = "input:" + key;
@@ -347,18 +352,7 @@
         var mf = el("figure", "input-fig mask-fig");
         mf.setAttribute("data-mask", key);
         mf.setAttribute("data-sha", mask.sha || "");
-        var ma = el("a", "thumb input-thumb");
-        ma.href = mask.full;
-        ma.title = mask.title || "";
-        ma.setAttribute("data-caption", mask.title || "");
-        var mt = el("img");
-        mt.src = mask.thumb;
-        mt.loading = "lazy";
-        mt.decoding = "async";
-        if (mask.w) { mt.width = mask.w; mt.height = mask.h; }
-        mt.alt = "mask of input " + key;
-        ma.appendChild(mt);
-        mf.appendChild(ma);
+        mf.appendChild(inputThumb(mask, "mask of input " + key));
         mf.appendChild(el("figcaption", null, "mask (white repaints)"));
         box.appendChild(mf);
       }

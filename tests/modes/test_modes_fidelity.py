@@ -71,9 +71,10 @@ def _photo() -> bytes:
     return buffer.getvalue()
 
 
-async def _blend_run(tmp_path, monkeypatch):
-    """An img2img run of one LoRA at scale 1 over one structured input at four strengths, on
-    the blend provider; returns the run folder."""
+async def _blend_run(tmp_path, monkeypatch, *, mode: str = "img2img", strengths: str = "[0.0, 0.3, 0.7, 1.0]",
+                     mask: bytes | None = None):
+    """A run of one LoRA at scale 1 over one structured input at several strengths (img2img,
+    or inpaint under `mask`), on the blend provider; returns the run folder."""
     import lorascope.harness.providers as providers
 
     targets = {**providers._targets(), "blend": f"{__name__}:BlendProvider"}
@@ -82,11 +83,14 @@ async def _blend_run(tmp_path, monkeypatch):
     project = tmp_path / "proj"
     (project / "in").mkdir(parents=True)
     (project / "loras.yaml").write_text(CATALOGUE)
-    photo = _photo()
-    (project / "in" / "photo.png").write_bytes(photo)
+    (project / "in" / "photo.png").write_bytes(_photo())
+    masked = ""
+    if mask is not None:
+        (project / "in" / "mask.png").write_bytes(mask)
+        masked = ", mask: in/mask.png"
     (project / "suite.yaml").write_text(
-        "name: fid\nmode: img2img\nproviders: [blend]\nloras: [paint]\nscales: [1.0]\n"
-        "strengths: [0.0, 0.3, 0.7, 1.0]\nimages: [{id: photo, image: in/photo.png}]\nprompts: [a harbour]\n"
+        f"name: fid\nmode: {mode}\nproviders: [blend]\nloras: [paint]\nscales: [1.0]\n"
+        f"strengths: {strengths}\nimages: [{{id: photo, image: in/photo.png{masked}}}]\nprompts: [a harbour]\n"
         "seeds: [1]\nsize: 64x64\n")
     summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
                                     handle_sigint=False)
@@ -179,28 +183,14 @@ async def test_an_inpaint_is_measured_outside_its_mask_too(tmp_path, monkeypatch
     1 when the provider kept those pixels, whatever it painted inside; `input_ssim` over the
     whole picture falls with the repainted half. The mask is kept in the run for re-scores;
     img2img rows have no kept_ssim."""
-    import lorascope.harness.providers as providers
     from lorascope.evals.scoring import score_run
 
-    targets = {**providers._targets(), "blend": f"{__name__}:BlendProvider"}
-    monkeypatch.setattr(providers, "_targets", lambda: targets)
-    monkeypatch.setenv("LORASCOPE_CACHE", str(tmp_path / "cache"))
-    project = tmp_path / "proj"
-    (project / "in").mkdir(parents=True)
-    (project / "loras.yaml").write_text(CATALOGUE)
-    (project / "in" / "photo.png").write_bytes(_photo())
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[:, 32:] = 255  # repaint the right half
     buffer = io.BytesIO()
     Image.fromarray(mask).save(buffer, format="PNG")
-    (project / "in" / "mask.png").write_bytes(buffer.getvalue())
-    (project / "suite.yaml").write_text(
-        "name: inp\nmode: inpaint\nproviders: [blend]\nloras: [paint]\nscales: [1.0]\nstrengths: [0.5, 1.0]\n"
-        "images: [{id: photo, image: in/photo.png, mask: in/mask.png}]\nprompts: [a harbour]\nseeds: [1]\n"
-        "size: 64x64\n")
-    summary = await run_suite_async(load_suite(project / "suite.yaml"), tmp_path / "run", progress=False,
-                                    handle_sigint=False)
-    assert summary.exit_code == 0, summary
+    await _blend_run(tmp_path, monkeypatch, mode="inpaint", strengths="[0.5, 1.0]", mask=buffer.getvalue())
+    project = tmp_path / "proj"
     assert score_run(tmp_path / "run", "tiny-random", progress=False).problems == []
     frame = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert len(frame) == 4 and frame.kept_ssim.notna().all()
