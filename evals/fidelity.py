@@ -217,15 +217,16 @@ def _url_input(
     return _Kept(sha, rel, url, mine.fetched_at if mine is not None else now), None
 
 
-def _shas_used(conn: sqlite3.Connection) -> dict[str, set[str]]:
-    """{image id: the input sha256(s) the run's cells were generated from}, from the stored requests."""
+def _shas_used(conn: sqlite3.Connection, field: str = "init_image") -> dict[str, set[str]]:
+    """{image id: the sha256(s) of the request's `field` picture (init_image, mask_image) the
+    run's cells were generated from}, from the stored requests."""
     import json
 
     used: dict[str, set[str]] = {}
-    rows = conn.execute("SELECT axes_json, request_json FROM cells WHERE request_json LIKE ?", ('%"init_image":{%',))
+    rows = conn.execute("SELECT axes_json, request_json FROM cells WHERE request_json LIKE ?", (f'%"{field}":{{%',))
     for axes, request in rows:
         image_id = json.loads(axes).get("image")
-        sha = (json.loads(request).get("init_image") or {}).get("sha256")
+        sha = (json.loads(request).get(field) or {}).get("sha256")
         if image_id and sha:
             used.setdefault(str(image_id), set()).add(sha)
     return used
@@ -275,8 +276,6 @@ def collect_masks(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]
     """{image id: (sha256, path relative to the run)} of the inpaint masks the run's cells were
     made with, copied into the run (table `run_masks`) so re-scores work without the suite's
     files; a mask file changed since the run, or an https mask (not fetched), gets none."""
-    import json
-
     from lorascope.harness.input_images import load_inputs
     from lorascope.harness.store import RunStore, image_problem, write_image
 
@@ -286,13 +285,7 @@ def collect_masks(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]
         conn = store.connect()
         try:
             _ensure_schema(conn)
-            used: dict[str, set[str]] = {}
-            for axes, request in conn.execute("SELECT axes_json, request_json FROM cells WHERE request_json LIKE ?",
-                                              ('%"mask_image":{%',)):
-                image_id = json.loads(axes).get("image")
-                sha = (json.loads(request).get("mask_image") or {}).get("sha256")
-                if image_id and sha:
-                    used.setdefault(str(image_id), set()).add(sha)
+            used = _shas_used(conn, "mask_image")
             if not used:
                 return {}, []
             try:
