@@ -465,6 +465,9 @@ async def execute(executor: Executor, handle_sigint: bool) -> None:
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
-        if executor.writer is not None:  # a write already running finishes (milliseconds) before the store closes
-            executor.writer.shutdown(wait=True, cancel_futures=True)
+        if executor.writer is not None:
+            # every queued write still runs (milliseconds each) before the store closes: after a
+            # Ctrl-C its paid image then lands in the shared cache, so the resume restores it
+            # instead of buying it again (asyncio's default pool behaved the same way)
+            executor.writer.shutdown(wait=True, cancel_futures=False)
             executor.writer = None
