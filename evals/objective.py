@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from lorascope.evals.metrics import is_scorable, iter_loras
-from lorascope.evals.recommend import Recommendation, ScalePoint, strengths_of
+from lorascope.evals.recommend import Recommendation, ScalePoint, clamp_to_catalogue, strengths_of
 from lorascope.evals.stats import mean_ci
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -270,14 +270,7 @@ def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: flo
     chosen = min((p for p in meeting if p.strength >= target_fraction * best), key=order)
     rec.measured_scale = rec.scale = chosen.scale
     rec.reason = f"objective {chosen.strength:+.4g} >= {target_fraction:.0%} of best {best:+.4g}"
-    if entry is not None:
-        lo, hi = entry.scale.range
-        if not lo <= chosen.scale <= hi:
-            rec.scale = min(max(chosen.scale, lo), hi)
-            rec.warnings.append(
-                f"{rec.lora}: measured scale {chosen.scale:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
-                f"clamped to {rec.scale:g}"
-            )
+    clamp_to_catalogue(rec, entry)
     return chosen
 
 

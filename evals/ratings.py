@@ -564,7 +564,7 @@ def human_recommendations(fits: Sequence[GroupFit], entries: dict, *,
     strength: it is the pair rule's (`pair_strengths`, {(lora, provider): strength} from
     evals.recommend_pairs on the scored run) when it has votes, else the lowest strength with
     votes; the scale is the one people preferred there, and the reason says which and why."""
-    from lorascope.evals.recommend import Recommendation, ScalePoint
+    from lorascope.evals.recommend import Recommendation, ScalePoint, clamp_to_catalogue
 
     pair_strengths = pair_strengths or {}
     per_group: dict[tuple[str, str], list[GroupFit]] = defaultdict(list)
@@ -599,13 +599,7 @@ def human_recommendations(fits: Sequence[GroupFit], entries: dict, *,
             rec.scale = rec.measured_scale = fit.preferred_scale
             rec.reason = (f"highest Bradley-Terry strength from {fit.decided} decided vote(s), {fit.ties} tie(s): "
                           f"{best.strength:+.2f} vs {scale_label(fit.reference)}, P(best) {best.p_best:.0%}")
-            if entry is not None:
-                lo, hi = entry.scale.range
-                if not lo <= rec.scale <= hi:
-                    rec.scale = min(max(rec.scale, lo), hi)
-                    rec.warnings.append(
-                        f"{fit.lora}: preferred scale {fit.preferred_scale:g} is outside the catalogue range "
-                        f"[{lo:g}, {hi:g}]; clamped to {rec.scale:g}")
+            clamp_to_catalogue(rec, entry, what="preferred")
         if why_strength:
             rec.reason = f"{why_strength}; {rec.reason}"
         out.append(rec)

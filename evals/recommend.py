@@ -209,14 +209,22 @@ def _decide(rec: Recommendation, entry: "LoraEntry | None", target_fraction: flo
         f"{rec.basis} {chosen.strength:+.4f} >= {target_fraction:.0%} of best {best:+.4f}; "
         f"CLIPScore {chosen.clip_score:.3f} vs baseline {rec.baseline_clip_score:.3f}"
     )
-    if entry is not None:
-        lo, hi = entry.scale.range
-        if not lo <= chosen.scale <= hi:
-            rec.scale = min(max(chosen.scale, lo), hi)
-            rec.warnings.append(
-                f"{rec.lora}: measured scale {chosen.scale:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
-                f"clamped to {rec.scale:g} (widen the range by hand if the evidence is convincing)"
-            )
+    clamp_to_catalogue(rec, entry, advice=" (widen the range by hand if the evidence is convincing)")
+
+
+def clamp_to_catalogue(rec: Recommendation, entry: "LoraEntry | None", *, what: str = "measured",
+                       advice: str = "") -> None:
+    """Clamp `rec.scale` into the catalogue entry's `scale.range` with a warning that says so:
+    the range is a human judgement, a run does not widen it (every rule: default, objective,
+    human votes)."""
+    if entry is None or rec.scale is None:
+        return
+    lo, hi = entry.scale.range
+    if not lo <= rec.scale <= hi:
+        measured = rec.scale
+        rec.scale = min(max(measured, lo), hi)
+        rec.warnings.append(f"{rec.lora}: {what} scale {measured:g} is outside the catalogue range [{lo:g}, {hi:g}]; "
+                            f"clamped to {rec.scale:g}{advice}")
 
 
 class CatalogueWriteError(RuntimeError):
