@@ -23,10 +23,11 @@ rest is scored. Stored in run.db's `fidelity` table per CLIP model.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from lorascope.evals.scorer import Embedder
+    from lorascope.harness.store import RunStore
 
 FIDELITY_COLUMNS = ("input_cosine", "input_ssim", "kept_ssim")
 
@@ -84,6 +86,20 @@ class _Kept:
     conflict: str | None = None
 
 
+@contextmanager
+def _fidelity_db(run_dir: str | Path) -> Iterator[tuple["RunStore", sqlite3.Connection]]:
+    """The run's store and a connection with the fidelity tables in place, closed after."""
+    from lorascope.harness.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        conn = store.connect()
+        try:
+            _ensure_schema(conn)
+            yield store, conn
+        finally:
+            conn.close()
+
+
 def _ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the tables; a run scored before URL inputs were fetched gains their columns."""
     conn.executescript(SCHEMA)
@@ -106,65 +122,60 @@ def collect_inputs(
     https input is fetched only when none is recorded (or `refetch`), see `_url_input`;
     never with `fetch=False` (a reader such as the review page shows what the run kept)."""
     from lorascope.harness.input_images import load_inputs
-    from lorascope.harness.store import RunStore, image_problem, write_image
+    from lorascope.harness.store import image_problem, write_image
 
     found: dict[str, tuple[str, str]] = {}
     problems: list[str] = []
-    with RunStore.open(run_dir) as store:
-        conn = store.connect()
+    with _fidelity_db(run_dir) as (store, conn):
+        recorded = {r[0]: _Kept(*r[1:]) for r in conn.execute(
+            "SELECT input_id, input_sha256, input_path, url, fetched_at, conflict FROM run_inputs")}
+        rows: dict[str, _Kept] = {}
+        refused: set[str] = set()
+        wanted: set[str] = set()
+        suite = None
         try:
-            _ensure_schema(conn)
-            recorded = {r[0]: _Kept(*r[1:]) for r in conn.execute(
-                "SELECT input_id, input_sha256, input_path, url, fetched_at, conflict FROM run_inputs")}
-            rows: dict[str, _Kept] = {}
-            refused: set[str] = set()
-            wanted: set[str] = set()
-            suite = None
-            try:
-                suite = store.suite()
-                wanted = {spec.id for spec in suite.images}
-                inputs, load_problems = load_inputs(suite)
-            except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
-                inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
-            used = _shas_used(conn)
-            fetched: dict[str, object] = {}  # url -> picture or FetchError: one request per URL per score
-            for index, item in enumerate(inputs):
-                if item.init is None:
-                    continue
-                if item.init.url is not None:
-                    where = f"{suite.where('images', index, 'image')}: images[{index}].image"
-                    kept, problem = _url_input(Path(run_dir), item.init.url, where, recorded.get(item.id),
-                                               used.get(item.id), fetched, refetch=refetch, verify=verify,
-                                               fetch=fetch)
-                    if problem:
-                        problems.append(problem)
-                    if kept is None or kept.conflict:
-                        refused.add(item.id)
-                    if kept is not None:
-                        rows[item.id] = kept
-                        if not kept.conflict:
-                            found[item.id] = (kept.sha256, kept.path)
-                    continue
-                if item.init.sha256 not in used.get(item.id, {item.init.sha256}):
-                    problems.append(f"{item.init.source}: changed since the run used it (image {item.id!r}); "
-                                    "no fidelity for its images until the run is repeated with it")
-                    continue
-                fmt = (item.init.mime or "image/png").split("/")[-1]
-                found[item.id] = write_image(Path(run_dir), item.init.data, fmt)
-                rows[item.id] = _Kept(*found[item.id])
-            for input_id, kept in recorded.items():
-                if (input_id not in found and input_id not in refused and not kept.conflict
-                        and image_problem(Path(run_dir) / kept.path, kept.sha256) is None):
-                    found[input_id] = (kept.sha256, kept.path)
-            if load_problems and not wanted <= set(found):  # an input neither readable nor kept
-                problems += [f"{p} (no fidelity for its images)" for p in load_problems]
-            with conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO run_inputs (input_id, input_sha256, input_path, url, fetched_at, conflict) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(i, k.sha256, k.path, k.url, k.fetched_at, k.conflict) for i, k in rows.items()])
-        finally:
-            conn.close()
+            suite = store.suite()
+            wanted = {spec.id for spec in suite.images}
+            inputs, load_problems = load_inputs(suite)
+        except Exception as exc:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
+            inputs, load_problems = [], [f"{run_dir}: the run's suite cannot be read again ({exc})"]
+        used = _shas_used(conn)
+        fetched: dict[str, object] = {}  # url -> picture or FetchError: one request per URL per score
+        for index, item in enumerate(inputs):
+            if item.init is None:
+                continue
+            if item.init.url is not None:
+                where = f"{suite.where('images', index, 'image')}: images[{index}].image"
+                kept, problem = _url_input(Path(run_dir), item.init.url, where, recorded.get(item.id),
+                                           used.get(item.id), fetched, refetch=refetch, verify=verify,
+                                           fetch=fetch)
+                if problem:
+                    problems.append(problem)
+                if kept is None or kept.conflict:
+                    refused.add(item.id)
+                if kept is not None:
+                    rows[item.id] = kept
+                    if not kept.conflict:
+                        found[item.id] = (kept.sha256, kept.path)
+                continue
+            if item.init.sha256 not in used.get(item.id, {item.init.sha256}):
+                problems.append(f"{item.init.source}: changed since the run used it (image {item.id!r}); "
+                                "no fidelity for its images until the run is repeated with it")
+                continue
+            fmt = (item.init.mime or "image/png").split("/")[-1]
+            found[item.id] = write_image(Path(run_dir), item.init.data, fmt)
+            rows[item.id] = _Kept(*found[item.id])
+        for input_id, kept in recorded.items():
+            if (input_id not in found and input_id not in refused and not kept.conflict
+                    and image_problem(Path(run_dir) / kept.path, kept.sha256) is None):
+                found[input_id] = (kept.sha256, kept.path)
+        if load_problems and not wanted <= set(found):  # an input neither readable nor kept
+            problems += [f"{p} (no fidelity for its images)" for p in load_problems]
+        with conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO run_inputs (input_id, input_sha256, input_path, url, fetched_at, conflict) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, k.sha256, k.path, k.url, k.fetched_at, k.conflict) for i, k in rows.items()])
     return found, problems
 
 
@@ -277,40 +288,35 @@ def collect_masks(run_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]
     made with, copied into the run (table `run_masks`) so re-scores work without the suite's
     files; a mask file changed since the run, or an https mask (not fetched), gets none."""
     from lorascope.harness.input_images import load_inputs
-    from lorascope.harness.store import RunStore, image_problem, write_image
+    from lorascope.harness.store import image_problem, write_image
 
     found: dict[str, tuple[str, str]] = {}
     problems: list[str] = []
-    with RunStore.open(run_dir) as store:
-        conn = store.connect()
+    with _fidelity_db(run_dir) as (store, conn):
+        used = _shas_used(conn, "mask_image")
+        if not used:
+            return {}, []
         try:
-            _ensure_schema(conn)
-            used = _shas_used(conn, "mask_image")
-            if not used:
-                return {}, []
-            try:
-                inputs, _ = load_inputs(store.suite())
-            except Exception:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
-                inputs = []
-            changed: dict[str, str] = {}
-            for item in inputs:
-                mask = item.mask
-                if mask is None or mask.data is None or item.id not in used:
-                    continue
-                if mask.sha256 not in used[item.id]:
-                    changed[item.id] = f"{mask.source}: mask changed since the run used it (image {item.id!r})"
-                    continue
-                found[item.id] = write_image(Path(run_dir), mask.data, (mask.mime or "image/png").split("/")[-1])
-            for input_id, sha, rel in conn.execute("SELECT input_id, mask_sha256, mask_path FROM run_masks"):
-                if input_id not in found and sha in used.get(input_id, ()) and image_problem(Path(run_dir) / rel, sha) is None:
-                    found[input_id] = (sha, rel)
-            problems += [f"{why}; " + ("measured with the copy the run kept" if input_id in found
-                                       else "no kept-region SSIM for its images") for input_id, why in changed.items()]
-            with conn:
-                conn.executemany("INSERT OR REPLACE INTO run_masks VALUES (?, ?, ?)",
-                                 [(i, sha, rel) for i, (sha, rel) in found.items()])
-        finally:
-            conn.close()
+            inputs, _ = load_inputs(store.suite())
+        except Exception:  # noqa: BLE001 - a run without a readable suite keeps what it recorded
+            inputs = []
+        changed: dict[str, str] = {}
+        for item in inputs:
+            mask = item.mask
+            if mask is None or mask.data is None or item.id not in used:
+                continue
+            if mask.sha256 not in used[item.id]:
+                changed[item.id] = f"{mask.source}: mask changed since the run used it (image {item.id!r})"
+                continue
+            found[item.id] = write_image(Path(run_dir), mask.data, (mask.mime or "image/png").split("/")[-1])
+        for input_id, sha, rel in conn.execute("SELECT input_id, mask_sha256, mask_path FROM run_masks"):
+            if input_id not in found and sha in used.get(input_id, ()) and image_problem(Path(run_dir) / rel, sha) is None:
+                found[input_id] = (sha, rel)
+        problems += [f"{why}; " + ("measured with the copy the run kept" if input_id in found
+                                   else "no kept-region SSIM for its images") for input_id, why in changed.items()]
+        with conn:
+            conn.executemany("INSERT OR REPLACE INTO run_masks VALUES (?, ?, ?)",
+                             [(i, sha, rel) for i, (sha, rel) in found.items()])
     return found, problems
 
 
@@ -333,22 +339,15 @@ def fidelity_columns(frame: "pd.DataFrame", run_dir: str | Path) -> "pd.DataFram
     come back unchanged."""
     import pandas as pd
 
-    from lorascope.harness.store import RunStore
-
     if not has_inputs(frame):
         return frame
     model = str(frame["clip_model"].iloc[0]) if "clip_model" in frame.columns and len(frame) else ""
-    with RunStore.open(run_dir) as store:
-        conn = store.connect()
-        try:
-            _ensure_schema(conn)
-            stored = pd.read_sql_query(
-                "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim, kept_ssim "
-                "FROM fidelity WHERE clip_model = ?", conn, params=(model,))
-            paths = dict(conn.execute("SELECT input_id, input_path FROM run_inputs").fetchall())
-            masks = dict(conn.execute("SELECT input_id, mask_path FROM run_masks").fetchall())
-        finally:
-            conn.close()
+    with _fidelity_db(run_dir) as (_, conn):
+        stored = pd.read_sql_query(
+            "SELECT cell_id, image_index, image_sha256, input_path, input_cosine, input_ssim, kept_ssim "
+            "FROM fidelity WHERE clip_model = ?", conn, params=(model,))
+        paths = dict(conn.execute("SELECT input_id, input_path FROM run_inputs").fetchall())
+        masks = dict(conn.execute("SELECT input_id, mask_path FROM run_masks").fetchall())
     out = frame.drop(columns=[c for c in ("input_path", "mask_path", *FIDELITY_COLUMNS) if c in frame.columns])
     stored["image_index"] = stored["image_index"].astype("int64")
     out = out.assign(image_index=out["image_index"].astype("int64")).merge(
