@@ -21,14 +21,6 @@ def invoke(*args):
     return runner.invoke(app, ["generate", *args], catch_exceptions=False)
 
 
-@pytest.fixture
-def fal(fake_factory, monkeypatch):
-    fake = fake_factory("fal")
-    monkeypatch.setenv("FAL_KEY", KEY)
-    monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
-    return fake
-
-
 def test_image_and_strength_go_to_fals_image_to_image_endpoint_as_a_data_uri(fal, tmp_path):
     photo = make_image("jpeg", 96, 64, seed=2)
     (tmp_path / "photo.jpg").write_bytes(photo)

@@ -63,6 +63,15 @@ def fake_factory():
 
 
 @pytest.fixture
+def fal(fake_factory, monkeypatch):
+    """fal's loopback fake, with FAL_KEY and LORASCOPE_FAL_URL pointing the CLI at it."""
+    fake = fake_factory("fal")
+    monkeypatch.setenv("FAL_KEY", KEY)
+    monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
+    return fake
+
+
+@pytest.fixture
 def make_provider(clock):
     made = []
 

@@ -34,14 +34,6 @@ def catalogue(tmp_path):
     return path
 
 
-@pytest.fixture
-def fal(fake_factory, monkeypatch):
-    fake = fake_factory("fal")
-    monkeypatch.setenv("FAL_KEY", KEY)
-    monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
-    return fake
-
-
 def invoke(*args):
     return runner.invoke(app, ["generate", *args], catch_exceptions=False)
 

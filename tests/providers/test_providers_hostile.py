@@ -82,14 +82,6 @@ def test_describe_exception_masks_library_text():
 # -- money: check the output before paying, keep what was paid for -----------------------------
 
 
-@pytest.fixture
-def fal(fake_factory, monkeypatch):
-    fake = fake_factory("fal")
-    monkeypatch.setenv("FAL_KEY", KEY)
-    monkeypatch.setenv("LORASCOPE_FAL_URL", fake.url)
-    return fake
-
-
 def _unwritable_outputs(tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
