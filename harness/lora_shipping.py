@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lorascope.registry.digest import sha256_file
+from lorascope.registry.digest import FileHashes, sha256_file
 from lorascope.registry.models import PICKLE_SUFFIXES
 
 #: `auto`: ship a file only when a worker cannot read it (or finds other bytes) at the request's
@@ -67,21 +67,15 @@ def refuse_pickle(path: str) -> None:
 
 @dataclass
 class Hasher:
-    """sha256 of files, hashed once per file version (resolved path, mtime, size)."""
+    """sha256 of files a worker may or may not be able to read, each file version hashed once
+    (registry.digest.FileHashes; pass the local provider's to share its hashes)."""
 
-    _seen: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    hashes: FileHashes = field(default_factory=FileHashes)
 
     def sha_of(self, path: Path) -> str | None:
         """The file's sha256, or None when it cannot be read as a regular file."""
         try:
-            if not path.is_file():
-                return None
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-            sha = self._seen.get(key)
-            if sha is None:
-                sha = self._seen[key] = sha256_file(path)
-            return sha
+            return self.hashes.sha256(path) if path.is_file() else None
         except OSError:
             return None
 

@@ -64,7 +64,9 @@ class PipelineWorker:
         self.ooms = 0
         self.ship_loras = ship_loras
         self._lora_cache = Path(lora_cache).expanduser() if lora_cache else None
-        self.hasher = Hasher()
+        # the provider's own hash memo when it has one: a LoRA checked here is not hashed again to load
+        hashes = getattr(self.provider, "file_hashes", None)
+        self.hasher = Hasher(hashes) if hashes is not None else Hasher()
         self.origin: dict[str, str] = {}  # file loaded here -> the driver's path for it
         self.shipped_in = 0  # files written into this worker's cache folder from shipped bytes
 

@@ -46,6 +46,7 @@ from lorascope.harness.providers.local_requests import (
     vae_round_trip,
 )
 from lorascope.harness.ray_settings import ExecutorSettings
+from lorascope.registry.digest import FileHashes
 from lorascope.registry.models import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
@@ -247,6 +248,12 @@ class DiffusersProvider(Provider):
     def loaded_adapters(self) -> dict[str, str]:
         """Adapter name -> file path, for what is loaded now."""
         return self._adapters.loaded
+
+    @property
+    def file_hashes(self) -> FileHashes:
+        """The sha256 memo the LoRA loader uses: a Ray worker checks files through the same one,
+        so a LoRA it verified is not read again to be loaded."""
+        return self._adapters.hashes
 
     def load_pipeline(self) -> Any:
         """Load the pipeline now (otherwise the first generation does it)."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lorascope.harness.errors import RejectedRequest
 from lorascope.harness.models import LoraSpec
 from lorascope.harness.providers.local_pipeline import one_line
-from lorascope.registry.digest import sha256_file
+from lorascope.registry.digest import FileHashes
 from lorascope.registry.safetensors_header import NotSafetensorsError, read_header
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Adapters:
         self.config = config
         self.provider_name = provider_name
         self.by_sha: OrderedDict[str, _Adapter] = OrderedDict()  # sha256 -> adapter (LRU)
-        self._sha_cache: dict[tuple[str, int, int], str] = {}
+        self.hashes = FileHashes()  # shared with a Ray worker's checks (ray_worker), so a file is hashed once
         self._slots: list[str | None] = []  # hotswap mode: sha256 held by slot i
         self._slot_unit: dict[str, dict[str, float]] = {}  # slot -> layer -> scaling at weight 1
         #: What set_adapters/disable_lora last applied; None when unknown (after a load).
@@ -63,12 +63,7 @@ class Adapters:
 
     def sha_of(self, path: Path) -> str:
         """A file's sha256, hashed once per file version (path, mtime, size)."""
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        sha = self._sha_cache.get(key)
-        if sha is None:
-            sha = self._sha_cache[key] = sha256_file(path)
-        return sha
+        return self.hashes.sha256(path)
 
     def name_of(self, spec: LoraSpec) -> str:
         """The adapter name a loaded LoRA runs under (recorded in each result)."""

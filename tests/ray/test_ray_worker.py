@@ -129,3 +129,19 @@ def test_other_bytes_at_the_path_are_never_loaded(monkeypatch, tmp_path, lora_fi
     kind, message = reply["error"]
     assert kind == "lora_unavailable" and "other bytes" in message and "ship_loras is never" in message
     assert "\n" not in message and never.provider.lora_loads == 0
+
+
+def test_a_lora_the_worker_checked_is_not_read_again_to_be_loaded(monkeypatch, tmp_path, lora_file):
+    """The worker checks a LoRA's sha256 through the local provider's own hash memo, so loading
+    the file it just checked reads it for its hash once, not twice."""
+    import lorascope.registry.digest as digest
+
+    path, sha = lora_file
+    worker = _shipping_worker(monkeypatch, tmp_path / "worker-cache")
+    hashed: list[str] = []
+    real = digest.sha256_file
+    monkeypatch.setattr(digest, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    reply = worker.generate_batch([_lora_request(str(path), sha)], {str(path): sha}, {})
+    assert reply["error"] is None and len(reply["results"]) == 1
+    assert reply["results"][0].metadata["lora_files"] == [str(path)]
+    assert hashed == [str(path)]
